@@ -1,0 +1,115 @@
+//! Endpoint configuration: identity, windows, timeouts, and the roles the endpoint plays.
+
+use core::time::Duration;
+
+use crate::frame::MAX_PACKET_SIZE;
+use crate::ids::PeerId;
+use crate::policy::{ServerPolicy, SharedSecret};
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The oldest protocol version this crate speaks.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+
+/// Capability bits exchanged in HELLO / HELLO_ACK; the session uses their intersection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Capabilities(pub u64);
+
+impl Capabilities {
+    /// No optional capability.
+    pub const NONE: Capabilities = Capabilities(0);
+}
+
+/// How an endpoint behaves. Build one with [`EndpointConfig::new`] and adjust its fields.
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// This endpoint's Tox public key (the server's key is bound into secret proofs).
+    pub local_id: PeerId,
+    /// The largest packet the transport carries; frames never exceed it.
+    /// Tox lossless custom packets carry at most 1373 bytes.
+    pub max_packet_size: usize,
+    /// Credit granted to each stream the peer sends on: the most bytes one stream may have
+    /// buffered here, unread.
+    pub stream_window: u32,
+    /// Credit granted to the peer across all its streams: the most bytes one peer may have
+    /// buffered here, unread (the per-peer budget).
+    pub session_window: u64,
+    /// Send a PING when nothing was heard from the peer for this long.
+    pub keepalive_interval: Duration,
+    /// Declare the peer gone when nothing was heard from it for this long.
+    pub idle_timeout: Duration,
+    /// Give up on a HELLO that got no answer after this long (and try again).
+    pub handshake_timeout: Duration,
+    /// Give up on an OPEN that got neither OPEN_OK nor OPEN_ERR after this long.
+    pub open_timeout: Duration,
+    /// Wait this long before a client re-sends HELLO after its session ended while the
+    /// Tox link stayed up (the server restarted, say). Doubles up to 32× on failures.
+    pub reconnect_delay: Duration,
+    /// As a client: the shared secret to prove to servers, if any.
+    pub client_secret: Option<SharedSecret>,
+    /// As a server: who is admitted and what they may reach. `None`: accept no sessions.
+    pub server: Option<ServerPolicy>,
+}
+
+impl EndpointConfig {
+    /// A client-only configuration with the default windows and timeouts.
+    pub fn new(local_id: PeerId) -> Self {
+        EndpointConfig {
+            local_id,
+            max_packet_size: MAX_PACKET_SIZE,
+            stream_window: 256 * 1024,
+            session_window: 16 * 1024 * 1024,
+            keepalive_interval: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            open_timeout: Duration::from_secs(30),
+            reconnect_delay: Duration::from_secs(1),
+            client_secret: None,
+            server: None,
+        }
+    }
+
+    /// Checks the values make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_packet_size < crate::frame::DATA_HEADER_LEN + 1
+            || self.max_packet_size > MAX_PACKET_SIZE
+        {
+            return Err(ConfigError::PacketSize(self.max_packet_size));
+        }
+        // Open frames must fit: 1 + 16 + 1 + 253 + 2 bytes.
+        if self.max_packet_size < 273 {
+            return Err(ConfigError::PacketSize(self.max_packet_size));
+        }
+        if self.stream_window < 2 * self.max_packet_size as u32 {
+            return Err(ConfigError::Window(
+                "stream_window must hold at least two packets",
+            ));
+        }
+        if self.session_window < u64::from(self.stream_window) {
+            return Err(ConfigError::Window(
+                "session_window must be at least stream_window",
+            ));
+        }
+        if self.idle_timeout <= self.keepalive_interval {
+            return Err(ConfigError::Timeouts(
+                "idle_timeout must be longer than keepalive_interval",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The packet size cannot carry the protocol's frames.
+    #[error("max_packet_size {0} is outside 273..=1373")]
+    PacketSize(usize),
+    /// Windows are inconsistent.
+    #[error("{0}")]
+    Window(&'static str),
+    /// Timeouts are inconsistent.
+    #[error("{0}")]
+    Timeouts(&'static str),
+}

@@ -1,0 +1,960 @@
+//! The endpoint: one per Tox identity. It routes transport inputs to per-peer sessions, takes
+//! the application's commands, and hands out outputs (packets, events, its next deadline).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::codes::{SessionCode, StatusCode, StreamCode};
+use crate::config::{ConfigError, EndpointConfig, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use crate::frame::{DecodeError, Frame, HelloAck};
+use crate::ids::{PeerId, SessionId, StreamId};
+use crate::session::{Ctx, Role, Session, State};
+use crate::stream::{OpenState, Origin, Stream};
+use crate::target::Target;
+
+/// The most stray packets (answers to peers we hold no session with) queued at once.
+const MAX_STRAY: usize = 256;
+
+/// Something that happened outside the core: a transport event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Input {
+    /// The Tox friend link to the peer came up.
+    PeerOnline(PeerId),
+    /// The Tox friend link to the peer went down.
+    PeerOffline(PeerId),
+    /// A Tox friend request arrived; the endpoint answers with [`Event::FriendRequest`].
+    FriendRequest {
+        /// Who asks.
+        peer: PeerId,
+        /// The request's message (it carries the shared-secret proof, if any).
+        message: Bytes,
+    },
+    /// A lossless custom packet arrived from a friend.
+    Packet {
+        /// The sender (authenticated by Tox).
+        peer: PeerId,
+        /// The packet, first byte included.
+        packet: Bytes,
+    },
+    /// The transport's send queue for the peer is full. The caller keeps the packet it could
+    /// not send and sends it first once there is room; the endpoint emits nothing more for
+    /// this peer until [`Input::SendReady`]. Backpressure, never loss.
+    SendBlocked(PeerId),
+    /// The transport's send queue for the peer has room again.
+    SendReady(PeerId),
+}
+
+/// What the endpoint wants done. Drain with [`Endpoint::poll_output`] after every input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Output {
+    /// Send this packet to the peer as one lossless custom packet.
+    Transmit {
+        /// The friend to send to.
+        peer: PeerId,
+        /// The packet, at most the configured `max_packet_size`, first byte in 160..=191.
+        packet: Bytes,
+    },
+    /// Tell the application something.
+    Event(Event),
+    /// Nothing more to do now; call [`Endpoint::handle_timeout`] at this instant.
+    Timeout(Instant),
+}
+
+/// What the application learns from the endpoint. Every stream ends with exactly one of
+/// `StreamRefused`, `StreamReset` or `StreamClosed` (except those the application reset or
+/// refused itself, which end at that call).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The endpoint decided a Tox friend request: the transport should accept or refuse it.
+    FriendRequest {
+        /// Who asked.
+        peer: PeerId,
+        /// `Ok` to accept, or the code it was refused with.
+        decision: Result<(), SessionCode>,
+    },
+    /// The peer's Tox link came up (seed code 301).
+    PeerOnline {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// The peer's Tox link went down (seed code 302).
+    PeerOffline {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A session completed its handshake; streams may move.
+    SessionEstablished {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A session ended (or its handshake was refused); all its streams were reset.
+    SessionClosed {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        code: SessionCode,
+        /// Whether the peer said so (HELLO_REJECT / CLOSE) rather than this side deciding.
+        remote: bool,
+    },
+    /// The peer asks for a stream to `target`, and the policy allows it: connect, then
+    /// [`Endpoint::accept`] or [`Endpoint::refuse`].
+    StreamIncoming {
+        /// The new stream.
+        stream: StreamId,
+        /// Who opened it.
+        peer: PeerId,
+        /// Where to connect.
+        target: Target,
+    },
+    /// The peer accepted a stream this side opened (OPEN_OK).
+    StreamOpened {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// A stream this side opened was refused (OPEN_ERR) or timed out opening; it is gone.
+    StreamRefused {
+        /// The stream.
+        stream: StreamId,
+        /// Why.
+        code: StreamCode,
+    },
+    /// Bytes or the end of the stream can be read.
+    StreamReadable {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// More bytes can be written.
+    StreamWritable {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// The stream was aborted; it is gone.
+    StreamReset {
+        /// The stream.
+        stream: StreamId,
+        /// Why.
+        code: StreamCode,
+        /// Whether the peer reset it (RST) rather than this side.
+        remote: bool,
+    },
+    /// Both directions finished cleanly; the stream is gone.
+    StreamClosed {
+        /// The stream.
+        stream: StreamId,
+    },
+}
+
+impl Event {
+    /// The seed's status code for this event, where one applies.
+    pub fn status_code(&self) -> Option<StatusCode> {
+        match self {
+            Event::PeerOnline { .. } => Some(StatusCode::PeerOnline),
+            Event::PeerOffline { .. } => Some(StatusCode::PeerOffline),
+            _ => None,
+        }
+    }
+
+    /// The stream this event is about, if any.
+    pub fn stream(&self) -> Option<StreamId> {
+        match self {
+            Event::StreamIncoming { stream, .. }
+            | Event::StreamOpened { stream }
+            | Event::StreamRefused { stream, .. }
+            | Event::StreamReadable { stream }
+            | Event::StreamWritable { stream }
+            | Event::StreamReset { stream, .. }
+            | Event::StreamClosed { stream } => Some(*stream),
+            _ => None,
+        }
+    }
+}
+
+/// Why a stream could not be opened locally.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Opening a stream to oneself makes no sense.
+    #[error("cannot open a stream to this endpoint itself")]
+    SelfPeer,
+}
+
+/// Why a write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// No such stream (never existed, or already ended).
+    #[error("unknown stream")]
+    UnknownStream,
+    /// No credit now; `StreamWritable` will say when there is.
+    #[error("stream has no credit; wait for StreamWritable")]
+    Blocked,
+    /// The application already finished this direction.
+    #[error("stream already finished")]
+    Finished,
+    /// An incoming stream must be accepted first.
+    #[error("stream not accepted yet")]
+    NotAccepted,
+}
+
+/// Why a read failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// No such stream (never existed, or already ended).
+    #[error("unknown stream")]
+    UnknownStream,
+    /// Nothing to read now; `StreamReadable` will say when there is.
+    #[error("nothing to read yet")]
+    Blocked,
+    /// An incoming stream must be accepted first.
+    #[error("stream not accepted yet")]
+    NotAccepted,
+}
+
+/// Why a stream command (finish, reset, accept, refuse) failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// No such stream (never existed, or already ended).
+    #[error("unknown stream")]
+    UnknownStream,
+    /// The stream is not in a state that allows this (e.g. accepting a local stream).
+    #[error("stream is not waiting for this")]
+    WrongState,
+}
+
+/// Counters of one stream, for tests, metrics and the daemon's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamStats {
+    /// The peer.
+    pub peer: PeerId,
+    /// Bytes received and not yet read.
+    pub recv_buffered: usize,
+    /// Bytes written and not yet acknowledged (unsent plus in flight).
+    pub send_buffered: usize,
+    /// The credit the peer granted this stream, as a span from the acknowledged offset.
+    pub send_window: u64,
+    /// Bytes received on this stream so far.
+    pub received: u64,
+    /// Bytes sent on this stream so far.
+    pub sent: u64,
+}
+
+/// Counters of one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionStats {
+    /// The handshake is done.
+    pub established: bool,
+    /// Streams open (either direction).
+    pub streams: usize,
+    /// Stream bytes received and not yet read, across streams (bounded by the budget).
+    pub recv_buffered: u64,
+    /// Stream bytes sent in this session.
+    pub sent: u64,
+    /// Stream bytes received in this session.
+    pub received: u64,
+}
+
+/// The toxtun protocol state machine for one Tox identity. No I/O: see the crate docs for
+/// the drain rule.
+#[derive(Debug)]
+pub struct Endpoint {
+    config: EndpointConfig,
+    rng: ChaCha8Rng,
+    sessions: HashMap<PeerId, Session>,
+    /// Which session owns each stream, so commands need only the stream ID.
+    index: HashMap<StreamId, PeerId>,
+    online: HashSet<PeerId>,
+    events: VecDeque<Event>,
+    /// Sessions that may have packets to send, served round-robin.
+    ready: VecDeque<PeerId>,
+    /// Packets for peers without a session (HELLO_REJECT, CLOSE).
+    stray: VecDeque<(PeerId, Bytes)>,
+}
+
+impl Endpoint {
+    /// Creates an endpoint. `seed` feeds every random choice it makes (stream and session
+    /// IDs), so a test that fixes the seed replays exactly.
+    pub fn new(config: EndpointConfig, seed: [u8; 32]) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Endpoint {
+            config,
+            rng: ChaCha8Rng::from_seed(seed),
+            sessions: HashMap::new(),
+            index: HashMap::new(),
+            online: HashSet::new(),
+            events: VecDeque::new(),
+            ready: VecDeque::new(),
+            stray: VecDeque::new(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// This endpoint's Tox public key.
+    pub fn local_id(&self) -> PeerId {
+        self.config.local_id
+    }
+
+    fn ctx(&mut self) -> (&mut HashMap<PeerId, Session>, Ctx<'_>) {
+        (
+            &mut self.sessions,
+            Ctx {
+                config: &self.config,
+                events: &mut self.events,
+                index: &mut self.index,
+            },
+        )
+    }
+
+    fn mark_ready(&mut self, peer: PeerId) {
+        if let Some(s) = self.sessions.get_mut(&peer) {
+            if !s.in_ready {
+                s.in_ready = true;
+                self.ready.push_back(peer);
+            }
+        }
+    }
+
+    fn send_stray(&mut self, peer: PeerId, frame: Frame) {
+        if self.stray.len() < MAX_STRAY {
+            self.stray.push_back((peer, frame.to_bytes()));
+        }
+    }
+
+    fn new_session_id(&mut self) -> SessionId {
+        let mut id = [0u8; 16];
+        self.rng.fill_bytes(&mut id);
+        SessionId(id)
+    }
+
+    fn new_stream_id(&mut self) -> StreamId {
+        loop {
+            let mut b = [0u8; 16];
+            self.rng.fill_bytes(&mut b);
+            let id = StreamId(uuid::Builder::from_random_bytes(b).into_uuid());
+            if !self.index.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    // ----- transport inputs --------------------------------------------------------------
+
+    /// Feeds one transport event. Peers' misbehaviour never returns an error: it becomes
+    /// RST, CLOSE or HELLO_REJECT frames and events, and other peers are unaffected.
+    pub fn handle_input(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::PeerOnline(peer) => {
+                self.online.insert(peer);
+                self.events.push_back(Event::PeerOnline { peer });
+                if let Some(s) = self.sessions.get_mut(&peer) {
+                    s.link_up = true;
+                    s.send_blocked = false;
+                    if let State::Idle { .. } = s.state {
+                        let id = self.new_session_id();
+                        let s = self.sessions.get_mut(&peer).expect("present");
+                        s.send_hello(now, id, &self.config);
+                    }
+                    self.mark_ready(peer);
+                }
+            }
+            Input::PeerOffline(peer) => {
+                self.online.remove(&peer);
+                self.events.push_back(Event::PeerOffline { peer });
+                self.link_lost(now, peer);
+            }
+            Input::FriendRequest { peer, message } => {
+                let decision = match &self.config.server {
+                    Some(policy) => policy
+                        .admit_friend_request(&peer, &self.config.local_id, &message)
+                        .map(|_| ()),
+                    None => Err(SessionCode::Unauthorized),
+                };
+                self.events
+                    .push_back(Event::FriendRequest { peer, decision });
+            }
+            Input::Packet { peer, packet } => self.on_packet(now, peer, packet),
+            Input::SendBlocked(peer) => {
+                if let Some(s) = self.sessions.get_mut(&peer) {
+                    s.send_blocked = true;
+                }
+            }
+            Input::SendReady(peer) => {
+                if let Some(s) = self.sessions.get_mut(&peer) {
+                    s.send_blocked = false;
+                }
+                self.mark_ready(peer);
+            }
+        }
+    }
+
+    fn link_lost(&mut self, now: Instant, peer: PeerId) {
+        let (sessions, mut ctx) = self.ctx();
+        let Some(s) = sessions.get_mut(&peer) else {
+            return;
+        };
+        s.link_up = false;
+        s.send_blocked = false;
+        match (s.role, s.state) {
+            (Role::Initiator, State::Idle { .. }) => {}
+            (Role::Initiator, _) => {
+                s.end(SessionCode::LinkLost, false, &mut ctx);
+                s.schedule_retry(now, ctx.config);
+            }
+            (Role::Responder(_), _) => {
+                s.end(SessionCode::LinkLost, false, &mut ctx);
+                sessions.remove(&peer);
+            }
+        }
+    }
+
+    fn on_packet(&mut self, now: Instant, peer: PeerId, packet: Bytes) {
+        let frame = match Frame::decode(&packet) {
+            Ok(f) => f,
+            Err(DecodeError::InvalidTarget { stream, .. }) => {
+                // The OPEN is readable enough to refuse by ID; the session carries on.
+                return self.on_stream_frame(
+                    now,
+                    peer,
+                    Frame::OpenErr {
+                        stream,
+                        code: StreamCode::InvalidTarget,
+                    },
+                    true,
+                );
+            }
+            Err(_) => {
+                return self.protocol_violation(now, peer, SessionCode::ProtocolViolation);
+            }
+        };
+        if let Some(s) = self.sessions.get_mut(&peer) {
+            s.link_up = true;
+        }
+        match frame {
+            Frame::Hello(h) => self.on_hello(now, peer, h),
+            Frame::HelloAck(a) => self.on_hello_ack(now, peer, a),
+            Frame::HelloReject { code, .. } => {
+                let (sessions, mut ctx) = self.ctx();
+                if let Some(s) = sessions.get_mut(&peer) {
+                    if matches!(s.state, State::HelloSent { .. }) {
+                        s.end(code, true, &mut ctx);
+                        if is_fatal(code) {
+                            sessions.remove(&peer);
+                        } else {
+                            s.schedule_retry(now, ctx.config);
+                        }
+                    }
+                }
+            }
+            Frame::Close { code } => {
+                let (sessions, mut ctx) = self.ctx();
+                if let Some(s) = sessions.get_mut(&peer) {
+                    if s.is_established() || matches!(s.state, State::HelloSent { .. }) {
+                        s.end(code, true, &mut ctx);
+                        match s.role {
+                            Role::Initiator => s.schedule_retry(now, ctx.config),
+                            Role::Responder(_) => {
+                                sessions.remove(&peer);
+                            }
+                        }
+                    }
+                }
+            }
+            other => self.on_stream_frame(now, peer, other, false),
+        }
+    }
+
+    /// A frame that needs an established session.
+    fn on_stream_frame(&mut self, now: Instant, peer: PeerId, frame: Frame, reply: bool) {
+        let (sessions, mut ctx) = self.ctx();
+        let Some(s) = sessions.get_mut(&peer).filter(|s| s.is_established()) else {
+            let idle_initiator = self
+                .sessions
+                .get(&peer)
+                .is_some_and(|s| s.role == Role::Initiator);
+            // An initiator between sessions drops stale frames; anyone else is told that
+            // the handshake must come first.
+            if !idle_initiator {
+                self.send_stray(
+                    peer,
+                    Frame::Close {
+                        code: SessionCode::HandshakeRequired,
+                    },
+                );
+            }
+            return;
+        };
+        s.last_recv = now;
+        if reply {
+            // A frame we answer directly (OPEN_ERR for an undecodable OPEN).
+            s.queue_control(frame);
+        } else if let Err(code) = s.on_frame(frame, &mut ctx) {
+            return self.protocol_violation(now, peer, code);
+        }
+        self.mark_ready(peer);
+    }
+
+    /// The peer broke the protocol: CLOSE with the code, end the session. Other peers
+    /// carry on.
+    fn protocol_violation(&mut self, now: Instant, peer: PeerId, code: SessionCode) {
+        let (sessions, mut ctx) = self.ctx();
+        let Some(s) = sessions.get_mut(&peer) else {
+            return;
+        };
+        if matches!(s.state, State::Idle { .. }) {
+            return;
+        }
+        s.end(code, false, &mut ctx);
+        match s.role {
+            Role::Initiator => s.schedule_retry(now, ctx.config),
+            Role::Responder(_) => {
+                sessions.remove(&peer);
+            }
+        }
+        self.send_stray(peer, Frame::Close { code });
+    }
+
+    fn on_hello(&mut self, now: Instant, peer: PeerId, h: crate::frame::Hello) {
+        let reject = |this: &mut Self, code: SessionCode| {
+            this.send_stray(
+                peer,
+                Frame::HelloReject {
+                    code,
+                    min_version: MIN_PROTOCOL_VERSION,
+                    max_version: PROTOCOL_VERSION,
+                },
+            );
+        };
+        let Some(policy) = self.config.server.as_ref() else {
+            return reject(self, SessionCode::Unauthorized);
+        };
+        let Some(version) = Session::negotiate_version(&h) else {
+            return reject(self, SessionCode::VersionMismatch);
+        };
+        let admission = match policy.admit(&peer, &self.config.local_id, h.proof.as_ref()) {
+            Ok(a) => a,
+            Err(code) => return reject(self, code),
+        };
+        let responders = self
+            .sessions
+            .values()
+            .filter(|s| matches!(s.role, Role::Responder(_)) && s.peer != peer)
+            .count();
+        if responders >= policy.limits.max_peers {
+            return reject(self, SessionCode::TooManyPeers);
+        }
+        let (sessions, mut ctx) = self.ctx();
+        let session = match sessions.get_mut(&peer) {
+            Some(s) => {
+                if s.is_established() {
+                    // The peer started over: whatever it had with us is gone on its side.
+                    s.end(SessionCode::LinkLost, true, &mut ctx);
+                }
+                s.role = Role::Responder(admission);
+                s
+            }
+            None => sessions.entry(peer).or_insert_with(|| {
+                Session::new(peer, Role::Responder(admission), h.session, now, ctx.config)
+            }),
+        };
+        session.id = h.session;
+        session.link_up = true;
+        session.queue_control(Frame::HelloAck(HelloAck {
+            version,
+            capabilities: 0,
+            session: h.session,
+            resumed: false,
+            stream_window: ctx.config.stream_window,
+            session_window: ctx.config.session_window,
+        }));
+        session.establish(now, h.stream_window, h.session_window, &mut ctx);
+        self.mark_ready(peer);
+    }
+
+    fn on_hello_ack(&mut self, now: Instant, peer: PeerId, a: HelloAck) {
+        let (sessions, mut ctx) = self.ctx();
+        let Some(s) = sessions.get_mut(&peer) else {
+            return;
+        };
+        if !matches!(s.state, State::HelloSent { .. }) || a.session != s.id {
+            return; // stale or unsolicited
+        }
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&a.version) {
+            s.end(SessionCode::VersionMismatch, false, &mut ctx);
+            sessions.remove(&peer);
+            return self.send_stray(
+                peer,
+                Frame::Close {
+                    code: SessionCode::VersionMismatch,
+                },
+            );
+        }
+        s.establish(now, a.stream_window, a.session_window, &mut ctx);
+        self.mark_ready(peer);
+    }
+
+    // ----- timers ------------------------------------------------------------------------
+
+    /// Runs the timers that are due: open and handshake timeouts, keepalive PINGs, idle
+    /// timeouts, reconnect attempts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
+        for peer in peers {
+            let (sessions, mut ctx) = self.ctx();
+            let Some(s) = sessions.get_mut(&peer) else {
+                continue;
+            };
+            if let State::Idle { retry_at: Some(t) } = s.state {
+                if s.link_up && now >= t {
+                    let id = self.new_session_id();
+                    let s = self.sessions.get_mut(&peer).expect("present");
+                    s.send_hello(now, id, &self.config);
+                    self.mark_ready(peer);
+                }
+                continue;
+            }
+            if let Some(code) = s.on_timeout(now, &mut ctx) {
+                s.end(code, false, &mut ctx);
+                match s.role {
+                    Role::Initiator => {
+                        s.schedule_retry(now, ctx.config);
+                        if code == SessionCode::IdleTimeout {
+                            // Tell the peer, in case only our direction is dead.
+                            self.send_stray(peer, Frame::Close { code });
+                        }
+                    }
+                    Role::Responder(_) => {
+                        sessions.remove(&peer);
+                        self.send_stray(peer, Frame::Close { code });
+                    }
+                }
+            }
+            self.mark_ready(peer);
+        }
+    }
+
+    // ----- application commands ----------------------------------------------------------
+
+    /// Starts (or keeps) a client session with a server peer: HELLO goes out as soon as the
+    /// link is up, and again after failures, with backoff, until [`Endpoint::disconnect`].
+    pub fn connect(&mut self, now: Instant, peer: PeerId) {
+        if self.sessions.contains_key(&peer) {
+            return;
+        }
+        let id = self.new_session_id();
+        let mut s = Session::new(peer, Role::Initiator, id, now, &self.config);
+        if self.online.contains(&peer) {
+            s.link_up = true;
+            s.send_hello(now, id, &self.config);
+        }
+        self.sessions.insert(peer, s);
+        self.mark_ready(peer);
+    }
+
+    /// Ends the session with the peer (CLOSE with `Normal`), resetting its streams, and stops
+    /// reconnecting to it.
+    pub fn disconnect(&mut self, peer: PeerId) {
+        let (sessions, mut ctx) = self.ctx();
+        if let Some(mut s) = sessions.remove(&peer) {
+            let was_live = !matches!(s.state, State::Idle { .. });
+            s.end(SessionCode::Normal, false, &mut ctx);
+            if was_live {
+                self.send_stray(
+                    peer,
+                    Frame::Close {
+                        code: SessionCode::Normal,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Closes every session (CLOSE with `Shutdown`): for a clean exit.
+    pub fn shutdown(&mut self) {
+        let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
+        for peer in peers {
+            let (sessions, mut ctx) = self.ctx();
+            if let Some(mut s) = sessions.remove(&peer) {
+                let was_live = !matches!(s.state, State::Idle { .. });
+                s.end(SessionCode::Shutdown, false, &mut ctx);
+                if was_live {
+                    self.send_stray(
+                        peer,
+                        Frame::Close {
+                            code: SessionCode::Shutdown,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Opens a stream to `target` through the server `peer`, connecting to it if needed.
+    ///
+    /// The stream may be written as soon as `StreamWritable` arrives (at once if the
+    /// session is up): bytes follow OPEN without waiting for OPEN_OK, within the server's
+    /// window. It ends with `StreamOpened`, then later `StreamClosed`/`StreamReset`, or
+    /// with `StreamRefused`.
+    pub fn open(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        target: Target,
+    ) -> Result<StreamId, OpenError> {
+        if peer == self.config.local_id {
+            return Err(OpenError::SelfPeer);
+        }
+        self.connect(now, peer);
+        let id = self.new_stream_id();
+        let stream = Stream::new(
+            id,
+            target,
+            Origin::Local,
+            OpenState::Opening { open_sent: false },
+            u64::from(self.config.stream_window),
+        );
+        let s = self.sessions.get_mut(&peer).expect("connect created it");
+        s.add_local_stream(now, stream, &self.config);
+        self.index.insert(id, peer);
+        self.mark_ready(peer);
+        Ok(id)
+    }
+
+    fn stream_session(&mut self, stream: StreamId) -> Option<(&mut Session, Ctx<'_>)> {
+        let peer = *self.index.get(&stream)?;
+        let (sessions, ctx) = self.ctx();
+        Some((sessions.get_mut(&peer)?, ctx))
+    }
+
+    /// Writes as much of `data` as the stream's credit allows and returns how much. A short
+    /// count (or `Blocked`) means: wait for `StreamWritable`.
+    pub fn write(&mut self, stream: StreamId, data: Bytes) -> Result<usize, WriteError> {
+        let (s, _) = self
+            .stream_session(stream)
+            .ok_or(WriteError::UnknownStream)?;
+        let st = s
+            .streams
+            .get_mut(&stream)
+            .ok_or(WriteError::UnknownStream)?;
+        if st.state == OpenState::Incoming {
+            return Err(WriteError::NotAccepted);
+        }
+        if st.send.fin_requested {
+            return Err(WriteError::Finished);
+        }
+        let want = data.len();
+        let n = st.send.write(data);
+        if n < want {
+            st.send.want_writable = true;
+        }
+        if n == 0 && want > 0 {
+            return Err(WriteError::Blocked);
+        }
+        let peer = s.peer;
+        s.schedule(stream);
+        self.mark_ready(peer);
+        Ok(n)
+    }
+
+    /// Finishes this side's direction: FIN follows the bytes already written. Idempotent.
+    pub fn finish(&mut self, stream: StreamId) -> Result<(), StreamError> {
+        let (s, mut ctx) = self
+            .stream_session(stream)
+            .ok_or(StreamError::UnknownStream)?;
+        let st = s
+            .streams
+            .get_mut(&stream)
+            .ok_or(StreamError::UnknownStream)?;
+        if st.state == OpenState::Incoming {
+            return Err(StreamError::WrongState);
+        }
+        st.send.fin_requested = true;
+        let peer = s.peer;
+        s.maybe_send_fin(stream, &mut ctx);
+        self.mark_ready(peer);
+        Ok(())
+    }
+
+    /// Aborts the stream both ways with `code` (RST). No event follows for it.
+    pub fn reset(&mut self, stream: StreamId, code: StreamCode) -> Result<(), StreamError> {
+        let (s, mut ctx) = self
+            .stream_session(stream)
+            .ok_or(StreamError::UnknownStream)?;
+        let peer = s.peer;
+        s.reset_stream(stream, code, false, &mut ctx);
+        self.mark_ready(peer);
+        Ok(())
+    }
+
+    /// Accepts an incoming stream (its target is connected): OPEN_OK goes out, and bytes
+    /// that arrived with the OPEN become readable.
+    pub fn accept(&mut self, stream: StreamId) -> Result<(), StreamError> {
+        let (s, ctx) = self
+            .stream_session(stream)
+            .ok_or(StreamError::UnknownStream)?;
+        let st = s
+            .streams
+            .get_mut(&stream)
+            .ok_or(StreamError::UnknownStream)?;
+        if st.state != OpenState::Incoming {
+            return Err(StreamError::WrongState);
+        }
+        st.state = OpenState::Open;
+        if st.recv.buffered > 0 || st.recv.fin_offset.is_some() {
+            st.recv.readable_signaled = true;
+            ctx.events.push_back(Event::StreamReadable { stream });
+        }
+        let peer = s.peer;
+        s.queue_control(Frame::OpenOk { stream });
+        self.mark_ready(peer);
+        Ok(())
+    }
+
+    /// Refuses an incoming stream with `code` (OPEN_ERR), e.g. `TargetRefused`.
+    pub fn refuse(&mut self, stream: StreamId, code: StreamCode) -> Result<(), StreamError> {
+        let (s, mut ctx) = self
+            .stream_session(stream)
+            .ok_or(StreamError::UnknownStream)?;
+        if s.streams.get(&stream).map(|st| st.state) != Some(OpenState::Incoming) {
+            return Err(StreamError::WrongState);
+        }
+        s.remove_stream(stream, &mut ctx);
+        s.queue_control(Frame::OpenErr { stream, code });
+        let peer = s.peer;
+        self.mark_ready(peer);
+        Ok(())
+    }
+
+    /// Reads up to `max` bytes. `Ok(None)` is the end of the stream (the peer finished);
+    /// `Err(Blocked)` means wait for `StreamReadable`. Reading returns credit to the peer.
+    pub fn read(&mut self, stream: StreamId, max: usize) -> Result<Option<Bytes>, ReadError> {
+        let (s, mut ctx) = self
+            .stream_session(stream)
+            .ok_or(ReadError::UnknownStream)?;
+        let st = s.streams.get_mut(&stream).ok_or(ReadError::UnknownStream)?;
+        if st.state == OpenState::Incoming {
+            return Err(ReadError::NotAccepted);
+        }
+        if let Some(chunk) = st.recv.read(max.max(1)) {
+            let n = chunk.len() as u64;
+            let peer = s.peer;
+            s.after_read(stream, n, ctx.config);
+            self.mark_ready(peer);
+            return Ok(Some(chunk));
+        }
+        if st.recv.at_end() {
+            if !st.recv.fin_read {
+                st.recv.fin_read = true;
+                s.maybe_close(stream, &mut ctx);
+            }
+            return Ok(None);
+        }
+        st.recv.readable_signaled = false;
+        Err(ReadError::Blocked)
+    }
+
+    // ----- output ------------------------------------------------------------------------
+
+    /// The next thing to do. **Drain rule:** after every call that changes state
+    /// (`handle_input`, `handle_timeout` and the stream commands), call this until it returns
+    /// `None` or `Some(Output::Timeout(_))`; then wait for input or that instant.
+    pub fn poll_output(&mut self, _now: Instant) -> Option<Output> {
+        if let Some(e) = self.events.pop_front() {
+            return Some(Output::Event(e));
+        }
+        if let Some((peer, packet)) = self.stray.pop_front() {
+            return Some(Output::Transmit { peer, packet });
+        }
+        while let Some(peer) = self.ready.pop_front() {
+            let (sessions, mut ctx) = self.ctx();
+            let Some(s) = sessions.get_mut(&peer) else {
+                continue;
+            };
+            if let Some(packet) = s.poll_transmit(&mut ctx) {
+                // Back of the queue: peers take turns, one packet each.
+                self.ready.push_back(peer);
+                return Some(Output::Transmit { peer, packet });
+            }
+            s.in_ready = false;
+            if !self.events.is_empty() {
+                return self.events.pop_front().map(Output::Event);
+            }
+        }
+        if let Some(e) = self.events.pop_front() {
+            return Some(Output::Event(e));
+        }
+        self.next_deadline().map(Output::Timeout)
+    }
+
+    /// The earliest instant any timer is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.sessions
+            .values()
+            .filter_map(|s| s.deadline(&self.config))
+            .min()
+    }
+
+    // ----- introspection -----------------------------------------------------------------
+
+    /// Counters of one stream.
+    pub fn stream_stats(&self, stream: StreamId) -> Option<StreamStats> {
+        let peer = *self.index.get(&stream)?;
+        let st = self.sessions.get(&peer)?.streams.get(&stream)?;
+        Some(StreamStats {
+            peer,
+            recv_buffered: st.recv.buffered,
+            send_buffered: st.send.buffered(),
+            send_window: st.send.max_offset.saturating_sub(st.send.acked),
+            received: st.recv.received,
+            sent: st.send.sent,
+        })
+    }
+
+    /// Counters of the session with one peer.
+    pub fn session_stats(&self, peer: PeerId) -> Option<SessionStats> {
+        let s = self.sessions.get(&peer)?;
+        Some(SessionStats {
+            established: s.is_established(),
+            streams: s.streams.len(),
+            recv_buffered: s.recv_total - s.recv_consumed,
+            sent: s.send_total,
+            received: s.recv_total,
+        })
+    }
+
+    /// Every stream with its peer.
+    pub fn streams(&self) -> impl Iterator<Item = (StreamId, PeerId)> + '_ {
+        self.index.iter().map(|(s, p)| (*s, *p))
+    }
+
+    /// Peers with a session (live or reconnecting).
+    pub fn peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.sessions.keys().copied()
+    }
+
+    /// Whether the session with the peer is established.
+    pub fn is_established(&self, peer: PeerId) -> bool {
+        self.sessions
+            .get(&peer)
+            .is_some_and(Session::is_established)
+    }
+}
+
+/// Refusals that retrying cannot fix.
+fn is_fatal(code: SessionCode) -> bool {
+    matches!(
+        code,
+        SessionCode::Unauthorized | SessionCode::BadSecret | SessionCode::VersionMismatch
+    )
+}

@@ -1,0 +1,595 @@
+//! A deterministic pair harness: two endpoints joined by in-memory packet queues with
+//! latency, a per-direction capacity (a full queue is `SendBlocked` backpressure) and the
+//! transport's packet-size limit, under a virtual clock that jumps to the next event.
+//! Each side has a small scripted application that accepts, writes, reads and records.
+//!
+//! After every step the harness checks the flow-control bounds: no stream holds more than
+//! its window, no peer more than its budget, no sender more than the peer's credit.
+//!
+//! Enabled by the `testing` feature; used by this crate's tests and benchmarks.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::codes::StreamCode;
+use crate::endpoint::{Endpoint, Event, Input, Output, ReadError, WriteError};
+use crate::ids::{PeerId, StreamId};
+use crate::target::Target;
+use crate::EndpointConfig;
+
+/// How a stream ended, as its application saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Both directions finished.
+    Closed,
+    /// Reset, locally or by the peer.
+    Reset(StreamCode),
+    /// Refused before opening.
+    Refused(StreamCode),
+}
+
+/// The scripted application on one side.
+#[derive(Debug, Default)]
+pub struct App {
+    /// Every event, in order (unless `record_events` is off).
+    pub events: Vec<Event>,
+    /// Keep events in `events`.
+    pub record_events: bool,
+    /// Keep received bytes in `received` (off: only count them).
+    pub keep_bytes: bool,
+    /// Accept incoming streams (else refuse them with `refuse_code`).
+    pub accept: bool,
+    /// The code incoming streams are refused with when `accept` is off.
+    pub refuse_code: Option<StreamCode>,
+    /// Streams whose bytes the application does not read (a stalled reader).
+    pub stalled: HashSet<StreamId>,
+    /// Bytes read per stream (when `keep_bytes`).
+    pub received: HashMap<StreamId, Vec<u8>>,
+    /// Bytes read per stream, counted.
+    pub received_len: HashMap<StreamId, u64>,
+    /// Streams whose end (peer's FIN) was read.
+    pub eof: HashSet<StreamId>,
+    /// How each stream ended.
+    pub ended: HashMap<StreamId, End>,
+    /// Incoming streams and their targets.
+    pub incoming: Vec<(StreamId, Target)>,
+    /// Streams confirmed open (OPEN_OK).
+    pub opened: HashSet<StreamId>,
+    /// Reply to each incoming stream with these bytes, then finish.
+    pub reply: Option<(Bytes, bool)>,
+    outgoing: HashMap<StreamId, (Bytes, bool)>,
+    try_write: VecDeque<StreamId>,
+    try_read: VecDeque<StreamId>,
+    pending_accept: VecDeque<StreamId>,
+}
+
+impl App {
+    fn new() -> Self {
+        App {
+            record_events: true,
+            keep_bytes: true,
+            accept: true,
+            ..Default::default()
+        }
+    }
+
+    /// Queues `data` to be written on `stream`, then FIN if `fin`.
+    pub fn send(&mut self, stream: StreamId, data: Bytes, fin: bool) {
+        let e = self.outgoing.entry(stream).or_insert((Bytes::new(), false));
+        if e.0.is_empty() {
+            e.0 = data;
+        } else {
+            let mut v = e.0.to_vec();
+            v.extend_from_slice(&data);
+            e.0 = Bytes::from(v);
+        }
+        e.1 |= fin;
+        self.try_write.push_back(stream);
+    }
+
+    /// Resumes reading a stalled stream.
+    pub fn unstall(&mut self, stream: StreamId) {
+        self.stalled.remove(&stream);
+        self.try_read.push_back(stream);
+    }
+
+    /// Bytes still waiting to be written on `stream`.
+    pub fn unwritten(&self, stream: StreamId) -> usize {
+        self.outgoing.get(&stream).map_or(0, |(d, _)| d.len())
+    }
+
+    fn on_event(&mut self, e: &Event) {
+        match e {
+            Event::StreamIncoming { stream, target, .. } => {
+                self.incoming.push((*stream, target.clone()));
+                self.pending_accept.push_back(*stream);
+            }
+            Event::StreamOpened { stream } => {
+                self.opened.insert(*stream);
+            }
+            Event::StreamReadable { stream } => self.try_read.push_back(*stream),
+            Event::StreamWritable { stream } => self.try_write.push_back(*stream),
+            Event::StreamRefused { stream, code } => {
+                self.ended.insert(*stream, End::Refused(*code));
+                self.outgoing.remove(stream);
+            }
+            Event::StreamReset { stream, code, .. } => {
+                self.ended.insert(*stream, End::Reset(*code));
+                self.outgoing.remove(stream);
+            }
+            Event::StreamClosed { stream } => {
+                self.ended.insert(*stream, End::Closed);
+            }
+            _ => {}
+        }
+        if self.record_events {
+            self.events.push(e.clone());
+        }
+    }
+
+    /// Does whatever the application can do now; returns whether it did anything.
+    fn pump(&mut self, ep: &mut Endpoint) -> bool {
+        let mut progress = false;
+        while let Some(stream) = self.pending_accept.pop_front() {
+            progress = true;
+            if self.accept {
+                let _ = ep.accept(stream);
+                if let Some((data, fin)) = self.reply.clone() {
+                    self.send(stream, data, fin);
+                }
+            } else {
+                let _ = ep.refuse(
+                    stream,
+                    self.refuse_code.unwrap_or(StreamCode::TargetRefused),
+                );
+                self.ended.insert(
+                    stream,
+                    End::Refused(self.refuse_code.unwrap_or(StreamCode::TargetRefused)),
+                );
+            }
+        }
+        while let Some(stream) = self.try_write.pop_front() {
+            let Some((data, fin)) = self.outgoing.get_mut(&stream) else {
+                continue;
+            };
+            while !data.is_empty() {
+                match ep.write(stream, data.clone()) {
+                    Ok(n) => {
+                        progress = true;
+                        let _ = data.split_to(n);
+                    }
+                    Err(WriteError::Blocked) => break,
+                    Err(_) => {
+                        data.clear();
+                        break;
+                    }
+                }
+            }
+            if data.is_empty() {
+                if *fin {
+                    let _ = ep.finish(stream);
+                    progress = true;
+                }
+                self.outgoing.remove(&stream);
+            }
+        }
+        while let Some(stream) = self.try_read.pop_front() {
+            if self.stalled.contains(&stream) {
+                continue; // `unstall` wakes it again
+            }
+            loop {
+                match ep.read(stream, usize::MAX) {
+                    Ok(Some(chunk)) => {
+                        progress = true;
+                        *self.received_len.entry(stream).or_default() += chunk.len() as u64;
+                        if self.keep_bytes {
+                            self.received
+                                .entry(stream)
+                                .or_default()
+                                .extend_from_slice(&chunk);
+                        }
+                    }
+                    Ok(None) => {
+                        if self.eof.insert(stream) {
+                            progress = true;
+                        }
+                        break;
+                    }
+                    Err(ReadError::Blocked) | Err(_) => break,
+                }
+            }
+        }
+        progress
+    }
+}
+
+/// One endpoint with its application and its outgoing link.
+#[derive(Debug)]
+pub struct Side {
+    /// The endpoint.
+    pub endpoint: Endpoint,
+    /// Its Tox key.
+    pub id: PeerId,
+    /// Its application.
+    pub app: App,
+    /// Packets on their way to the other side, with arrival times.
+    inflight: VecDeque<(Instant, Bytes)>,
+    /// A packet the full queue refused; sent first when there is room.
+    held: Option<Bytes>,
+    timeout: Option<Instant>,
+    /// Packets sent, for statistics.
+    pub packets_sent: u64,
+    /// Bytes sent (packets), for statistics.
+    pub bytes_sent: u64,
+}
+
+impl Side {
+    fn new(endpoint: Endpoint) -> Self {
+        Side {
+            id: endpoint.local_id(),
+            endpoint,
+            app: App::new(),
+            inflight: VecDeque::new(),
+            held: None,
+            timeout: None,
+            packets_sent: 0,
+            bytes_sent: 0,
+        }
+    }
+}
+
+/// The harness failed: a bound was broken or the drive did not finish.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PairError {
+    /// An invariant was broken.
+    #[error("invariant broken: {0}")]
+    Invariant(String),
+    /// `max_steps` ran out before the goal was reached.
+    #[error("no result after {0} steps")]
+    Steps(usize),
+}
+
+/// Two endpoints on a virtual link.
+#[derive(Debug)]
+pub struct Pair {
+    /// The first side (usually the client).
+    pub a: Side,
+    /// The second side (usually the server).
+    pub b: Side,
+    /// Virtual time now.
+    pub now: Instant,
+    /// One-way latency.
+    pub latency: Duration,
+    /// Packets in flight per direction before the sender sees `SendBlocked`.
+    pub queue_capacity: usize,
+    /// Largest packet the link carries.
+    pub max_packet: usize,
+    /// Check the flow-control bounds after every step.
+    pub check_invariants: bool,
+    link_up: bool,
+    start: Instant,
+}
+
+impl Pair {
+    /// Joins two endpoints; the link starts down (call [`Pair::link_up`]).
+    pub fn new(a: EndpointConfig, b: EndpointConfig, seed: u64) -> Self {
+        let mut sa = [0u8; 32];
+        sa[..8].copy_from_slice(&seed.to_le_bytes());
+        let mut sb = sa;
+        sb[31] = 1;
+        // The harness's one real instant, its origin; everything after is virtual.
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        Pair {
+            a: Side::new(Endpoint::new(a, sa).expect("valid config a")),
+            b: Side::new(Endpoint::new(b, sb).expect("valid config b")),
+            now,
+            latency: Duration::from_millis(5),
+            queue_capacity: 64,
+            max_packet: crate::MAX_PACKET_SIZE,
+            check_invariants: true,
+            link_up: false,
+            start: now,
+        }
+    }
+
+    /// Virtual time elapsed since the pair was made.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Brings the link up (both sides see their friend online).
+    pub fn link_up(&mut self) {
+        self.link_up = true;
+        let (a, b) = (self.a.id, self.b.id);
+        self.a.endpoint.handle_input(self.now, Input::PeerOnline(b));
+        self.b.endpoint.handle_input(self.now, Input::PeerOnline(a));
+    }
+
+    /// Takes the link down: packets in flight are lost, both sides see the friend offline.
+    pub fn link_down(&mut self) {
+        self.link_up = false;
+        for side in [&mut self.a, &mut self.b] {
+            side.inflight.clear();
+            side.held = None;
+        }
+        let (a, b) = (self.a.id, self.b.id);
+        self.a
+            .endpoint
+            .handle_input(self.now, Input::PeerOffline(b));
+        self.b
+            .endpoint
+            .handle_input(self.now, Input::PeerOffline(a));
+    }
+
+    /// Hands a raw packet to side `b` as if `a` sent it (for hostile-input tests).
+    pub fn inject_to_b(&mut self, packet: Bytes) {
+        let from = self.a.id;
+        self.b
+            .endpoint
+            .handle_input(self.now, Input::Packet { peer: from, packet });
+    }
+
+    /// Hands a raw packet to side `a` as if `b` sent it.
+    pub fn inject_to_a(&mut self, packet: Bytes) {
+        let from = self.b.id;
+        self.a
+            .endpoint
+            .handle_input(self.now, Input::Packet { peer: from, packet });
+    }
+
+    fn drain(
+        side: &mut Side,
+        to: PeerId,
+        now: Instant,
+        latency: Duration,
+        cap: usize,
+        max_packet: usize,
+        link_up: bool,
+    ) -> Result<bool, PairError> {
+        let mut progress = false;
+        loop {
+            match side.endpoint.poll_output(now) {
+                None => {
+                    side.timeout = None;
+                    break;
+                }
+                Some(Output::Timeout(t)) => {
+                    side.timeout = Some(t);
+                    break;
+                }
+                Some(Output::Event(e)) => {
+                    progress = true;
+                    side.app.on_event(&e);
+                }
+                Some(Output::Transmit { peer, packet }) => {
+                    progress = true;
+                    if peer != to {
+                        // Stray packets to peers other than the pair's are not carried.
+                        continue;
+                    }
+                    if packet.len() > max_packet || !(160..=191).contains(&packet[0]) {
+                        return Err(PairError::Invariant(format!(
+                            "packet of {} bytes with id {} breaks the transport's rules",
+                            packet.len(),
+                            packet[0]
+                        )));
+                    }
+                    if !link_up {
+                        continue; // the transport would refuse: friend offline
+                    }
+                    side.packets_sent += 1;
+                    side.bytes_sent += packet.len() as u64;
+                    if side.held.is_none() && side.inflight.len() < cap {
+                        side.inflight.push_back((now + latency, packet));
+                    } else {
+                        if side.held.is_some() {
+                            return Err(PairError::Invariant(
+                                "endpoint transmitted while its peer's send queue was blocked"
+                                    .into(),
+                            ));
+                        }
+                        side.held = Some(packet);
+                        side.endpoint.handle_input(now, Input::SendBlocked(to));
+                    }
+                }
+            }
+        }
+        Ok(progress)
+    }
+
+    /// One round at the current instant: applications act, outputs drain, due packets
+    /// arrive, due timers fire. Returns whether anything happened.
+    pub fn step(&mut self) -> Result<bool, PairError> {
+        let now = self.now;
+        let mut progress = false;
+        let (aid, bid) = (self.a.id, self.b.id);
+        for (side, to) in [(&mut self.a, bid), (&mut self.b, aid)] {
+            progress |= side.app.pump(&mut side.endpoint);
+            if side.timeout.is_some_and(|t| t <= now) {
+                side.endpoint.handle_timeout(now);
+                progress = true;
+            }
+            progress |= Self::drain(
+                side,
+                to,
+                now,
+                self.latency,
+                self.queue_capacity,
+                self.max_packet,
+                self.link_up,
+            )?;
+        }
+        // Deliver what has arrived, and let blocked senders move on.
+        progress |= Self::deliver(
+            &mut self.a,
+            &mut self.b,
+            now,
+            self.latency,
+            self.queue_capacity,
+        );
+        progress |= Self::deliver(
+            &mut self.b,
+            &mut self.a,
+            now,
+            self.latency,
+            self.queue_capacity,
+        );
+        if self.check_invariants {
+            self.check()?;
+        }
+        Ok(progress)
+    }
+
+    fn deliver(
+        from: &mut Side,
+        to: &mut Side,
+        now: Instant,
+        latency: Duration,
+        cap: usize,
+    ) -> bool {
+        let mut progress = false;
+        while from.inflight.front().is_some_and(|(t, _)| *t <= now) {
+            let (_, packet) = from.inflight.pop_front().expect("front exists");
+            to.endpoint.handle_input(
+                now,
+                Input::Packet {
+                    peer: from.id,
+                    packet,
+                },
+            );
+            progress = true;
+        }
+        if from.inflight.len() < cap {
+            if let Some(packet) = from.held.take() {
+                from.inflight.push_back((now + latency, packet));
+                from.endpoint.handle_input(now, Input::SendReady(to.id));
+                progress = true;
+            }
+        }
+        progress
+    }
+
+    /// The flow-control bounds, checked for every stream and session of both sides.
+    pub fn check(&self) -> Result<(), PairError> {
+        for (me, other) in [(&self.a, &self.b), (&self.b, &self.a)] {
+            let ep = &me.endpoint;
+            let window = u64::from(ep.config().stream_window);
+            let peer_window = u64::from(other.endpoint.config().stream_window);
+            for (stream, peer) in ep.streams() {
+                let st = ep.stream_stats(stream).ok_or_else(|| {
+                    PairError::Invariant(format!("indexed stream {stream} has no state"))
+                })?;
+                if st.recv_buffered as u64 > window {
+                    return Err(PairError::Invariant(format!(
+                        "stream {stream} buffers {} bytes, window {window}",
+                        st.recv_buffered
+                    )));
+                }
+                if st.send_buffered as u64 > peer_window {
+                    return Err(PairError::Invariant(format!(
+                        "stream {stream} holds {} unacknowledged bytes, peer window {peer_window}",
+                        st.send_buffered
+                    )));
+                }
+                let ss = ep.session_stats(peer).ok_or_else(|| {
+                    PairError::Invariant(format!("stream {stream} has no session"))
+                })?;
+                if ss.recv_buffered > ep.config().session_window {
+                    return Err(PairError::Invariant(format!(
+                        "peer buffers {} bytes, budget {}",
+                        ss.recv_buffered,
+                        ep.config().session_window
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn next_event_time(&self) -> Option<Instant> {
+        [
+            self.a.inflight.front().map(|(t, _)| *t),
+            self.b.inflight.front().map(|(t, _)| *t),
+            self.a.timeout,
+            self.b.timeout,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs until nothing moves: no packet in flight and no application progress. Timers
+    /// due later are not fired (use [`Pair::advance`] for that).
+    pub fn settle(&mut self, max_steps: usize) -> Result<usize, PairError> {
+        for steps in 0..max_steps {
+            if self.step()? {
+                continue;
+            }
+            let next_packet = [
+                self.a.inflight.front().map(|(t, _)| *t),
+                self.b.inflight.front().map(|(t, _)| *t),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            // Timers due before the next packet fire too: they are part of "now".
+            let next_timer = [self.a.timeout, self.b.timeout].into_iter().flatten().min();
+            match next_packet {
+                Some(t) => {
+                    self.now = next_timer.map_or(t, |x| x.min(t)).max(self.now);
+                }
+                None => return Ok(steps),
+            }
+        }
+        Err(PairError::Steps(max_steps))
+    }
+
+    /// Runs for `d` of virtual time, jumping from event to event (timers included).
+    pub fn advance(&mut self, d: Duration, max_steps: usize) -> Result<(), PairError> {
+        let until = self.now + d;
+        for _ in 0..max_steps {
+            if self.step()? {
+                continue;
+            }
+            match self.next_event_time() {
+                Some(t) if t <= until => self.now = t.max(self.now),
+                _ => {
+                    self.now = until;
+                    self.step()?;
+                    return Ok(());
+                }
+            }
+        }
+        Err(PairError::Steps(max_steps))
+    }
+
+    /// Runs until `done` holds, jumping through virtual time.
+    pub fn run_until(
+        &mut self,
+        max_steps: usize,
+        mut done: impl FnMut(&Pair) -> bool,
+    ) -> Result<(), PairError> {
+        for _ in 0..max_steps {
+            if done(self) {
+                return Ok(());
+            }
+            if self.step()? {
+                continue;
+            }
+            match self.next_event_time() {
+                Some(t) => self.now = t.max(self.now),
+                None => {
+                    return if done(self) {
+                        Ok(())
+                    } else {
+                        Err(PairError::Steps(max_steps))
+                    }
+                }
+            }
+        }
+        Err(PairError::Steps(max_steps))
+    }
+}
