@@ -620,7 +620,10 @@ mod tests {
                 let ip = core::net::Ipv6Addr::new(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);
                 Target::new(crate::target::Host::parse(&ip.to_string()).unwrap(), port).unwrap()
             }),
-            ("[a-z]([a-z0-9-]{0,20}[a-z0-9])?(\\.[a-z][a-z0-9]{0,10}){0,3}", 1u16..)
+            (
+                "[a-z]([a-z0-9-]{0,20}[a-z0-9])?(\\.[a-z][a-z0-9]{0,10}){0,3}",
+                1u16..
+            )
                 .prop_map(|(h, port)| Target::from_wire(&h, port).unwrap()),
         ]
     }

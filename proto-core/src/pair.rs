@@ -43,6 +43,8 @@ pub struct App {
     pub accept: bool,
     /// The code incoming streams are refused with when `accept` is off.
     pub refuse_code: Option<StreamCode>,
+    /// Leave incoming streams undecided (an application that never connects its target).
+    pub undecided: bool,
     /// Streams whose bytes the application does not read (a stalled reader).
     pub stalled: HashSet<StreamId>,
     /// Bytes read per stream (when `keep_bytes`).
@@ -133,6 +135,9 @@ impl App {
     fn pump(&mut self, ep: &mut Endpoint) -> bool {
         let mut progress = false;
         while let Some(stream) = self.pending_accept.pop_front() {
+            if self.undecided {
+                continue;
+            }
             progress = true;
             if self.accept {
                 let _ = ep.accept(stream);
@@ -219,6 +224,8 @@ pub struct Side {
     /// A packet the full queue refused; sent first when there is room.
     held: Option<Bytes>,
     timeout: Option<Instant>,
+    /// Packets this side sends vanish (a peer that fell silent, link still "up").
+    pub mute: bool,
     /// Packets sent, for statistics.
     pub packets_sent: u64,
     /// Bytes sent (packets), for statistics.
@@ -234,6 +241,7 @@ impl Side {
             inflight: VecDeque::new(),
             held: None,
             timeout: None,
+            mute: false,
             packets_sent: 0,
             bytes_sent: 0,
         }
@@ -377,8 +385,8 @@ impl Pair {
                             packet[0]
                         )));
                     }
-                    if !link_up {
-                        continue; // the transport would refuse: friend offline
+                    if !link_up || side.mute {
+                        continue; // friend offline, or a silent peer
                     }
                     side.packets_sent += 1;
                     side.bytes_sent += packet.len() as u64;

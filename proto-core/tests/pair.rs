@@ -1,0 +1,503 @@
+//! Two endpoints over the in-memory pair harness: handshake, many concurrent streams both
+//! ways, half-close, reset, refusals, timeouts. The harness checks after every step that no
+//! stream or peer buffers more than its window or budget.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use toxtun_proto::pair::{End, Pair};
+use toxtun_proto::{
+    ClientRule, EndpointConfig, Event, PeerId, ServerPolicy, SessionCode, SharedSecret, StreamCode,
+    Target, TargetRules,
+};
+
+const CLIENT: PeerId = PeerId([0xC1; 32]);
+const SERVER: PeerId = PeerId([0x5E; 32]);
+const STEPS: usize = 2_000_000;
+
+fn target(s: &str) -> Target {
+    s.parse().unwrap()
+}
+
+fn client() -> EndpointConfig {
+    EndpointConfig::new(CLIENT)
+}
+
+fn server_allowing(patterns: &[&str]) -> EndpointConfig {
+    let mut c = EndpointConfig::new(SERVER);
+    c.server = Some(ServerPolicy {
+        clients: vec![ClientRule {
+            peer: CLIENT,
+            targets: TargetRules::new(patterns.iter().map(|p| p.parse().unwrap()).collect()),
+        }],
+        ..Default::default()
+    });
+    c
+}
+
+/// Deterministic bytes for a stream: a xorshift stream seeded per stream.
+fn pattern(seed: u64, len: usize) -> Bytes {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    Bytes::from(v)
+}
+
+fn connected(client: EndpointConfig, server: EndpointConfig, seed: u64) -> Pair {
+    let mut p = Pair::new(client, server, seed);
+    p.a.endpoint.connect(p.now, SERVER);
+    p.link_up();
+    p.run_until(STEPS, |p| {
+        p.a.endpoint.is_established(SERVER) && p.b.endpoint.is_established(CLIENT)
+    })
+    .unwrap();
+    p.settle(STEPS).unwrap();
+    p
+}
+
+fn events_of(p: &[Event], f: impl Fn(&Event) -> bool) -> Vec<Event> {
+    p.iter().filter(|e| f(e)).cloned().collect()
+}
+
+#[test]
+fn handshake_establishes_both_sides() {
+    let p = connected(client(), server_allowing(&["127.0.0.1:22"]), 1);
+    assert!(p
+        .a
+        .app
+        .events
+        .contains(&Event::SessionEstablished { peer: SERVER }));
+    assert!(p
+        .b
+        .app
+        .events
+        .contains(&Event::SessionEstablished { peer: CLIENT }));
+    // One round trip: HELLO out, HELLO_ACK back, at 5 ms each way.
+    assert_eq!(p.elapsed(), Duration::from_millis(10));
+}
+
+#[test]
+fn hundred_concurrent_streams_both_ways_are_byte_exact() {
+    let mut p = connected(client(), server_allowing(&["*:*"]), 2);
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    // Sizes from 0 B to 4 MiB, spread log-uniformly, with both extremes present.
+    let mut size = |i: usize| -> usize {
+        match i {
+            0 => 0,
+            1 => 4 << 20,
+            _ => ((1u64 << (next() % 23)) + next() % 1024).min(4 << 20) as usize,
+        }
+    };
+    let mut streams = Vec::new();
+    for i in 0..100 {
+        let s =
+            p.a.endpoint
+                .open(
+                    p.now,
+                    SERVER,
+                    target(&format!("10.0.0.{}:{}", i % 250, 1000 + i)),
+                )
+                .unwrap();
+        let up = pattern(i as u64 * 2 + 1, size(i));
+        let down = pattern(i as u64 * 2 + 2, size(99 - i));
+        p.a.app.send(s, up.clone(), true);
+        streams.push((s, up, down));
+    }
+    p.run_until(STEPS, |p| p.b.app.incoming.len() == 100)
+        .unwrap();
+    for (s, _, down) in &streams {
+        p.b.app.send(*s, down.clone(), true);
+    }
+    p.run_until(STEPS, |p| {
+        p.a.app.ended.len() == 100 && p.b.app.ended.len() == 100
+    })
+    .unwrap();
+    let mut total = 0;
+    for (s, up, down) in &streams {
+        assert_eq!(p.a.app.ended[s], End::Closed, "client end of {s}");
+        assert_eq!(p.b.app.ended[s], End::Closed, "server end of {s}");
+        let got_up = p.b.app.received.get(s).map_or(&[][..], |v| &v[..]);
+        let got_down = p.a.app.received.get(s).map_or(&[][..], |v| &v[..]);
+        assert!(got_up == &up[..], "upload of {s} differs");
+        assert!(got_down == &down[..], "download of {s} differs");
+        total += up.len() + down.len();
+    }
+    assert!(total > 8 << 20, "moved {total} bytes");
+    // Nothing is left behind on either side.
+    assert_eq!(p.a.endpoint.streams().count(), 0);
+    assert_eq!(p.b.endpoint.streams().count(), 0);
+}
+
+#[test]
+fn client_half_close_still_receives_the_reply() {
+    let mut p = connected(client(), server_allowing(&["127.0.0.1:80"]), 3);
+    let s =
+        p.a.endpoint
+            .open(p.now, SERVER, target("127.0.0.1:80"))
+            .unwrap();
+    p.a.app
+        .send(s, Bytes::from_static(b"GET / HTTP/1.0\r\n\r\n"), true);
+    // The server reads the request to its end before answering.
+    p.run_until(STEPS, |p| p.b.app.eof.contains(&s)).unwrap();
+    assert_eq!(p.b.app.received[&s], b"GET / HTTP/1.0\r\n\r\n");
+    assert!(!p.a.app.ended.contains_key(&s), "half-closed, not closed");
+    let body = pattern(7, 300_000);
+    p.b.app.send(s, body.clone(), true);
+    p.run_until(STEPS, |p| {
+        p.a.app.ended.contains_key(&s) && p.b.app.ended.contains_key(&s)
+    })
+    .unwrap();
+    assert_eq!(&p.a.app.received[&s][..], &body[..]);
+    assert_eq!(p.a.app.ended[&s], End::Closed);
+    assert_eq!(p.b.app.ended[&s], End::Closed);
+}
+
+#[test]
+fn server_half_close_still_receives_the_upload() {
+    let mut p = connected(client(), server_allowing(&["127.0.0.1:80"]), 4);
+    let s =
+        p.a.endpoint
+            .open(p.now, SERVER, target("127.0.0.1:80"))
+            .unwrap();
+    p.run_until(STEPS, |p| p.b.app.incoming.len() == 1).unwrap();
+    p.b.app.send(s, Bytes::from_static(b"banner"), true);
+    p.run_until(STEPS, |p| p.a.app.eof.contains(&s)).unwrap();
+    let upload = pattern(8, 500_000);
+    p.a.app.send(s, upload.clone(), true);
+    p.run_until(STEPS, |p| p.b.app.ended.contains_key(&s))
+        .unwrap();
+    assert_eq!(&p.b.app.received[&s][..], &upload[..]);
+    assert_eq!(p.a.app.received[&s], b"banner");
+    assert_eq!(p.b.app.ended[&s], End::Closed);
+}
+
+#[test]
+fn reset_ends_the_stream_on_the_other_side_with_its_code() {
+    let mut p = connected(client(), server_allowing(&["127.0.0.1:80"]), 5);
+    let s =
+        p.a.endpoint
+            .open(p.now, SERVER, target("127.0.0.1:80"))
+            .unwrap();
+    let other =
+        p.a.endpoint
+            .open(p.now, SERVER, target("127.0.0.1:80"))
+            .unwrap();
+    p.a.app.send(s, pattern(1, 10_000), false);
+    p.run_until(STEPS, |p| p.b.app.incoming.len() == 2).unwrap();
+    p.a.endpoint.reset(s, StreamCode::Cancelled).unwrap();
+    p.settle(STEPS).unwrap();
+    assert_eq!(p.b.app.ended[&s], End::Reset(StreamCode::Cancelled));
+    assert!(p.b.app.events.contains(&Event::StreamReset {
+        stream: s,
+        code: StreamCode::Cancelled,
+        remote: true
+    }));
+    assert!(p.b.endpoint.stream_stats(s).is_none());
+    // The other stream carries on.
+    p.a.app.send(other, Bytes::from_static(b"still here"), true);
+    p.run_until(STEPS, |p| p.b.app.eof.contains(&other))
+        .unwrap();
+    assert_eq!(p.b.app.received[&other], b"still here");
+    // Frames still in flight for the reset stream are dropped, not answered.
+    assert!(p.a.endpoint.write(s, Bytes::from_static(b"x")).is_err());
+}
+
+#[test]
+fn target_outside_the_rules_is_refused_with_its_code() {
+    let mut p = connected(client(), server_allowing(&["127.0.0.1:22"]), 6);
+    let ok =
+        p.a.endpoint
+            .open(p.now, SERVER, target("127.0.0.1:22"))
+            .unwrap();
+    let denied =
+        p.a.endpoint
+            .open(p.now, SERVER, target("127.0.0.1:23"))
+            .unwrap();
+    let by_name =
+        p.a.endpoint
+            .open(p.now, SERVER, target("localhost:22"))
+            .unwrap();
+    // 0-RTT bytes on the denied stream are discarded, and their credit returned.
+    p.a.app.send(denied, pattern(3, 50_000), true);
+    p.settle(STEPS).unwrap();
+    assert_eq!(
+        p.a.app.ended[&denied],
+        End::Refused(StreamCode::TargetNotAllowed)
+    );
+    assert_eq!(
+        p.a.app.ended[&by_name],
+        End::Refused(StreamCode::TargetNotAllowed)
+    );
+    assert!(p.a.app.opened.contains(&ok));
+    assert_eq!(
+        p.b.app.incoming.len(),
+        1,
+        "the server app never saw the denied ones"
+    );
+    assert_eq!(p.b.endpoint.session_stats(CLIENT).unwrap().recv_buffered, 0);
+}
+
+#[test]
+fn server_app_refusal_reaches_the_client() {
+    let mut p = connected(client(), server_allowing(&["*:*"]), 7);
+    p.b.app.accept = false;
+    p.b.app.refuse_code = Some(StreamCode::TargetRefused);
+    let s =
+        p.a.endpoint
+            .open(p.now, SERVER, target("127.0.0.1:9"))
+            .unwrap();
+    p.settle(STEPS).unwrap();
+    assert_eq!(p.a.app.ended[&s], End::Refused(StreamCode::TargetRefused));
+    assert!(p.a.endpoint.stream_stats(s).is_none());
+}
+
+#[test]
+fn unauthorized_client_is_rejected_and_does_not_retry() {
+    let mut server = server_allowing(&["*:*"]);
+    server.server.as_mut().unwrap().clients[0].peer = PeerId([9; 32]);
+    let mut p = Pair::new(client(), server, 8);
+    let s =
+        p.a.endpoint
+            .open(p.now, SERVER, target("127.0.0.1:22"))
+            .unwrap();
+    p.link_up();
+    p.advance(Duration::from_secs(120), STEPS).unwrap();
+    let closed = events_of(&p.a.app.events, |e| {
+        matches!(e, Event::SessionClosed { .. })
+    });
+    assert_eq!(
+        closed,
+        vec![Event::SessionClosed {
+            peer: SERVER,
+            code: SessionCode::Unauthorized,
+            remote: true
+        }],
+        "one refusal, no retry loop"
+    );
+    assert_eq!(p.a.app.ended[&s], End::Reset(StreamCode::SessionClosed));
+    assert!(p.b.app.incoming.is_empty());
+    assert_eq!(
+        p.b.endpoint.peers().count(),
+        0,
+        "no state kept for a stranger"
+    );
+}
+
+#[test]
+fn shared_secret_admits_and_wrong_secret_is_refused() {
+    let secret = SharedSecret::new("a long shared secret").unwrap();
+    let mut server = EndpointConfig::new(SERVER);
+    server.server = Some(ServerPolicy {
+        secret: Some((
+            secret.clone(),
+            TargetRules::new(vec!["127.0.0.1:22".parse().unwrap()]),
+        )),
+        ..Default::default()
+    });
+    let mut good = client();
+    good.client_secret = Some(secret);
+    let p = connected(good, server.clone(), 9);
+    assert!(p.b.endpoint.is_established(CLIENT));
+
+    let mut bad = client();
+    bad.client_secret = Some(SharedSecret::new("not the right one").unwrap());
+    let mut p = Pair::new(bad, server, 10);
+    p.a.endpoint.connect(p.now, SERVER);
+    p.link_up();
+    p.settle(STEPS).unwrap();
+    assert!(p.a.app.events.contains(&Event::SessionClosed {
+        peer: SERVER,
+        code: SessionCode::BadSecret,
+        remote: true
+    }));
+}
+
+#[test]
+fn peer_silence_ends_every_stream_with_a_reason() {
+    let mut p = connected(client(), server_allowing(&["*:*"]), 11);
+    let streams: Vec<_> = (0..5)
+        .map(|i| {
+            p.a.endpoint
+                .open(p.now, SERVER, target(&format!("127.0.0.1:{}", 100 + i)))
+                .unwrap()
+        })
+        .collect();
+    p.settle(STEPS).unwrap();
+    assert_eq!(p.a.app.opened.len(), 5);
+    // Keepalives keep an idle session alive...
+    p.advance(Duration::from_secs(95), STEPS).unwrap();
+    assert!(p.a.endpoint.is_established(SERVER));
+    assert!(p.a.app.ended.is_empty());
+    // ...until the peer falls silent: the server stops answering, the link stays "up".
+    p.b.mute = true;
+    p.advance(Duration::from_secs(40), STEPS).unwrap();
+    for s in &streams {
+        assert_eq!(p.a.app.ended[s], End::Reset(StreamCode::SessionClosed));
+    }
+    assert!(p.a.app.events.contains(&Event::SessionClosed {
+        peer: SERVER,
+        code: SessionCode::IdleTimeout,
+        remote: false
+    }));
+}
+
+#[test]
+fn link_loss_ends_streams_and_the_client_reconnects() {
+    let mut p = connected(client(), server_allowing(&["*:*"]), 12);
+    let s =
+        p.a.endpoint
+            .open(p.now, SERVER, target("127.0.0.1:1"))
+            .unwrap();
+    p.settle(STEPS).unwrap();
+    p.link_down();
+    p.settle(STEPS).unwrap();
+    assert_eq!(p.a.app.ended[&s], End::Reset(StreamCode::SessionClosed));
+    assert_eq!(p.b.app.ended[&s], End::Reset(StreamCode::SessionClosed));
+    assert!(p.a.app.events.contains(&Event::SessionClosed {
+        peer: SERVER,
+        code: SessionCode::LinkLost,
+        remote: false
+    }));
+    p.link_up();
+    p.run_until(STEPS, |p| p.a.endpoint.is_established(SERVER))
+        .unwrap();
+    let again =
+        p.a.endpoint
+            .open(p.now, SERVER, target("127.0.0.1:1"))
+            .unwrap();
+    p.settle(STEPS).unwrap();
+    assert!(p.a.app.opened.contains(&again));
+}
+
+#[test]
+fn open_before_link_and_handshake_goes_out_once_established() {
+    let mut p = Pair::new(client(), server_allowing(&["127.0.0.1:22"]), 13);
+    let s =
+        p.a.endpoint
+            .open(p.now, SERVER, target("127.0.0.1:22"))
+            .unwrap();
+    p.a.app.send(s, Bytes::from_static(b"early bytes"), true);
+    p.advance(Duration::from_secs(2), STEPS).unwrap();
+    assert!(
+        p.b.app.incoming.is_empty(),
+        "nothing moves before the handshake"
+    );
+    p.link_up();
+    p.run_until(STEPS, |p| p.b.app.eof.contains(&s)).unwrap();
+    assert_eq!(p.b.app.received[&s], b"early bytes");
+}
+
+#[test]
+fn open_times_out_when_the_server_never_answers() {
+    let mut p = connected(client(), server_allowing(&["*:*"]), 14);
+    // The server's application never connects the target, so never accepts or refuses.
+    p.b.app.undecided = true;
+    let s =
+        p.a.endpoint
+            .open(p.now, SERVER, target("127.0.0.1:22"))
+            .unwrap();
+    p.advance(Duration::from_secs(29), STEPS).unwrap();
+    assert!(!p.a.app.ended.contains_key(&s));
+    assert_eq!(p.b.app.incoming.len(), 1);
+    p.advance(Duration::from_secs(2), STEPS).unwrap();
+    assert_eq!(p.a.app.ended[&s], End::Refused(StreamCode::OpenTimeout));
+    // The server learns of it too (RST), so it does not hold the stream forever.
+    assert_eq!(p.b.app.ended[&s], End::Reset(StreamCode::OpenTimeout));
+    assert!(p.a.endpoint.is_established(SERVER), "the session survives");
+}
+
+#[test]
+fn handshake_timeout_retries_with_backoff() {
+    let mut p = Pair::new(client(), server_allowing(&["*:*"]), 19);
+    p.b.mute = true;
+    p.a.endpoint.connect(p.now, SERVER);
+    p.link_up();
+    p.advance(Duration::from_secs(60), STEPS).unwrap();
+    let timeouts = events_of(&p.a.app.events, |e| {
+        matches!(
+            e,
+            Event::SessionClosed {
+                code: SessionCode::HandshakeTimeout,
+                ..
+            }
+        )
+    });
+    // 10 s per attempt plus 1, 2, 4, 8 s of backoff: 4 failures in 60 s, not 6.
+    assert_eq!(timeouts.len(), 4, "{timeouts:?}");
+    p.b.mute = false;
+    p.run_until(STEPS, |p| p.a.endpoint.is_established(SERVER))
+        .unwrap();
+}
+
+#[test]
+fn a_stalled_reader_pushes_back_to_the_writer() {
+    let mut p = connected(client(), server_allowing(&["*:*"]), 16);
+    let s =
+        p.a.endpoint
+            .open(p.now, SERVER, target("127.0.0.1:22"))
+            .unwrap();
+    p.b.app.stalled.insert(s);
+    let data = pattern(5, 3 << 20);
+    p.a.app.send(s, data.clone(), true);
+    p.advance(Duration::from_secs(5), STEPS).unwrap();
+    let window = u64::from(p.b.endpoint.config().stream_window);
+    let buffered = p.b.endpoint.stream_stats(s).unwrap().recv_buffered as u64;
+    assert_eq!(buffered, window, "the server holds exactly one window");
+    assert!(
+        p.a.app.unwritten(s) as u64 >= data.len() as u64 - 2 * window,
+        "the writer was held back"
+    );
+    p.b.app.unstall(s);
+    p.run_until(STEPS, |p| p.b.app.eof.contains(&s)).unwrap();
+    assert_eq!(&p.b.app.received[&s][..], &data[..]);
+}
+
+#[test]
+fn a_full_transport_queue_is_backpressure_not_loss() {
+    let mut p = connected(client(), server_allowing(&["*:*"]), 17);
+    p.queue_capacity = 2;
+    let s =
+        p.a.endpoint
+            .open(p.now, SERVER, target("127.0.0.1:22"))
+            .unwrap();
+    let data = pattern(6, 1 << 20);
+    p.a.app.send(s, data.clone(), true);
+    p.run_until(STEPS, |p| p.b.app.eof.contains(&s)).unwrap();
+    assert_eq!(&p.b.app.received[&s][..], &data[..]);
+}
+
+#[test]
+fn fairness_two_streams_share_the_link() {
+    let mut p = connected(client(), server_allowing(&["*:*"]), 18);
+    let big =
+        p.a.endpoint
+            .open(p.now, SERVER, target("127.0.0.1:1"))
+            .unwrap();
+    p.a.app.send(big, pattern(1, 4 << 20), true);
+    p.advance(Duration::from_millis(50), STEPS).unwrap();
+    let small =
+        p.a.endpoint
+            .open(p.now, SERVER, target("127.0.0.1:2"))
+            .unwrap();
+    p.a.app.send(small, pattern(2, 200_000), true);
+    p.run_until(STEPS, |p| p.b.app.eof.contains(&small))
+        .unwrap();
+    // The small stream finished while the big one still had most of its bytes to go.
+    let big_done = p.b.app.received_len.get(&big).copied().unwrap_or(0);
+    assert!(
+        big_done < 3 << 20,
+        "round robin: big stream moved {big_done} bytes before the small one finished"
+    );
+}

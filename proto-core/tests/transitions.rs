@@ -1,0 +1,778 @@
+//! State transitions of one endpoint, driven by hand-made frames: every refusal and
+//! violation with its code, and that a misbehaving peer never disturbs another.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use toxtun_proto::frame::{Hello, HelloAck};
+use toxtun_proto::{
+    ClientRule, Endpoint, EndpointConfig, Event, Frame, Input, Limits, Output, PeerId, ReadError,
+    ServerPolicy, SessionCode, SessionId, SharedSecret, StatusCode, StreamCode, StreamId,
+    TargetRules, WriteError, PROTOCOL_VERSION,
+};
+
+const SERVER: PeerId = PeerId([0x5E; 32]);
+const ALICE: PeerId = PeerId([0xA1; 32]);
+const BOB: PeerId = PeerId([0xB0; 32]);
+const MALLORY: PeerId = PeerId([0x66; 32]);
+
+#[allow(clippy::disallowed_methods)]
+fn t0() -> Instant {
+    Instant::now()
+}
+
+fn server_config() -> EndpointConfig {
+    let mut c = EndpointConfig::new(SERVER);
+    let rules = TargetRules::new(vec!["127.0.0.1:22".parse().unwrap()]);
+    c.server = Some(ServerPolicy {
+        clients: vec![
+            ClientRule {
+                peer: ALICE,
+                targets: rules.clone(),
+            },
+            ClientRule {
+                peer: BOB,
+                targets: rules,
+            },
+        ],
+        secret: Some((
+            SharedSecret::new("the shared secret").unwrap(),
+            TargetRules::default(),
+        )),
+        limits: Limits {
+            max_peers: 2,
+            max_streams_per_peer: 3,
+        },
+    });
+    c
+}
+
+/// Everything the endpoint wants done now.
+struct Drained {
+    sent: Vec<(PeerId, Frame)>,
+    events: Vec<Event>,
+}
+
+impl Drained {
+    fn frames_to(&self, peer: PeerId) -> Vec<Frame> {
+        self.sent
+            .iter()
+            .filter(|(p, _)| *p == peer)
+            .map(|(_, f)| f.clone())
+            .collect()
+    }
+}
+
+fn drain(ep: &mut Endpoint, now: Instant) -> Drained {
+    let mut d = Drained {
+        sent: vec![],
+        events: vec![],
+    };
+    while let Some(o) = ep.poll_output(now) {
+        match o {
+            Output::Transmit { peer, packet } => d
+                .sent
+                .push((peer, Frame::decode(&packet).expect("we send valid frames"))),
+            Output::Event(e) => d.events.push(e),
+            Output::Timeout(_) => break,
+        }
+    }
+    d
+}
+
+fn packet(ep: &mut Endpoint, now: Instant, peer: PeerId, frame: Frame) -> Drained {
+    ep.handle_input(
+        now,
+        Input::Packet {
+            peer,
+            packet: frame.to_bytes(),
+        },
+    );
+    drain(ep, now)
+}
+
+fn hello(session: u8) -> Hello {
+    Hello {
+        min_version: 1,
+        max_version: PROTOCOL_VERSION,
+        capabilities: 0,
+        session: SessionId([session; 16]),
+        stream_window: 64 * 1024,
+        session_window: 1 << 20,
+        proof: None,
+    }
+}
+
+/// A server with ALICE's session established.
+fn server_with_alice() -> (Endpoint, Instant) {
+    let now = t0();
+    let mut ep = Endpoint::new(server_config(), [1; 32]).unwrap();
+    ep.handle_input(now, Input::PeerOnline(ALICE));
+    drain(&mut ep, now);
+    let d = packet(&mut ep, now, ALICE, Frame::Hello(hello(1)));
+    assert!(matches!(d.frames_to(ALICE)[..], [Frame::HelloAck(_)]));
+    assert!(d
+        .events
+        .contains(&Event::SessionEstablished { peer: ALICE }));
+    (ep, now)
+}
+
+fn sid(n: u8) -> StreamId {
+    StreamId::from_bytes([n; 16])
+}
+
+fn open(ep: &mut Endpoint, now: Instant, peer: PeerId, n: u8, target: &str) -> Drained {
+    packet(
+        ep,
+        now,
+        peer,
+        Frame::Open {
+            stream: sid(n),
+            target: target.parse().unwrap(),
+        },
+    )
+}
+
+fn data(n: u8, offset: u64, len: usize) -> Frame {
+    Frame::Data {
+        stream: sid(n),
+        offset,
+        ack: 0,
+        payload: Bytes::from(vec![0xAB; len]),
+    }
+}
+
+#[test]
+fn version_mismatch_is_a_clear_refusal() {
+    let now = t0();
+    let mut ep = Endpoint::new(server_config(), [1; 32]).unwrap();
+    let mut h = hello(1);
+    h.min_version = PROTOCOL_VERSION + 1;
+    h.max_version = PROTOCOL_VERSION + 5;
+    let d = packet(&mut ep, now, ALICE, Frame::Hello(h));
+    assert_eq!(
+        d.frames_to(ALICE),
+        vec![Frame::HelloReject {
+            code: SessionCode::VersionMismatch,
+            min_version: 1,
+            max_version: PROTOCOL_VERSION
+        }]
+    );
+    assert!(!ep.is_established(ALICE));
+}
+
+#[test]
+fn client_hears_the_refusal_and_stops() {
+    let now = t0();
+    let mut ep = Endpoint::new(EndpointConfig::new(ALICE), [2; 32]).unwrap();
+    ep.connect(now, SERVER);
+    ep.handle_input(now, Input::PeerOnline(SERVER));
+    let d = drain(&mut ep, now);
+    assert!(matches!(d.frames_to(SERVER)[..], [Frame::Hello(_)]));
+    let d = packet(
+        &mut ep,
+        now,
+        SERVER,
+        Frame::HelloReject {
+            code: SessionCode::VersionMismatch,
+            min_version: 7,
+            max_version: 9,
+        },
+    );
+    assert!(d.events.contains(&Event::SessionClosed {
+        peer: SERVER,
+        code: SessionCode::VersionMismatch,
+        remote: true
+    }));
+    assert_eq!(ep.peers().count(), 0, "a version mismatch is not retried");
+    assert_eq!(ep.next_deadline(), None, "and no timer is left running");
+}
+
+#[test]
+fn a_client_only_endpoint_refuses_sessions_and_friend_requests() {
+    let now = t0();
+    let mut ep = Endpoint::new(EndpointConfig::new(ALICE), [2; 32]).unwrap();
+    let d = packet(&mut ep, now, MALLORY, Frame::Hello(hello(1)));
+    assert!(matches!(
+        d.frames_to(MALLORY)[..],
+        [Frame::HelloReject {
+            code: SessionCode::Unauthorized,
+            ..
+        }]
+    ));
+    ep.handle_input(
+        now,
+        Input::FriendRequest {
+            peer: MALLORY,
+            message: Bytes::from_static(b"hi"),
+        },
+    );
+    assert_eq!(
+        drain(&mut ep, now).events,
+        vec![Event::FriendRequest {
+            peer: MALLORY,
+            decision: Err(SessionCode::Unauthorized)
+        }]
+    );
+}
+
+#[test]
+fn friend_requests_are_decided_by_policy() {
+    let now = t0();
+    let mut ep = Endpoint::new(server_config(), [1; 32]).unwrap();
+    let secret = SharedSecret::new("the shared secret").unwrap();
+    let wrong = SharedSecret::new("some other secret").unwrap();
+    let cases = [
+        (ALICE, Bytes::from_static(b"anything"), Ok(())),
+        (
+            MALLORY,
+            Bytes::from(secret.friend_request(&MALLORY, &SERVER)),
+            Ok(()),
+        ),
+        (
+            MALLORY,
+            Bytes::from(wrong.friend_request(&MALLORY, &SERVER)),
+            Err(SessionCode::BadSecret),
+        ),
+        (
+            MALLORY,
+            Bytes::from_static(b"please"),
+            Err(SessionCode::Unauthorized),
+        ),
+    ];
+    for (peer, message, decision) in cases {
+        ep.handle_input(now, Input::FriendRequest { peer, message });
+        assert_eq!(
+            drain(&mut ep, now).events,
+            vec![Event::FriendRequest { peer, decision }]
+        );
+    }
+    // Ten thousand strangers leave nothing behind.
+    for i in 0..10_000u32 {
+        let mut k = [0u8; 32];
+        k[..4].copy_from_slice(&i.to_le_bytes());
+        ep.handle_input(
+            now,
+            Input::FriendRequest {
+                peer: PeerId(k),
+                message: Bytes::from_static(b"let me in"),
+            },
+        );
+    }
+    assert_eq!(drain(&mut ep, now).events.len(), 10_000);
+    assert_eq!(ep.peers().count(), 0);
+}
+
+#[test]
+fn bad_secret_and_unknown_key_get_their_codes() {
+    let now = t0();
+    let mut ep = Endpoint::new(server_config(), [1; 32]).unwrap();
+    let mut h = hello(1);
+    h.proof = Some(
+        SharedSecret::new("not the secret")
+            .unwrap()
+            .hello_proof(&MALLORY, &SERVER),
+    );
+    let d = packet(&mut ep, now, MALLORY, Frame::Hello(h));
+    assert!(matches!(
+        d.frames_to(MALLORY)[..],
+        [Frame::HelloReject {
+            code: SessionCode::BadSecret,
+            ..
+        }]
+    ));
+    let d = packet(&mut ep, now, MALLORY, Frame::Hello(hello(2)));
+    assert!(matches!(
+        d.frames_to(MALLORY)[..],
+        [Frame::HelloReject {
+            code: SessionCode::Unauthorized,
+            ..
+        }]
+    ));
+    let mut h = hello(3);
+    h.proof = Some(
+        SharedSecret::new("the shared secret")
+            .unwrap()
+            .hello_proof(&MALLORY, &SERVER),
+    );
+    let d = packet(&mut ep, now, MALLORY, Frame::Hello(h));
+    assert!(matches!(d.frames_to(MALLORY)[..], [Frame::HelloAck(_)]));
+    // Admitted by secret, whose rules allow nothing: every target is refused.
+    let d = open(&mut ep, now, MALLORY, 1, "127.0.0.1:22");
+    assert_eq!(
+        d.frames_to(MALLORY),
+        vec![Frame::OpenErr {
+            stream: sid(1),
+            code: StreamCode::TargetNotAllowed
+        }]
+    );
+}
+
+#[test]
+fn too_many_peers_is_refused() {
+    let (mut ep, now) = server_with_alice();
+    let d = packet(&mut ep, now, BOB, Frame::Hello(hello(2)));
+    assert!(matches!(d.frames_to(BOB)[..], [Frame::HelloAck(_)]));
+    let mut h = hello(3);
+    h.proof = Some(
+        SharedSecret::new("the shared secret")
+            .unwrap()
+            .hello_proof(&MALLORY, &SERVER),
+    );
+    let d = packet(&mut ep, now, MALLORY, Frame::Hello(h));
+    assert!(matches!(
+        d.frames_to(MALLORY)[..],
+        [Frame::HelloReject {
+            code: SessionCode::TooManyPeers,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn stream_frames_before_the_handshake_are_refused() {
+    let now = t0();
+    let mut ep = Endpoint::new(server_config(), [1; 32]).unwrap();
+    let d = open(&mut ep, now, ALICE, 1, "127.0.0.1:22");
+    assert_eq!(
+        d.frames_to(ALICE),
+        vec![Frame::Close {
+            code: SessionCode::HandshakeRequired
+        }]
+    );
+    assert!(d.events.is_empty(), "no stream reaches the application");
+}
+
+#[test]
+fn malformed_frame_closes_only_that_session() {
+    let (mut ep, now) = server_with_alice();
+    packet(&mut ep, now, BOB, Frame::Hello(hello(2)));
+    open(&mut ep, now, BOB, 9, "127.0.0.1:22");
+    ep.handle_input(
+        now,
+        Input::Packet {
+            peer: ALICE,
+            packet: Bytes::from_static(&[0xAB, 1, 2, 3]),
+        },
+    );
+    let d = drain(&mut ep, now);
+    assert_eq!(
+        d.frames_to(ALICE),
+        vec![Frame::Close {
+            code: SessionCode::ProtocolViolation
+        }]
+    );
+    assert!(d.events.contains(&Event::SessionClosed {
+        peer: ALICE,
+        code: SessionCode::ProtocolViolation,
+        remote: false
+    }));
+    assert!(!ep.is_established(ALICE));
+    assert!(ep.is_established(BOB));
+    assert!(ep.stream_stats(sid(9)).is_some(), "Bob's stream carries on");
+}
+
+#[test]
+fn invalid_target_is_refused_by_stream_id() {
+    let (mut ep, now) = server_with_alice();
+    let mut raw = vec![0xA8];
+    raw.extend([4u8; 16]);
+    raw.push(10);
+    raw.extend(b"0x7f000001");
+    raw.extend(22u16.to_be_bytes());
+    ep.handle_input(
+        now,
+        Input::Packet {
+            peer: ALICE,
+            packet: Bytes::from(raw),
+        },
+    );
+    let d = drain(&mut ep, now);
+    assert_eq!(
+        d.frames_to(ALICE),
+        vec![Frame::OpenErr {
+            stream: sid(4),
+            code: StreamCode::InvalidTarget
+        }]
+    );
+    assert!(ep.is_established(ALICE));
+}
+
+#[test]
+fn unknown_stream_gets_one_rst_never_a_connection() {
+    let (mut ep, now) = server_with_alice();
+    let d = packet(&mut ep, now, ALICE, data(5, 0, 100));
+    assert_eq!(
+        d.frames_to(ALICE),
+        vec![Frame::Rst {
+            stream: sid(5),
+            code: StreamCode::UnknownStream,
+            offset: 0
+        }]
+    );
+    assert!(
+        d.events.is_empty(),
+        "no StreamIncoming: data never opens a stream"
+    );
+    // More late data for it is dropped quietly; RST for an unknown stream is never answered.
+    let d = packet(&mut ep, now, ALICE, data(5, 100, 100));
+    assert!(d.sent.is_empty());
+    let d = packet(
+        &mut ep,
+        now,
+        ALICE,
+        Frame::Rst {
+            stream: sid(6),
+            code: StreamCode::Cancelled,
+            offset: 0,
+        },
+    );
+    assert!(d.sent.is_empty() && d.events.is_empty());
+    // The discarded bytes still count against the budget, and are returned at once.
+    assert_eq!(ep.session_stats(ALICE).unwrap().recv_buffered, 0);
+    assert_eq!(ep.session_stats(ALICE).unwrap().received, 200);
+}
+
+#[test]
+fn zero_rtt_bytes_wait_for_accept_within_the_window() {
+    let (mut ep, now) = server_with_alice();
+    let d = open(&mut ep, now, ALICE, 1, "127.0.0.1:22");
+    assert!(matches!(d.events[..], [Event::StreamIncoming { .. }]));
+    assert!(
+        d.sent.is_empty(),
+        "no OPEN_OK before the application accepts"
+    );
+    packet(&mut ep, now, ALICE, data(1, 0, 1000));
+    assert_eq!(ep.read(sid(1), 10), Err(ReadError::NotAccepted));
+    assert_eq!(
+        ep.write(sid(1), Bytes::from_static(b"x")),
+        Err(WriteError::NotAccepted)
+    );
+    ep.accept(sid(1)).unwrap();
+    let d = drain(&mut ep, now);
+    assert_eq!(d.events, vec![Event::StreamReadable { stream: sid(1) }]);
+    assert_eq!(d.frames_to(ALICE), vec![Frame::OpenOk { stream: sid(1) }]);
+    assert_eq!(ep.read(sid(1), 4096).unwrap().unwrap().len(), 1000);
+    assert_eq!(ep.read(sid(1), 4096), Err(ReadError::Blocked));
+}
+
+#[test]
+fn overrunning_the_stream_window_resets_the_stream() {
+    let (mut ep, now) = server_with_alice();
+    open(&mut ep, now, ALICE, 1, "127.0.0.1:22");
+    let window = ep.config().stream_window as usize;
+    let mut offset = 0;
+    while offset < window {
+        let n = (window - offset).min(1300);
+        packet(&mut ep, now, ALICE, data(1, offset as u64, n));
+        offset += n;
+    }
+    assert_eq!(ep.stream_stats(sid(1)).unwrap().recv_buffered, window);
+    let d = packet(&mut ep, now, ALICE, data(1, offset as u64, 1));
+    assert!(d.frames_to(ALICE).contains(&Frame::Rst {
+        stream: sid(1),
+        code: StreamCode::FlowControl,
+        offset: 0
+    }));
+    assert!(d.events.contains(&Event::StreamReset {
+        stream: sid(1),
+        code: StreamCode::FlowControl,
+        remote: false
+    }));
+    assert_eq!(
+        ep.session_stats(ALICE).unwrap().recv_buffered,
+        0,
+        "the reset stream's bytes are released"
+    );
+    assert!(
+        ep.is_established(ALICE),
+        "a stream violation leaves the session up"
+    );
+}
+
+#[test]
+fn overrunning_the_peer_budget_closes_the_session() {
+    let now = t0();
+    let mut cfg = server_config();
+    cfg.stream_window = 64 * 1024;
+    cfg.session_window = 100 * 1024;
+    let mut ep = Endpoint::new(cfg, [1; 32]).unwrap();
+    packet(&mut ep, now, ALICE, Frame::Hello(hello(1)));
+    open(&mut ep, now, ALICE, 1, "127.0.0.1:22");
+    open(&mut ep, now, ALICE, 2, "127.0.0.1:22");
+    let mut sent = 0u64;
+    let mut closed = false;
+    'outer: for s in [1u8, 2] {
+        let mut off = 0u64;
+        while off < 64 * 1024 {
+            let d = packet(&mut ep, now, ALICE, data(s, off, 1024));
+            off += 1024;
+            sent += 1024;
+            if d.frames_to(ALICE).contains(&Frame::Close {
+                code: SessionCode::FlowControl,
+            }) {
+                closed = true;
+                break 'outer;
+            }
+        }
+    }
+    assert!(closed);
+    assert_eq!(
+        sent,
+        100 * 1024 + 1024,
+        "closed on the first byte past the budget"
+    );
+    assert!(!ep.is_established(ALICE));
+}
+
+#[test]
+fn data_after_fin_and_bad_acks_reset_the_stream() {
+    let (mut ep, now) = server_with_alice();
+    open(&mut ep, now, ALICE, 1, "127.0.0.1:22");
+    ep.accept(sid(1)).unwrap();
+    packet(&mut ep, now, ALICE, data(1, 0, 10));
+    packet(
+        &mut ep,
+        now,
+        ALICE,
+        Frame::Fin {
+            stream: sid(1),
+            offset: 10,
+            ack: 0,
+        },
+    );
+    let d = packet(&mut ep, now, ALICE, data(1, 10, 5));
+    assert!(d.frames_to(ALICE).contains(&Frame::Rst {
+        stream: sid(1),
+        code: StreamCode::StreamState,
+        offset: 0
+    }));
+
+    open(&mut ep, now, ALICE, 2, "127.0.0.1:22");
+    ep.accept(sid(2)).unwrap();
+    drain(&mut ep, now);
+    let d = packet(
+        &mut ep,
+        now,
+        ALICE,
+        Frame::Window {
+            stream: sid(2),
+            max_offset: 1 << 20,
+            ack: 99,
+        },
+    );
+    assert!(
+        d.frames_to(ALICE).contains(&Frame::Rst {
+            stream: sid(2),
+            code: StreamCode::StreamState,
+            offset: 0
+        }),
+        "acknowledging bytes never sent is a violation"
+    );
+}
+
+#[test]
+fn duplicate_open_does_not_disturb_the_live_stream() {
+    let (mut ep, now) = server_with_alice();
+    open(&mut ep, now, ALICE, 1, "127.0.0.1:22");
+    ep.accept(sid(1)).unwrap();
+    drain(&mut ep, now);
+    let d = open(&mut ep, now, ALICE, 1, "127.0.0.1:22");
+    assert_eq!(
+        d.frames_to(ALICE),
+        vec![Frame::OpenErr {
+            stream: sid(1),
+            code: StreamCode::DuplicateStream
+        }]
+    );
+    assert!(ep.stream_stats(sid(1)).is_some());
+}
+
+#[test]
+fn streams_past_the_limit_are_refused() {
+    let (mut ep, now) = server_with_alice();
+    for n in 1..=3 {
+        let d = open(&mut ep, now, ALICE, n, "127.0.0.1:22");
+        assert!(matches!(d.events[..], [Event::StreamIncoming { .. }]));
+    }
+    let d = open(&mut ep, now, ALICE, 4, "127.0.0.1:22");
+    assert_eq!(
+        d.frames_to(ALICE),
+        vec![Frame::OpenErr {
+            stream: sid(4),
+            code: StreamCode::TooManyStreams
+        }]
+    );
+    // Closing one makes room.
+    ep.refuse(sid(1), StreamCode::TargetRefused).unwrap();
+    let d = open(&mut ep, now, ALICE, 5, "127.0.0.1:22");
+    assert!(matches!(d.events[..], [Event::StreamIncoming { .. }]));
+}
+
+#[test]
+fn ping_is_answered_and_silence_is_probed() {
+    let (mut ep, now) = server_with_alice();
+    let d = packet(&mut ep, now, ALICE, Frame::Ping { token: 42 });
+    assert_eq!(d.frames_to(ALICE), vec![Frame::Pong { token: 42 }]);
+    let keepalive = ep.config().keepalive_interval;
+    assert_eq!(ep.next_deadline(), Some(now + keepalive));
+    let later = now + keepalive;
+    ep.handle_timeout(later);
+    let d = drain(&mut ep, later);
+    assert!(matches!(d.frames_to(ALICE)[..], [Frame::Ping { .. }]));
+    let idle = now + ep.config().idle_timeout;
+    ep.handle_timeout(idle);
+    let d = drain(&mut ep, idle);
+    assert!(d.events.contains(&Event::SessionClosed {
+        peer: ALICE,
+        code: SessionCode::IdleTimeout,
+        remote: false
+    }));
+}
+
+#[test]
+fn a_restarted_client_starts_a_new_session_and_old_streams_end() {
+    let (mut ep, now) = server_with_alice();
+    open(&mut ep, now, ALICE, 1, "127.0.0.1:22");
+    ep.accept(sid(1)).unwrap();
+    drain(&mut ep, now);
+    let d = packet(&mut ep, now, ALICE, Frame::Hello(hello(2)));
+    assert!(d.events.contains(&Event::StreamReset {
+        stream: sid(1),
+        code: StreamCode::SessionClosed,
+        remote: false
+    }));
+    assert!(matches!(d.frames_to(ALICE)[..], [Frame::HelloAck(_)]));
+    assert!(ep.is_established(ALICE));
+}
+
+#[test]
+fn full_send_queue_holds_every_packet_until_ready() {
+    let now = t0();
+    let mut ep = Endpoint::new(EndpointConfig::new(ALICE), [3; 32]).unwrap();
+    ep.connect(now, SERVER);
+    ep.handle_input(now, Input::PeerOnline(SERVER));
+    let d = drain(&mut ep, now);
+    let Some(Frame::Hello(h)) = d.frames_to(SERVER).first().cloned() else {
+        panic!("no hello")
+    };
+    packet(
+        &mut ep,
+        now,
+        SERVER,
+        Frame::HelloAck(HelloAck {
+            version: 1,
+            capabilities: 0,
+            session: h.session,
+            resumed: false,
+            stream_window: 1 << 20,
+            session_window: 1 << 24,
+        }),
+    );
+    let s = ep
+        .open(now, SERVER, "127.0.0.1:22".parse().unwrap())
+        .unwrap();
+    assert_eq!(
+        ep.write(s, Bytes::from(vec![1u8; 100_000])).unwrap(),
+        100_000
+    );
+    ep.handle_input(now, Input::SendBlocked(SERVER));
+    assert!(drain(&mut ep, now).sent.is_empty(), "nothing while blocked");
+    ep.handle_input(now, Input::SendReady(SERVER));
+    let d = drain(&mut ep, now);
+    let bytes: usize = d
+        .frames_to(SERVER)
+        .iter()
+        .map(|f| match f {
+            Frame::Data { payload, .. } => payload.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(bytes, 100_000);
+    assert!(matches!(d.frames_to(SERVER)[0], Frame::Open { .. }));
+}
+
+#[test]
+fn commands_on_unknown_or_finished_streams_fail_clearly() {
+    let now = t0();
+    let mut ep = Endpoint::new(EndpointConfig::new(ALICE), [3; 32]).unwrap();
+    assert_eq!(
+        ep.write(sid(1), Bytes::from_static(b"x")),
+        Err(WriteError::UnknownStream)
+    );
+    assert_eq!(ep.read(sid(1), 1), Err(ReadError::UnknownStream));
+    let s = ep
+        .open(now, SERVER, "127.0.0.1:22".parse().unwrap())
+        .unwrap();
+    // Before the handshake the server's window is unknown: no credit yet.
+    assert_eq!(
+        ep.write(s, Bytes::from_static(b"x")),
+        Err(WriteError::Blocked)
+    );
+    ep.finish(s).unwrap();
+    assert_eq!(
+        ep.write(s, Bytes::from_static(b"x")),
+        Err(WriteError::Finished)
+    );
+    assert!(ep
+        .open(now, ALICE, "127.0.0.1:22".parse().unwrap())
+        .is_err());
+}
+
+#[test]
+fn peer_status_events_carry_the_seed_codes() {
+    let now = t0();
+    let mut ep = Endpoint::new(EndpointConfig::new(ALICE), [3; 32]).unwrap();
+    ep.handle_input(now, Input::PeerOnline(SERVER));
+    ep.handle_input(now, Input::PeerOffline(SERVER));
+    let codes: Vec<u16> = drain(&mut ep, now)
+        .events
+        .iter()
+        .filter_map(|e| e.status_code())
+        .map(StatusCode::code)
+        .collect();
+    assert_eq!(codes, vec![301, 302]);
+}
+
+#[test]
+fn client_resends_hello_after_the_server_closes() {
+    let now = t0();
+    let mut ep = Endpoint::new(EndpointConfig::new(ALICE), [3; 32]).unwrap();
+    ep.connect(now, SERVER);
+    ep.handle_input(now, Input::PeerOnline(SERVER));
+    let d = drain(&mut ep, now);
+    let Some(Frame::Hello(h)) = d.frames_to(SERVER).first().cloned() else {
+        panic!("no hello")
+    };
+    packet(
+        &mut ep,
+        now,
+        SERVER,
+        Frame::HelloAck(HelloAck {
+            version: 1,
+            capabilities: 0,
+            session: h.session,
+            resumed: false,
+            stream_window: 1 << 20,
+            session_window: 1 << 24,
+        }),
+    );
+    let d = packet(
+        &mut ep,
+        now,
+        SERVER,
+        Frame::Close {
+            code: SessionCode::Shutdown,
+        },
+    );
+    assert!(d.events.contains(&Event::SessionClosed {
+        peer: SERVER,
+        code: SessionCode::Shutdown,
+        remote: true
+    }));
+    let retry = ep.next_deadline().expect("a retry is scheduled");
+    assert_eq!(retry, now + Duration::from_secs(1));
+    ep.handle_timeout(retry);
+    let d = drain(&mut ep, retry);
+    assert!(matches!(d.frames_to(SERVER)[..], [Frame::Hello(_)]));
+}
