@@ -38,6 +38,92 @@ mod tests {
         n
     }
 
+    /// Regenerates the seed corpus: `cargo test -p toxtun-fuzz -- --ignored write_seed_corpus`.
+    #[test]
+    #[ignore = "writes files; run by hand to refresh the seeds"]
+    fn write_seed_corpus() {
+        use bytes::Bytes;
+        use toxtun_proto::frame::{Hello, HelloAck};
+        use toxtun_proto::{Frame, SessionCode, SessionId, StreamCode, StreamId};
+        let s = StreamId::from_bytes([0x11; 16]);
+        let frames = [
+            Frame::Hello(Hello {
+                min_version: 1,
+                max_version: 1,
+                capabilities: 0,
+                session: SessionId([3; 16]),
+                stream_window: 262_144,
+                session_window: 16 << 20,
+                proof: Some([9; 32]),
+            }),
+            Frame::HelloAck(HelloAck {
+                version: 1,
+                capabilities: 0,
+                session: SessionId([3; 16]),
+                resumed: false,
+                stream_window: 262_144,
+                session_window: 16 << 20,
+            }),
+            Frame::HelloReject {
+                code: SessionCode::Unauthorized,
+                min_version: 1,
+                max_version: 1,
+            },
+            Frame::Close {
+                code: SessionCode::Normal,
+            },
+            Frame::Ping { token: 1 },
+            Frame::Pong { token: 1 },
+            Frame::SessionWindow { max: 1 << 24 },
+            Frame::Open {
+                stream: s,
+                target: "127.0.0.1:22".parse().unwrap(),
+            },
+            Frame::Open {
+                stream: s,
+                target: "[::1]:8080".parse().unwrap(),
+            },
+            Frame::Open {
+                stream: s,
+                target: "host.example.org:443".parse().unwrap(),
+            },
+            Frame::OpenOk { stream: s },
+            Frame::OpenErr {
+                stream: s,
+                code: StreamCode::TargetNotAllowed,
+            },
+            Frame::Data {
+                stream: s,
+                offset: 0,
+                ack: 0,
+                payload: Bytes::from_static(b"hello"),
+            },
+            Frame::Fin {
+                stream: s,
+                offset: 5,
+                ack: 0,
+            },
+            Frame::Rst {
+                stream: s,
+                code: StreamCode::Cancelled,
+                offset: 5,
+            },
+            Frame::Window {
+                stream: s,
+                max_offset: 1 << 20,
+                ack: 5,
+            },
+        ];
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/decode");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, f) in frames.iter().enumerate() {
+            std::fs::write(dir.join(format!("{i:02}-{}", f.name())), f.to_bytes()).unwrap();
+        }
+        std::fs::write(dir.join("90-empty"), b"").unwrap();
+        std::fs::write(dir.join("91-not-lossless"), [0x10, 1, 2]).unwrap();
+        std::fs::write(dir.join("92-truncated-data"), [0xAB, 1, 2, 3]).unwrap();
+    }
+
     #[test]
     fn decode_corpus_replays() {
         let n = replay("decode", super::decode_frame);

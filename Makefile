@@ -1,0 +1,35 @@
+# toxtun: the two commands of the README.
+#   make demo   run the demo
+#   make test   every check CI runs (formatting, lints, core purity, all tests)
+# Both install what is missing first (scripts/install-deps).
+
+CARGO ?= cargo
+
+.PHONY: demo test deps lint purity bench help
+
+help:
+	@echo "make demo   run the demo"
+	@echo "make test   run every check and test, as CI does"
+	@echo "make bench  run the benchmarks and print their ratios"
+
+deps:
+	@scripts/install-deps
+
+demo: deps
+	$(CARGO) run --release -p toxtun-proto --features testing --example core_demo
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+purity:
+	.ci/check-core-purity
+
+test: SHELL := /bin/bash
+test: lint purity
+	@mkdir -p target
+	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee target/test.log
+	@scripts/summarize-tests target/test.log
+
+bench: deps
+	$(CARGO) bench -p toxtun-proto --bench core
