@@ -1,7 +1,7 @@
 //! The endpoint: one per Tox identity. It routes transport inputs to per-peer sessions, takes
 //! the application's commands, and hands out outputs (packets, events, its next deadline).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -9,6 +9,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::codes::{SessionCode, StatusCode, StreamCode};
+use crate::collections::{hasher, Map, Set};
 use crate::config::{ConfigError, EndpointConfig, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::frame::{DecodeError, Frame, HelloAck};
 use crate::ids::{PeerId, SessionId, StreamId};
@@ -268,10 +269,10 @@ pub struct SessionStats {
 pub struct Endpoint {
     config: EndpointConfig,
     rng: ChaCha8Rng,
-    sessions: HashMap<PeerId, Session>,
+    sessions: Map<PeerId, Session>,
     /// Which session owns each stream, so commands need only the stream ID.
-    index: HashMap<StreamId, PeerId>,
-    online: HashSet<PeerId>,
+    index: Map<StreamId, PeerId>,
+    online: Set<PeerId>,
     events: VecDeque<Event>,
     /// Sessions that may have packets to send, served round-robin.
     ready: VecDeque<PeerId>,
@@ -284,12 +285,13 @@ impl Endpoint {
     /// IDs), so a test that fixes the seed replays exactly.
     pub fn new(config: EndpointConfig, seed: [u8; 32]) -> Result<Self, ConfigError> {
         config.validate()?;
+        let mut rng = ChaCha8Rng::from_seed(seed);
         Ok(Endpoint {
             config,
-            rng: ChaCha8Rng::from_seed(seed),
-            sessions: HashMap::new(),
-            index: HashMap::new(),
-            online: HashSet::new(),
+            sessions: Map::with_hasher(hasher(&mut rng)),
+            index: Map::with_hasher(hasher(&mut rng)),
+            online: Set::with_hasher(hasher(&mut rng)),
+            rng,
             events: VecDeque::new(),
             ready: VecDeque::new(),
             stray: VecDeque::new(),
@@ -306,7 +308,7 @@ impl Endpoint {
         self.config.local_id
     }
 
-    fn ctx(&mut self) -> (&mut HashMap<PeerId, Session>, Ctx<'_>) {
+    fn ctx(&mut self) -> (&mut Map<PeerId, Session>, Ctx<'_>) {
         (
             &mut self.sessions,
             Ctx {
@@ -554,6 +556,7 @@ impl Endpoint {
         if responders >= policy.limits.max_peers {
             return reject(self, SessionCode::TooManyPeers);
         }
+        let stream_hasher = hasher(&mut self.rng);
         let (sessions, mut ctx) = self.ctx();
         let session = match sessions.get_mut(&peer) {
             Some(s) => {
@@ -565,7 +568,14 @@ impl Endpoint {
                 s
             }
             None => sessions.entry(peer).or_insert_with(|| {
-                Session::new(peer, Role::Responder(admission), h.session, now, ctx.config)
+                Session::new(
+                    peer,
+                    Role::Responder(admission),
+                    h.session,
+                    now,
+                    ctx.config,
+                    stream_hasher,
+                )
             }),
         };
         session.id = h.session;
@@ -653,7 +663,8 @@ impl Endpoint {
             return;
         }
         let id = self.new_session_id();
-        let mut s = Session::new(peer, Role::Initiator, id, now, &self.config);
+        let stream_hasher = hasher(&mut self.rng);
+        let mut s = Session::new(peer, Role::Initiator, id, now, &self.config, stream_hasher);
         if self.online.contains(&peer) {
             s.link_up = true;
             s.send_hello(now, id, &self.config);

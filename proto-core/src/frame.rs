@@ -749,6 +749,110 @@ mod tests {
         }
     }
 
+    /// The sizes PROTOCOL.md states.
+    #[test]
+    fn frame_sizes_match_the_protocol_document() {
+        let s = StreamId::from_bytes([0; 16]);
+        let hello = Hello {
+            min_version: 1,
+            max_version: 1,
+            capabilities: 0,
+            session: SessionId([0; 16]),
+            stream_window: 0,
+            session_window: 0,
+            proof: None,
+        };
+        let sizes = [
+            (Frame::Hello(hello.clone()), 42),
+            (
+                Frame::Hello(Hello {
+                    proof: Some([0; 32]),
+                    ..hello
+                }),
+                74,
+            ),
+            (
+                Frame::HelloAck(HelloAck {
+                    version: 1,
+                    capabilities: 0,
+                    session: SessionId([0; 16]),
+                    resumed: false,
+                    stream_window: 0,
+                    session_window: 0,
+                }),
+                40,
+            ),
+            (
+                Frame::HelloReject {
+                    code: SessionCode::Normal,
+                    min_version: 1,
+                    max_version: 1,
+                },
+                7,
+            ),
+            (
+                Frame::Close {
+                    code: SessionCode::Normal,
+                },
+                3,
+            ),
+            (Frame::Ping { token: 0 }, 9),
+            (Frame::SessionWindow { max: 0 }, 9),
+            (
+                Frame::Open {
+                    stream: s,
+                    target: "a.bc:1".parse().unwrap(),
+                },
+                24,
+            ),
+            (Frame::OpenOk { stream: s }, 17),
+            (
+                Frame::OpenErr {
+                    stream: s,
+                    code: StreamCode::Cancelled,
+                },
+                19,
+            ),
+            (
+                Frame::Data {
+                    stream: s,
+                    offset: 0,
+                    ack: 0,
+                    payload: Bytes::new(),
+                },
+                33,
+            ),
+            (
+                Frame::Fin {
+                    stream: s,
+                    offset: 0,
+                    ack: 0,
+                },
+                33,
+            ),
+            (
+                Frame::Window {
+                    stream: s,
+                    max_offset: 0,
+                    ack: 0,
+                },
+                33,
+            ),
+            (
+                Frame::Rst {
+                    stream: s,
+                    code: StreamCode::Cancelled,
+                    offset: 0,
+                },
+                27,
+            ),
+        ];
+        for (f, n) in sizes {
+            assert_eq!(f.to_bytes().len(), n, "{}", f.name());
+        }
+        assert_eq!(MAX_DATA_PAYLOAD, 1340);
+    }
+
     #[test]
     fn data_payload_is_zero_copy() {
         let frame = Frame::Data {

@@ -53,6 +53,7 @@
 #![warn(missing_docs)]
 
 pub mod codes;
+mod collections;
 pub mod config;
 mod endpoint;
 pub mod frame;

@@ -1,12 +1,13 @@
 //! One session with one peer: the handshake, its streams, flow control, keepalive and the
 //! frames waiting to be sent. The [`crate::Endpoint`] routes inputs here by peer.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::codes::{SessionCode, StreamCode};
+use crate::collections::{Hasher, Map};
 use crate::config::{EndpointConfig, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::endpoint::Event;
 use crate::frame::{self, Frame, Hello, DATA_HEADER_LEN};
@@ -44,7 +45,7 @@ pub(crate) enum State {
 pub(crate) struct Ctx<'a> {
     pub config: &'a EndpointConfig,
     pub events: &'a mut VecDeque<Event>,
-    pub index: &'a mut HashMap<StreamId, PeerId>,
+    pub index: &'a mut Map<StreamId, PeerId>,
 }
 
 #[derive(Debug)]
@@ -62,7 +63,7 @@ pub(crate) struct Session {
     /// Consecutive failed attempts, for the reconnect backoff.
     pub failures: u32,
 
-    pub streams: HashMap<StreamId, Stream>,
+    pub streams: Map<StreamId, Stream>,
     /// Control frames, sent before anything else, in order.
     control: VecDeque<Frame>,
     advisory_queued: usize,
@@ -100,6 +101,7 @@ impl Session {
         id: SessionId,
         now: Instant,
         config: &EndpointConfig,
+        hasher: Hasher,
     ) -> Self {
         Session {
             peer,
@@ -110,7 +112,7 @@ impl Session {
             send_blocked: false,
             in_ready: false,
             failures: 0,
-            streams: HashMap::new(),
+            streams: Map::with_hasher(hasher),
             control: VecDeque::new(),
             advisory_queued: 0,
             window_updates: VecDeque::new(),
