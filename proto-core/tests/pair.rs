@@ -509,11 +509,10 @@ fn a_seed_replays_exactly() {
         let mut p = connected(client(), server_allowing(&["*:*"]), seed);
         let streams: Vec<_> = (0..20)
             .map(|i| {
-                let s = p
-                    .a
-                    .endpoint
-                    .open(p.now, SERVER, target(&format!("127.0.0.1:{}", 1 + i)))
-                    .unwrap();
+                let s =
+                    p.a.endpoint
+                        .open(p.now, SERVER, target(&format!("127.0.0.1:{}", 1 + i)))
+                        .unwrap();
                 p.a.app.send(s, pattern(i, 5000 * i as usize), i % 2 == 0);
                 s
             })
