@@ -64,6 +64,7 @@ pub mod policy;
 mod session;
 mod stream;
 pub mod target;
+pub mod transport;
 
 pub use codes::{SessionCode, StatusCode, StreamCode};
 pub use config::{Capabilities, ConfigError, EndpointConfig, PROTOCOL_VERSION};
@@ -75,3 +76,4 @@ pub use frame::{DecodeError, Frame, MAX_PACKET_SIZE};
 pub use ids::{PeerId, SessionId, StreamId, ToxId, ToxIdError};
 pub use policy::{ClientRule, Limits, ServerPolicy, SharedSecret, TargetRules};
 pub use target::{Host, Target, TargetError, TargetPattern};
+pub use transport::{FriendAdded, FriendError, SendError, Transport, TransportEvent};

@@ -1,5 +1,18 @@
-//! `toxtun-transport-mock` will hold an in-memory, seeded, virtual-time network of Tox-like
-//! nodes (latency, bandwidth, send-queue capacity, link flaps, partitions, friend requests)
-//! for the simulation harness. It is filled in by the simulation issue; until then the
-//! protocol core's own two-endpoint harness (`toxtun_proto::pair`, feature `testing`)
-//! covers deterministic testing. This crate exports nothing yet.
+//! `toxtun-transport-mock` is an in-memory network of Tox-like nodes for testing toxtun
+//! without a network. It mirrors the Tox semantics toxtun relies on: friend requests with a
+//! message (dropped when the nospam is wrong), links that come up a while after both sides
+//! are friends, lossless ordered delivery while a link is up, packets in flight lost when it
+//! goes down, a per-friend send queue whose overflow is `QueueFull` backpressure followed by
+//! `SendReady`, and per-link latency, jitter and bandwidth. Faults are scripted or random:
+//! link flaps, partitions, node stops and restarts (a restarted node keeps its keys and
+//! friends, as Tox's savedata does, and loses everything above the network).
+//!
+//! [`Network`] is sans-IO: virtual time that the caller advances, randomness from a seed,
+//! so a simulation replays exactly. [`RealtimeNetwork`] is a thin real-time face over it
+//! whose nodes implement [`toxtun_proto::Transport`] for runtimes (tokio, smol, …).
+
+mod network;
+mod realtime;
+
+pub use network::{FlapPlan, LinkConfig, NetStats, Network, NodeId, MAX_FRIEND_REQUEST_LEN};
+pub use realtime::{MockTransport, RealtimeNetwork};

@@ -1,0 +1,197 @@
+//! The transport interface: what toxtun needs from a Tox-like network, implemented by the
+//! in-memory mock (`toxtun-transport-mock`) and the c-toxcore adapter
+//! (`toxtun-transport-tox`), and driven by the runtime (`toxtun-tokio`).
+//!
+//! The [`crate::Endpoint`] never uses this trait: the runtime moves values between the two
+//! ([`TransportEvent::into_input`] one way, [`crate::Output::Transmit`] the other). The trait
+//! is here only because every transport and runtime already depends on this crate; it does
+//! no I/O itself. Its one asynchronous method uses `core::task` and no runtime, so
+//! transports work under tokio, smol or a hand-written executor alike.
+//!
+//! The seed's status codes map onto it: adding a friend gives 101 / 103 / 104 or 102,
+//! sending fails with 202 / 203 / 204, friend status is 301 / 302, and the node's own
+//! connection to the Tox network is 401 / 402.
+
+use core::fmt;
+use core::task::{Context, Poll};
+
+use bytes::Bytes;
+
+use crate::codes::StatusCode;
+use crate::endpoint::Input;
+use crate::ids::{PeerId, ToxId};
+
+/// Something the network reports to one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportEvent {
+    /// This node's own connection to the Tox network changed (402 connected, 401 offline).
+    SelfConnection {
+        /// Whether the node is connected.
+        connected: bool,
+    },
+    /// Someone asks to become a friend, with a message.
+    FriendRequest {
+        /// Who asks.
+        peer: PeerId,
+        /// The request's message.
+        message: Bytes,
+    },
+    /// A friend's link came up (301).
+    FriendOnline(PeerId),
+    /// A friend's link went down (302).
+    FriendOffline(PeerId),
+    /// A lossless custom packet arrived from a friend.
+    Packet {
+        /// The friend.
+        peer: PeerId,
+        /// The packet, first byte included.
+        packet: Bytes,
+    },
+    /// The send queue to a friend that returned [`SendError::QueueFull`] has room again.
+    SendReady(PeerId),
+}
+
+impl TransportEvent {
+    /// The endpoint input this event becomes, if the endpoint cares about it.
+    pub fn into_input(self) -> Option<Input> {
+        Some(match self {
+            TransportEvent::SelfConnection { .. } => return None,
+            TransportEvent::FriendRequest { peer, message } => {
+                Input::FriendRequest { peer, message }
+            }
+            TransportEvent::FriendOnline(p) => Input::PeerOnline(p),
+            TransportEvent::FriendOffline(p) => Input::PeerOffline(p),
+            TransportEvent::Packet { peer, packet } => Input::Packet { peer, packet },
+            TransportEvent::SendReady(p) => Input::SendReady(p),
+        })
+    }
+
+    /// The seed's status code for this event, where one applies.
+    pub fn status_code(&self) -> Option<StatusCode> {
+        match self {
+            TransportEvent::SelfConnection { connected: true } => Some(StatusCode::ToxConnected),
+            TransportEvent::SelfConnection { connected: false } => Some(StatusCode::ToxOffline),
+            TransportEvent::FriendOnline(_) => Some(StatusCode::PeerOnline),
+            TransportEvent::FriendOffline(_) => Some(StatusCode::PeerOffline),
+            _ => None,
+        }
+    }
+}
+
+/// Why a packet was not sent. `QueueFull` is backpressure, not failure: the packet comes
+/// back to the caller, who sends it again after [`TransportEvent::SendReady`].
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The friend's send queue is full; here is the packet back.
+    #[error("send queue full")]
+    QueueFull(Bytes),
+    /// The peer is not a friend (202).
+    #[error("target is not a friend")]
+    NotFriend,
+    /// The friend is offline (204).
+    #[error("target is offline")]
+    Offline,
+    /// The transport refused the packet for another reason (203).
+    #[error("send failed: {0}")]
+    Failed(&'static str),
+}
+
+impl fmt::Debug for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::QueueFull(p) => write!(f, "QueueFull({} bytes)", p.len()),
+            SendError::NotFriend => f.write_str("NotFriend"),
+            SendError::Offline => f.write_str("Offline"),
+            SendError::Failed(r) => write!(f, "Failed({r:?})"),
+        }
+    }
+}
+
+impl SendError {
+    /// The seed's status code (`QueueFull` has none: it is not a failure).
+    pub fn status_code(&self) -> Option<StatusCode> {
+        match self {
+            SendError::QueueFull(_) => None,
+            SendError::NotFriend => Some(StatusCode::NotFriend),
+            SendError::Offline => Some(StatusCode::TargetOffline),
+            SendError::Failed(_) => Some(StatusCode::SendFailed),
+        }
+    }
+}
+
+/// What adding a friend did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FriendAdded {
+    /// The friend was added without a request (101).
+    Added,
+    /// A friend request was sent and waits for acceptance (104).
+    RequestSent,
+}
+
+impl FriendAdded {
+    /// The seed's status code.
+    pub fn status_code(self) -> StatusCode {
+        match self {
+            FriendAdded::Added => StatusCode::FriendAdded,
+            FriendAdded::RequestSent => StatusCode::FriendRequestSent,
+        }
+    }
+}
+
+/// Why adding a friend failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FriendError {
+    /// Already a friend (103).
+    #[error("already a friend")]
+    AlreadyFriend,
+    /// One's own key.
+    #[error("cannot add oneself as a friend")]
+    OwnKey,
+    /// The request message is empty or too long.
+    #[error("friend request message must be 1 to {max} bytes")]
+    Message {
+        /// The longest message allowed.
+        max: usize,
+    },
+    /// Another failure (102).
+    #[error("adding friend failed: {0}")]
+    Failed(String),
+}
+
+impl FriendError {
+    /// The seed's status code.
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            FriendError::AlreadyFriend => StatusCode::AlreadyFriend,
+            _ => StatusCode::FriendAddFailed,
+        }
+    }
+}
+
+/// A Tox-like network as one node sees it.
+pub trait Transport {
+    /// This node's Tox ID (public key, nospam, checksum): what others add as a friend.
+    fn id(&self) -> ToxId;
+
+    /// The largest packet [`Transport::send`] takes (1373 for Tox lossless packets).
+    fn max_packet_size(&self) -> usize;
+
+    /// Sends a friend request with `message`.
+    fn add_friend(&mut self, id: &ToxId, message: &[u8]) -> Result<FriendAdded, FriendError>;
+
+    /// Adds a friend without a request: accepts a request from `peer`, or restores a known
+    /// friend.
+    fn accept_friend(&mut self, peer: PeerId) -> Result<FriendAdded, FriendError>;
+
+    /// Forgets a friend; its link goes down.
+    fn remove_friend(&mut self, peer: PeerId) -> Result<(), FriendError>;
+
+    /// Sends one lossless packet (first byte in 160..=191).
+    fn send(&mut self, peer: PeerId, packet: Bytes) -> Result<(), SendError>;
+
+    /// The next event; `Ready(None)` when the transport has shut down.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<TransportEvent>>;
+}
