@@ -1,3 +1,7 @@
-//! `toxtun-tests` holds cross-crate tests: the simulation harness and end-to-end tunnels over
-//! the mock transport and over real Tox on loopback. Those arrive with the simulation,
-//! transport and runtime issues; the protocol core's own tests live in `proto-core`.
+//! `toxtun-tests` holds cross-crate tests and the machinery they share: the simulation
+//! harness ([`sim`]), which runs scenarios of several clients and servers on the mock Tox
+//! network under virtual time and checks invariants after every step. End-to-end tunnels
+//! over real sockets and real Tox arrive with the runtime and transport issues.
+
+pub mod echo;
+pub mod sim;

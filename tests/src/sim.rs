@@ -1,0 +1,1064 @@
+//! The simulation harness: several clients and servers, each a protocol [`Endpoint`] with a
+//! scripted application, on the mock Tox [`Network`], under virtual time. A scenario is a
+//! list of operations (open, write, finish, reset, stall a reader, flap a link, restart a
+//! node, refuse a target, let time pass) drawn from a seed. After every step the harness
+//! checks its invariants:
+//!
+//! * every byte a reader gets is the next byte its writer wrote: exactly once, in order;
+//! * a stream that closes cleanly delivered every byte written, both ways;
+//! * no stream buffers more than its window, no peer more than its budget, no sender more
+//!   than the peer's credit; nothing is sent while the transport said its queue is full;
+//!
+//! and at the end, after faults heal, readers resume, writers finish and timeouts run,
+//! that every stream ended, on both sides, cleanly or with a reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use toxtun_proto::{
+    ClientRule, Endpoint, EndpointConfig, Event, Input, Output, PeerId, ReadError, ServerPolicy,
+    SessionCode, StreamCode, StreamId, TargetRules, TransportEvent, WriteError,
+};
+use toxtun_transport_mock::{LinkConfig, Network, NodeId};
+
+/// A broken invariant, with what the harness saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimFailure(pub String);
+
+impl fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+macro_rules! fail {
+    ($($t:tt)*) => { return Err(SimFailure(format!($($t)*))) };
+}
+
+/// Which end of a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The side that opened it.
+    Opener,
+    /// The side that accepted it.
+    Acceptor,
+}
+
+/// One operation of a scenario.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// A client opens a stream to a server; `allowed` picks a target inside or outside the
+    /// server's rules. `up`/`down` bytes go each way, each followed by FIN if asked.
+    Open {
+        /// Client index.
+        client: usize,
+        /// Server index.
+        server: usize,
+        /// Whether the target is inside the rules.
+        allowed: bool,
+        /// Bytes the opener writes.
+        up: u64,
+        /// Bytes the acceptor writes.
+        down: u64,
+        /// Opener finishes after writing.
+        fin_up: bool,
+        /// Acceptor finishes after writing.
+        fin_down: bool,
+    },
+    /// One side of a stream writes more bytes.
+    Write {
+        /// Index into the streams opened so far.
+        stream: usize,
+        /// Which side.
+        end: End,
+        /// How many bytes.
+        bytes: u64,
+    },
+    /// One side finishes its direction.
+    Finish {
+        /// Index into the streams opened so far.
+        stream: usize,
+        /// Which side.
+        end: End,
+    },
+    /// One side resets the stream.
+    Reset {
+        /// Index into the streams opened so far.
+        stream: usize,
+        /// Which side.
+        end: End,
+    },
+    /// One side stops (or resumes) reading a stream.
+    Stall {
+        /// Index into the streams opened so far.
+        stream: usize,
+        /// Which side.
+        end: End,
+        /// Stop (true) or resume (false).
+        on: bool,
+    },
+    /// The link between a client and a server goes down for a while.
+    Flap {
+        /// Client index.
+        client: usize,
+        /// Server index.
+        server: usize,
+        /// How long it stays down.
+        outage: Duration,
+    },
+    /// A node restarts: it keeps its Tox keys and friends, loses its endpoint.
+    Restart {
+        /// Node index (clients first, then servers).
+        node: usize,
+    },
+    /// A server's application refuses the next stream it is offered (target refused).
+    RefuseNext {
+        /// Server index.
+        server: usize,
+    },
+    /// Let time pass.
+    Advance(Duration),
+}
+
+/// The shape of a scenario.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Number of clients.
+    pub clients: usize,
+    /// Number of servers.
+    pub servers: usize,
+    /// Every link's behaviour.
+    pub link: LinkConfig,
+    /// Stream window of every endpoint.
+    pub stream_window: u32,
+    /// Session budget of every endpoint.
+    pub session_window: u64,
+}
+
+impl SimConfig {
+    /// Draws a shape from `rng`: 1–3 clients, 1–2 servers, a few link personalities.
+    pub fn random(rng: &mut impl RngCore) -> Self {
+        let latency = Duration::from_millis(1 + rng.next_u64() % 60);
+        SimConfig {
+            clients: 1 + (rng.next_u64() % 3) as usize,
+            servers: 1 + (rng.next_u64() % 2) as usize,
+            link: LinkConfig {
+                latency,
+                jitter: Duration::from_millis(rng.next_u64() % 10),
+                bandwidth: [None, Some(2_000_000), Some(20_000_000)][(rng.next_u64() % 3) as usize],
+                queue_capacity: [4, 32, 256][(rng.next_u64() % 3) as usize],
+                connect_delay: Duration::from_millis(50 + rng.next_u64() % 500),
+            },
+            stream_window: [4096, 64 * 1024, 256 * 1024][(rng.next_u64() % 3) as usize],
+            session_window: [256 * 1024, 1 << 20, 16 << 20][(rng.next_u64() % 3) as usize],
+        }
+    }
+}
+
+/// Draws `n` operations from `rng` for a scenario of shape `cfg`.
+pub fn random_ops(rng: &mut impl RngCore, cfg: &SimConfig, n: usize) -> Vec<Op> {
+    let mut ops = Vec::with_capacity(n);
+    let mut opened = 0usize;
+    let r = |rng: &mut dyn RngCore, m: u64| rng.next_u64() % m.max(1);
+    for _ in 0..n {
+        let pick = r(rng, 100);
+        let stream = |rng: &mut dyn RngCore| r(rng, opened as u64) as usize;
+        let end = |rng: &mut dyn RngCore| {
+            if r(rng, 2) == 0 {
+                End::Opener
+            } else {
+                End::Acceptor
+            }
+        };
+        let size = |rng: &mut dyn RngCore| match r(rng, 10) {
+            0 => 0,
+            1..=6 => r(rng, 20_000),
+            7 | 8 => r(rng, 300_000),
+            _ => r(rng, 2_000_000),
+        };
+        let op = if opened == 0 || pick < 30 {
+            opened += 1;
+            Op::Open {
+                client: r(rng, cfg.clients as u64) as usize,
+                server: r(rng, cfg.servers as u64) as usize,
+                allowed: r(rng, 10) != 0,
+                up: size(rng),
+                down: size(rng),
+                fin_up: r(rng, 4) != 0,
+                fin_down: r(rng, 4) != 0,
+            }
+        } else if pick < 45 {
+            Op::Write {
+                stream: stream(rng),
+                end: end(rng),
+                bytes: size(rng),
+            }
+        } else if pick < 55 {
+            Op::Finish {
+                stream: stream(rng),
+                end: end(rng),
+            }
+        } else if pick < 60 {
+            Op::Reset {
+                stream: stream(rng),
+                end: end(rng),
+            }
+        } else if pick < 68 {
+            Op::Stall {
+                stream: stream(rng),
+                end: end(rng),
+                on: r(rng, 2) == 0,
+            }
+        } else if pick < 76 {
+            Op::Flap {
+                client: r(rng, cfg.clients as u64) as usize,
+                server: r(rng, cfg.servers as u64) as usize,
+                outage: Duration::from_millis(10 + r(rng, 5000)),
+            }
+        } else if pick < 80 {
+            Op::Restart {
+                node: r(rng, (cfg.clients + cfg.servers) as u64) as usize,
+            }
+        } else if pick < 84 {
+            Op::RefuseNext {
+                server: r(rng, cfg.servers as u64) as usize,
+            }
+        } else {
+            Op::Advance(Duration::from_millis(r(rng, 3000)))
+        };
+        ops.push(op);
+    }
+    ops
+}
+
+/// The byte at `offset` of the direction seeded `seed`: every byte is checkable alone.
+fn byte_at(seed: u64, offset: u64) -> u8 {
+    let x = (seed ^ offset.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    (x >> 56) as u8
+}
+
+fn bytes_at(seed: u64, offset: u64, len: usize) -> Bytes {
+    (0..len as u64).map(|i| byte_at(seed, offset + i)).collect()
+}
+
+/// One direction of a stream, as the harness tracks it.
+#[derive(Debug, Default, Clone)]
+struct Flow {
+    seed: u64,
+    /// Bytes the writer's application still wants to write.
+    pending: u64,
+    /// Bytes the endpoint accepted.
+    written: u64,
+    /// The writer wants FIN after its pending bytes.
+    fin_wanted: bool,
+    fin_sent: bool,
+    /// Bytes the reader got (checked one by one).
+    read: u64,
+    eof: bool,
+}
+
+#[derive(Debug, Clone)]
+struct StreamRec {
+    id: StreamId,
+    opener: usize,
+    acceptor: usize,
+    /// [0]: opener → acceptor; [1]: acceptor → opener.
+    flows: [Flow; 2],
+    /// How each side's stream ended (None: still open there, or never seen).
+    ended: [Option<String>; 2],
+    /// The acceptor's endpoint saw the stream.
+    seen_by_acceptor: bool,
+    down_plan: (u64, bool),
+    stalled: [bool; 2],
+}
+
+impl StreamRec {
+    fn side_of(&self, node: usize) -> Option<usize> {
+        if node == self.opener {
+            Some(0)
+        } else if node == self.acceptor {
+            Some(1)
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SimNode {
+    endpoint: Endpoint,
+    config: EndpointConfig,
+    is_server: bool,
+    /// Per peer: the packet the transport refused with `QueueFull`.
+    held: BTreeMap<PeerId, Bytes>,
+    timeout: Option<Instant>,
+    restarts: u64,
+    refuse_next: bool,
+    /// Streams with something to write or read, to try on the next pump.
+    try_write: BTreeSet<StreamId>,
+    try_read: BTreeSet<StreamId>,
+    incoming: Vec<StreamId>,
+}
+
+/// Counters of a run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SimStats {
+    /// Streams opened.
+    pub streams: u64,
+    /// Streams that closed cleanly on both sides.
+    pub closed_clean: u64,
+    /// Stream ends with a reason (reset or refused), counted per side.
+    pub ended_with_reason: u64,
+    /// Bytes read by applications, checked.
+    pub bytes_checked: u64,
+    /// Link flaps.
+    pub flaps: u64,
+    /// Node restarts.
+    pub restarts: u64,
+    /// Steps run.
+    pub steps: u64,
+}
+
+/// A running scenario.
+#[derive(Debug)]
+pub struct Sim {
+    net: Network,
+    nodes: Vec<SimNode>,
+    clients: usize,
+    now: Instant,
+    streams: Vec<StreamRec>,
+    by_id: BTreeMap<StreamId, usize>,
+    /// Stats of the run.
+    pub stats: SimStats,
+    seed: u64,
+    start: Instant,
+}
+
+const ALLOWED_PORTS: &str = "127.0.0.1:1-30000";
+
+impl Sim {
+    /// Builds the nodes and starts every client befriending and connecting to every server.
+    pub fn new(seed: u64, cfg: &SimConfig) -> Self {
+        #[allow(clippy::disallowed_methods)]
+        let start = Instant::now();
+        let mut net = Network::new(seed, start);
+        net.set_default_link(cfg.link);
+        let ids: Vec<NodeId> = (0..cfg.clients + cfg.servers)
+            .map(|_| net.add_node())
+            .collect();
+        let client_keys: Vec<PeerId> = ids[..cfg.clients].iter().map(|n| net.peer_id(*n)).collect();
+        let mut nodes = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let mut config = EndpointConfig::new(net.peer_id(*id));
+            config.stream_window = cfg.stream_window;
+            config.session_window = cfg.session_window;
+            let is_server = i >= cfg.clients;
+            if is_server {
+                config.server = Some(ServerPolicy {
+                    clients: client_keys
+                        .iter()
+                        .map(|k| ClientRule {
+                            peer: *k,
+                            targets: TargetRules::new(vec![ALLOWED_PORTS.parse().expect("rule")]),
+                        })
+                        .collect(),
+                    ..Default::default()
+                });
+            }
+            nodes.push(SimNode {
+                endpoint: Endpoint::new(config.clone(), node_seed(seed, i, 0)).expect("config"),
+                config,
+                is_server,
+                held: BTreeMap::new(),
+                timeout: None,
+                restarts: 0,
+                refuse_next: false,
+                try_write: BTreeSet::new(),
+                try_read: BTreeSet::new(),
+                incoming: Vec::new(),
+            });
+        }
+        let mut sim = Sim {
+            net,
+            nodes,
+            clients: cfg.clients,
+            now: start,
+            streams: Vec::new(),
+            by_id: BTreeMap::new(),
+            stats: SimStats::default(),
+            seed,
+            start,
+        };
+        for c in 0..cfg.clients {
+            for s in cfg.clients..cfg.clients + cfg.servers {
+                let sid = sim.net.tox_id(NodeId(s));
+                sim.net
+                    .add_friend(NodeId(c), &sid, b"toxtun/1")
+                    .expect("befriend");
+            }
+            sim.connect_client(c);
+        }
+        sim
+    }
+
+    fn connect_client(&mut self, c: usize) {
+        for s in self.clients..self.nodes.len() {
+            let pk = self.net.peer_id(NodeId(s));
+            self.nodes[c].endpoint.connect(self.now, pk);
+        }
+    }
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    // ----- operations --------------------------------------------------------------------
+
+    /// Applies one operation, then lets the network settle for a moment.
+    pub fn apply(&mut self, op: &Op) -> Result<(), SimFailure> {
+        match op {
+            Op::Open {
+                client,
+                server,
+                allowed,
+                up,
+                down,
+                fin_up,
+                fin_down,
+            } => {
+                let (c, s) = (*client, self.clients + server);
+                let port = if *allowed {
+                    1 + self.streams.len() % 30000
+                } else {
+                    40000
+                };
+                let target = format!("127.0.0.1:{port}").parse().expect("target");
+                let spk = self.net.peer_id(NodeId(s));
+                let id = self.nodes[c]
+                    .endpoint
+                    .open(self.now, spk, target)
+                    .map_err(|e| SimFailure(format!("open failed: {e}")))?;
+                let n = self.streams.len() as u64;
+                let mut rec = StreamRec {
+                    id,
+                    opener: c,
+                    acceptor: s,
+                    flows: [Flow::default(), Flow::default()],
+                    ended: [None, None],
+                    seen_by_acceptor: false,
+                    down_plan: (*down, *fin_down),
+                    stalled: [false, false],
+                };
+                rec.flows[0].seed = self.seed ^ (n << 1);
+                rec.flows[1].seed = self.seed ^ (n << 1 | 1);
+                rec.flows[0].pending = *up;
+                rec.flows[0].fin_wanted = *fin_up;
+                self.by_id.insert(id, self.streams.len());
+                self.streams.push(rec);
+                self.nodes[c].try_write.insert(id);
+                self.stats.streams += 1;
+            }
+            Op::Write { stream, end, bytes } => {
+                if let Some((node, flow, id)) = self.locate(*stream, *end) {
+                    let f = &mut self.streams[*stream].flows[flow];
+                    if !f.fin_wanted {
+                        f.pending += bytes;
+                        self.nodes[node].try_write.insert(id);
+                    }
+                }
+            }
+            Op::Finish { stream, end } => {
+                if let Some((node, flow, id)) = self.locate(*stream, *end) {
+                    self.streams[*stream].flows[flow].fin_wanted = true;
+                    self.nodes[node].try_write.insert(id);
+                }
+            }
+            Op::Reset { stream, end } => {
+                if let Some((node, _, id)) = self.locate(*stream, *end) {
+                    if self.nodes[node]
+                        .endpoint
+                        .reset(id, StreamCode::Cancelled)
+                        .is_ok()
+                    {
+                        let side = self.streams[*stream].side_of(node).expect("side");
+                        self.end_side(*stream, side, "reset locally (2000)".into())?;
+                    }
+                }
+            }
+            Op::Stall { stream, end, on } => {
+                if let Some((node, _, id)) = self.locate(*stream, *end) {
+                    let side = usize::from(*end == End::Acceptor);
+                    self.streams[*stream].stalled[side] = *on;
+                    if !on {
+                        self.nodes[node].try_read.insert(id);
+                    }
+                }
+            }
+            Op::Flap {
+                client,
+                server,
+                outage,
+            } => {
+                let (c, s) = (NodeId(*client), NodeId(self.clients + server));
+                self.net.link_down(c, s);
+                self.stats.flaps += 1;
+                self.run_for(*outage)?;
+                self.net.link_up(c, s);
+            }
+            Op::Restart { node } => self.restart(*node)?,
+            Op::RefuseNext { server } => self.nodes[self.clients + server].refuse_next = true,
+            Op::Advance(d) => self.run_for(*d)?,
+        }
+        self.run_for(Duration::from_millis(20))
+    }
+
+    /// The node and flow index for one end of stream `i`, if that end is still live.
+    fn locate(&self, i: usize, end: End) -> Option<(usize, usize, StreamId)> {
+        let rec = self.streams.get(i)?;
+        let (node, side) = match end {
+            End::Opener => (rec.opener, 0),
+            End::Acceptor => (rec.acceptor, 1),
+        };
+        if rec.ended[side].is_some() || (side == 1 && !rec.seen_by_acceptor) {
+            return None;
+        }
+        Some((node, side, rec.id))
+    }
+
+    fn restart(&mut self, node: usize) -> Result<(), SimFailure> {
+        self.net.restart(NodeId(node));
+        self.stats.restarts += 1;
+        let n = &mut self.nodes[node];
+        n.restarts += 1;
+        n.endpoint = Endpoint::new(n.config.clone(), node_seed(self.seed, node, n.restarts))
+            .expect("config");
+        n.held.clear();
+        n.timeout = None;
+        n.try_read.clear();
+        n.try_write.clear();
+        n.incoming.clear();
+        for i in 0..self.streams.len() {
+            if let Some(side) = self.streams[i].side_of(node) {
+                if self.streams[i].ended[side].is_none()
+                    && (side == 0 || self.streams[i].seen_by_acceptor)
+                {
+                    self.end_side(i, side, "lost with its node (restart)".into())?;
+                }
+            }
+        }
+        if !self.nodes[node].is_server {
+            self.connect_client(node);
+        }
+        Ok(())
+    }
+
+    // ----- running -----------------------------------------------------------------------
+
+    /// Runs for `d` of virtual time, jumping from event to event.
+    pub fn run_for(&mut self, d: Duration) -> Result<(), SimFailure> {
+        let until = self.now + d;
+        loop {
+            let mut moved = true;
+            let mut rounds = 0;
+            while moved {
+                moved = false;
+                for i in 0..self.nodes.len() {
+                    moved |= self.pump(i)?;
+                }
+                self.stats.steps += 1;
+                self.check_bounds()?;
+                rounds += 1;
+                if rounds > 100_000 {
+                    fail!(
+                        "livelock: no quiet moment after 100000 rounds at {:?}",
+                        self.elapsed()
+                    );
+                }
+            }
+            let next = [
+                self.net.next_deadline(),
+                self.nodes.iter().filter_map(|n| n.timeout).min(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match next {
+                Some(t) if t <= until => {
+                    self.now = self.now.max(t);
+                    self.net.advance_to(self.now);
+                }
+                _ => {
+                    self.now = until;
+                    self.net.advance_to(until);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// One node: transport events in, application actions, outputs out.
+    fn pump(&mut self, i: usize) -> Result<bool, SimFailure> {
+        let node = NodeId(i);
+        let now = self.now;
+        let mut moved = false;
+        while let Some(ev) = self.net.poll_event(node) {
+            moved = true;
+            match ev {
+                TransportEvent::SendReady(peer) => {
+                    if let Some(p) = self.nodes[i].held.remove(&peer) {
+                        match self.net.send(node, peer, p) {
+                            Ok(()) => self.nodes[i]
+                                .endpoint
+                                .handle_input(now, Input::SendReady(peer)),
+                            Err(toxtun_proto::SendError::QueueFull(p)) => {
+                                self.nodes[i].held.insert(peer, p);
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                }
+                TransportEvent::FriendOffline(peer) => {
+                    // The link is gone, and with it the packet we were holding.
+                    self.nodes[i].held.remove(&peer);
+                    self.nodes[i]
+                        .endpoint
+                        .handle_input(now, Input::PeerOffline(peer));
+                }
+                other => {
+                    if let Some(input) = other.into_input() {
+                        self.nodes[i].endpoint.handle_input(now, input);
+                    }
+                }
+            }
+        }
+        if self.nodes[i].timeout.is_some_and(|t| t <= now) {
+            self.nodes[i].timeout = None;
+            self.nodes[i].endpoint.handle_timeout(now);
+            moved = true;
+        }
+        // Events first, so the application never acts on a stream that already ended.
+        moved |= self.drain(i)?;
+        if self.app(i)? {
+            moved = true;
+            self.drain(i)?;
+        }
+        Ok(moved)
+    }
+
+    /// Carries out everything node `i`'s endpoint wants done now.
+    fn drain(&mut self, i: usize) -> Result<bool, SimFailure> {
+        let node = NodeId(i);
+        let now = self.now;
+        let mut moved = false;
+        loop {
+            let out = self.nodes[i].endpoint.poll_output(now);
+            match out {
+                None => {
+                    self.nodes[i].timeout = None;
+                    break;
+                }
+                Some(Output::Timeout(t)) => {
+                    self.nodes[i].timeout = Some(t);
+                    break;
+                }
+                Some(Output::Transmit { peer, packet }) => {
+                    moved = true;
+                    if self.nodes[i].held.contains_key(&peer) {
+                        fail!("node {i} sent to a peer whose send queue it was told is full");
+                    }
+                    match self.net.send(node, peer, packet) {
+                        Ok(()) => {}
+                        Err(toxtun_proto::SendError::QueueFull(p)) => {
+                            self.nodes[i].held.insert(peer, p);
+                            self.nodes[i]
+                                .endpoint
+                                .handle_input(now, Input::SendBlocked(peer));
+                        }
+                        // Offline: the transport will report it; the endpoint ends the
+                        // session then. Other errors would be harness bugs.
+                        Err(toxtun_proto::SendError::Offline) => {}
+                        Err(e) => fail!("node {i}: transport refused a packet: {e}"),
+                    }
+                }
+                Some(Output::Event(e)) => {
+                    moved = true;
+                    self.on_event(i, e)?;
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    fn on_event(&mut self, i: usize, e: Event) -> Result<(), SimFailure> {
+        match e {
+            Event::FriendRequest {
+                peer,
+                decision: Ok(()),
+            } => {
+                let _ = self.net.accept_friend(NodeId(i), peer);
+            }
+            Event::StreamIncoming { stream, .. } => {
+                let Some(&ix) = self.by_id.get(&stream) else {
+                    fail!("node {i} got a stream nobody opened: {stream}");
+                };
+                if self.streams[ix].acceptor != i {
+                    fail!("stream {stream} arrived at the wrong node");
+                }
+                if self.streams[ix].seen_by_acceptor {
+                    fail!("stream {stream} arrived twice (a dead stream was reopened)");
+                }
+                self.streams[ix].seen_by_acceptor = true;
+                self.nodes[i].incoming.push(stream);
+            }
+            Event::StreamReadable { stream } => {
+                self.nodes[i].try_read.insert(stream);
+            }
+            Event::StreamWritable { stream } => {
+                self.nodes[i].try_write.insert(stream);
+            }
+            Event::SessionClosed { peer, code, .. }
+                if matches!(
+                    code,
+                    SessionCode::ProtocolViolation
+                        | SessionCode::FlowControl
+                        | SessionCode::HandshakeRequired
+                        | SessionCode::VersionMismatch
+                        | SessionCode::Unauthorized
+                        | SessionCode::BadSecret
+                ) =>
+            {
+                fail!("node {i}: session with {peer:?} closed with {code}");
+            }
+            Event::StreamRefused { stream, code } => {
+                if is_violation(code) {
+                    fail!("node {i}: stream {stream} refused with {code}");
+                }
+                let ix = self.index(stream)?;
+                self.end_side(ix, 0, format!("refused {code}"))?;
+            }
+            Event::StreamReset { stream, code, .. } => {
+                if is_violation(code) {
+                    fail!("node {i}: stream {stream} reset with {code}: correct peers never violate the protocol");
+                }
+                let ix = self.index(stream)?;
+                let side = self.streams[ix].side_of(i).expect("side");
+                self.end_side(ix, side, format!("reset {code}"))?;
+            }
+            Event::StreamClosed { stream } => {
+                let ix = self.index(stream)?;
+                let side = self.streams[ix].side_of(i).expect("side");
+                let rec = &self.streams[ix];
+                let (mine, theirs) = (&rec.flows[side], &rec.flows[1 - side]);
+                if !mine.fin_sent {
+                    fail!("stream {stream} closed at node {i} before it sent FIN");
+                }
+                if !theirs.eof || theirs.read != theirs.written || !theirs.fin_sent {
+                    fail!(
+                        "stream {stream} closed at node {i} having read {} of {} bytes (eof {})",
+                        theirs.read,
+                        theirs.written,
+                        theirs.eof
+                    );
+                }
+                self.end_side(ix, side, "closed".into())?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn index(&self, stream: StreamId) -> Result<usize, SimFailure> {
+        match self.by_id.get(&stream) {
+            Some(&ix) => Ok(ix),
+            None => fail!("event for unknown stream {stream}"),
+        }
+    }
+
+    fn end_side(&mut self, ix: usize, side: usize, how: String) -> Result<(), SimFailure> {
+        let rec = &mut self.streams[ix];
+        if let Some(prev) = &rec.ended[side] {
+            fail!(
+                "stream {} ended twice on one side: {prev}, then {how}",
+                rec.id
+            );
+        }
+        if how == "closed" {
+            if rec.ended[1 - side].as_deref() == Some("closed") {
+                self.stats.closed_clean += 1;
+            }
+        } else {
+            self.stats.ended_with_reason += 1;
+        }
+        rec.ended[side] = Some(how);
+        Ok(())
+    }
+
+    /// The scripted application of node `i`: accept or refuse, write, read and check.
+    fn app(&mut self, i: usize) -> Result<bool, SimFailure> {
+        let mut moved = false;
+        for stream in std::mem::take(&mut self.nodes[i].incoming) {
+            moved = true;
+            let ix = self.index(stream)?;
+            if self.nodes[i].refuse_next {
+                self.nodes[i].refuse_next = false;
+                self.nodes[i]
+                    .endpoint
+                    .refuse(stream, StreamCode::TargetRefused)
+                    .map_err(|e| SimFailure(format!("refuse: {e}")))?;
+                self.end_side(ix, 1, "refused by its application".into())?;
+                continue;
+            }
+            self.nodes[i]
+                .endpoint
+                .accept(stream)
+                .map_err(|e| SimFailure(format!("accept: {e}")))?;
+            let (down, fin) = self.streams[ix].down_plan;
+            let f = &mut self.streams[ix].flows[1];
+            f.pending += down;
+            f.fin_wanted |= fin;
+            self.nodes[i].try_write.insert(stream);
+        }
+        for stream in std::mem::take(&mut self.nodes[i].try_write) {
+            let Some(&ix) = self.by_id.get(&stream) else {
+                continue;
+            };
+            let Some(side) = self.streams[ix].side_of(i) else {
+                continue;
+            };
+            if self.streams[ix].ended[side].is_some()
+                || (side == 1 && !self.streams[ix].seen_by_acceptor)
+            {
+                continue;
+            }
+            loop {
+                let f = &self.streams[ix].flows[side];
+                if f.pending == 0 {
+                    break;
+                }
+                let len = f.pending.min(64 * 1024) as usize;
+                let data = bytes_at(f.seed, f.written, len);
+                match self.nodes[i].endpoint.write(stream, data) {
+                    Ok(n) => {
+                        moved = true;
+                        let f = &mut self.streams[ix].flows[side];
+                        f.pending -= n as u64;
+                        f.written += n as u64;
+                        if n < len {
+                            break;
+                        }
+                    }
+                    Err(WriteError::Blocked) => break,
+                    // It ended during this pass (e.g. closed by our own FIN): the event
+                    // follows in the next drain.
+                    Err(WriteError::UnknownStream) => break,
+                    Err(e) => fail!("write on live stream {stream} failed: {e}"),
+                }
+            }
+            let f = &self.streams[ix].flows[side];
+            if f.pending == 0 && f.fin_wanted && !f.fin_sent {
+                match self.nodes[i].endpoint.finish(stream) {
+                    Ok(()) => {
+                        moved = true;
+                        self.streams[ix].flows[side].fin_sent = true;
+                    }
+                    Err(toxtun_proto::StreamError::UnknownStream) => {}
+                    Err(e) => fail!("finish on live stream {stream} failed: {e}"),
+                }
+            }
+        }
+        for stream in std::mem::take(&mut self.nodes[i].try_read) {
+            let Some(&ix) = self.by_id.get(&stream) else {
+                continue;
+            };
+            let Some(side) = self.streams[ix].side_of(i) else {
+                continue;
+            };
+            if self.streams[ix].ended[side].is_some()
+                || self.streams[ix].stalled[side]
+                || (side == 1 && !self.streams[ix].seen_by_acceptor)
+            {
+                continue;
+            }
+            loop {
+                match self.nodes[i].endpoint.read(stream, usize::MAX) {
+                    Ok(Some(chunk)) => {
+                        moved = true;
+                        let f = &mut self.streams[ix].flows[1 - side];
+                        for (k, b) in chunk.iter().enumerate() {
+                            let off = f.read + k as u64;
+                            if *b != byte_at(f.seed, off) {
+                                fail!("stream {stream}: byte {off} differs (lost, duplicated or reordered bytes)");
+                            }
+                        }
+                        f.read += chunk.len() as u64;
+                        self.stats.bytes_checked += chunk.len() as u64;
+                        if f.read > f.written {
+                            fail!(
+                                "stream {stream}: read {} bytes, only {} written",
+                                f.read,
+                                f.written
+                            );
+                        }
+                    }
+                    Ok(None) => {
+                        let f = &mut self.streams[ix].flows[1 - side];
+                        if !f.eof {
+                            moved = true;
+                            if !f.fin_sent || f.read != f.written {
+                                fail!(
+                                    "stream {stream}: end of stream after {} of {} bytes",
+                                    f.read,
+                                    f.written
+                                );
+                            }
+                            f.eof = true;
+                        }
+                        break;
+                    }
+                    Err(ReadError::Blocked) | Err(ReadError::UnknownStream) => break,
+                    Err(e) => fail!("read on live stream {stream} failed: {e}"),
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    /// The flow-control bounds on every endpoint.
+    fn check_bounds(&self) -> Result<(), SimFailure> {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let ep = &n.endpoint;
+            let window = u64::from(ep.config().stream_window);
+            for (stream, peer) in ep.streams() {
+                let Some(st) = ep.stream_stats(stream) else {
+                    fail!("node {i}: indexed stream {stream} has no state");
+                };
+                if st.recv_buffered as u64 > window {
+                    fail!(
+                        "node {i}: stream {stream} buffers {} > window {window}",
+                        st.recv_buffered
+                    );
+                }
+                // All endpoints share one configuration, so the peer's window is ours.
+                if st.send_buffered as u64 > window {
+                    fail!(
+                        "node {i}: stream {stream} holds {} unacknowledged > peer window {window}",
+                        st.send_buffered
+                    );
+                }
+                if let Some(ss) = ep.session_stats(peer) {
+                    if ss.recv_buffered > ep.config().session_window {
+                        fail!("node {i}: peer buffers {} > budget", ss.recv_buffered);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Heals every fault, resumes every reader, finishes every writer, runs the timeouts,
+    /// and checks that every stream ended on both sides.
+    pub fn finish(&mut self) -> Result<(), SimFailure> {
+        self.net.heal();
+        for c in 0..self.clients {
+            for s in self.clients..self.nodes.len() {
+                self.net.link_up(NodeId(c), NodeId(s));
+            }
+        }
+        for ix in 0..self.streams.len() {
+            self.streams[ix].stalled = [false, false];
+            for side in 0..2 {
+                let node = if side == 0 {
+                    self.streams[ix].opener
+                } else {
+                    self.streams[ix].acceptor
+                };
+                self.streams[ix].flows[side].fin_wanted = true;
+                let id = self.streams[ix].id;
+                self.nodes[node].try_write.insert(id);
+                self.nodes[node].try_read.insert(id);
+            }
+        }
+        // Long enough for open timeouts (30 s), idle timeouts (30 s) and reconnects.
+        for _ in 0..40 {
+            self.run_for(Duration::from_secs(5))?;
+            if self.all_ended() {
+                break;
+            }
+        }
+        for rec in &self.streams {
+            if rec.ended[0].is_none() {
+                fail!(
+                    "stream {} never ended at its opener (acceptor: {:?}; flows {:?})",
+                    rec.id,
+                    rec.ended[1],
+                    rec.flows
+                );
+            }
+            if rec.seen_by_acceptor && rec.ended[1].is_none() {
+                fail!(
+                    "stream {} never ended at its acceptor (opener: {:?})",
+                    rec.id,
+                    rec.ended[0]
+                );
+            }
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            let left = n.endpoint.streams().count();
+            if left > 0 {
+                fail!("node {i} still holds {left} streams after every stream ended");
+            }
+        }
+        Ok(())
+    }
+
+    fn all_ended(&self) -> bool {
+        self.streams
+            .iter()
+            .all(|r| r.ended[0].is_some() && (!r.seen_by_acceptor || r.ended[1].is_some()))
+    }
+}
+
+/// Codes that only a broken or hostile peer causes.
+fn is_violation(code: StreamCode) -> bool {
+    matches!(
+        code,
+        StreamCode::FlowControl
+            | StreamCode::StreamState
+            | StreamCode::UnknownStream
+            | StreamCode::DuplicateStream
+            | StreamCode::InvalidTarget
+            | StreamCode::NotAccepting
+    )
+}
+
+fn node_seed(seed: u64, node: usize, restarts: u64) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&seed.to_le_bytes());
+    s[8..16].copy_from_slice(&(node as u64).to_le_bytes());
+    s[16..24].copy_from_slice(&restarts.to_le_bytes());
+    s
+}
+
+/// Runs the scenario `(seed, n_ops)`: shape and operations drawn from the seed.
+pub fn run_scenario(seed: u64, n_ops: usize) -> Result<SimStats, SimFailure> {
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&seed.to_le_bytes());
+    s[31] = 0x5C;
+    let mut rng = ChaCha8Rng::from_seed(s);
+    let cfg = SimConfig::random(&mut rng);
+    let ops = random_ops(&mut rng, &cfg, n_ops);
+    let mut sim = Sim::new(seed, &cfg);
+    sim.run_for(Duration::from_secs(2))?;
+    for (k, op) in ops.iter().enumerate() {
+        sim.apply(op)
+            .map_err(|e| SimFailure(format!("op {k} {op:?}: {e}\nconfig {cfg:?}")))?;
+    }
+    sim.finish()
+        .map_err(|e| SimFailure(format!("at the end: {e}\nconfig {cfg:?}")))?;
+    Ok(sim.stats)
+}
