@@ -23,7 +23,7 @@ use toxtun_proto::{
     ClientRule, Endpoint, EndpointConfig, Event, Input, Output, PeerId, ReadError, ServerPolicy,
     SessionCode, StreamCode, StreamId, TargetRules, TransportEvent, WriteError,
 };
-use toxtun_transport_mock::{LinkConfig, Network, NodeId};
+use toxtun_transport_mock::{FlapPlan, LinkConfig, Network, NodeId};
 
 /// A broken invariant, with what the harness saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +137,8 @@ pub struct SimConfig {
     pub stream_window: u32,
     /// Session budget of every endpoint.
     pub session_window: u64,
+    /// Random flaps on every client–server link, beside the scripted ones.
+    pub flaps: Option<FlapPlan>,
 }
 
 impl SimConfig {
@@ -155,6 +157,11 @@ impl SimConfig {
             },
             stream_window: [4096, 64 * 1024, 256 * 1024][(rng.next_u64() % 3) as usize],
             session_window: [256 * 1024, 1 << 20, 16 << 20][(rng.next_u64() % 3) as usize],
+            flaps: (rng.next_u64() % 4 == 0).then(|| FlapPlan {
+                mean_up: Duration::from_millis(500 + rng.next_u64() % 5000),
+                min_down: Duration::from_millis(50),
+                max_down: Duration::from_millis(50 + rng.next_u64() % 3000),
+            }),
         }
     }
 }
@@ -315,7 +322,7 @@ pub struct SimStats {
     pub ended_with_reason: u64,
     /// Bytes read by applications, checked.
     pub bytes_checked: u64,
-    /// Link flaps.
+    /// Times a link went down (scripted flaps, random flaps, restarts).
     pub flaps: u64,
     /// Node restarts.
     pub restarts: u64,
@@ -401,6 +408,11 @@ impl Sim {
                     .expect("befriend");
             }
             sim.connect_client(c);
+            if cfg.flaps.is_some() {
+                for s in cfg.clients..cfg.clients + cfg.servers {
+                    sim.net.set_flaps(NodeId(c), NodeId(s), cfg.flaps);
+                }
+            }
         }
         sim
     }
@@ -506,7 +518,6 @@ impl Sim {
             } => {
                 let (c, s) = (NodeId(*client), NodeId(self.clients + server));
                 self.net.link_down(c, s);
-                self.stats.flaps += 1;
                 self.run_for(*outage)?;
                 self.net.link_up(c, s);
             }
@@ -804,6 +815,9 @@ impl Sim {
         for stream in std::mem::take(&mut self.nodes[i].incoming) {
             moved = true;
             let ix = self.index(stream)?;
+            if self.streams[ix].ended[1].is_some() {
+                continue; // reset (e.g. by a link flap) before the application got to it
+            }
             if self.nodes[i].refuse_next {
                 self.nodes[i].refuse_next = false;
                 self.nodes[i]
@@ -963,9 +977,11 @@ impl Sim {
     /// Heals every fault, resumes every reader, finishes every writer, runs the timeouts,
     /// and checks that every stream ended on both sides.
     pub fn finish(&mut self) -> Result<(), SimFailure> {
+        self.stats.flaps += self.net.stats().link_downs;
         self.net.heal();
         for c in 0..self.clients {
             for s in self.clients..self.nodes.len() {
+                self.net.set_flaps(NodeId(c), NodeId(s), None);
                 self.net.link_up(NodeId(c), NodeId(s));
             }
         }
