@@ -1,0 +1,520 @@
+//! [`ToxTransport`]: a c-toxcore instance on its own thread, behind the [`Transport`] trait.
+//!
+//! The thread runs `tox_iterate`; callbacks only record events. The rest of the program
+//! talks to it through shared queues and a condition variable: `send` puts the packet in
+//! the friend's outgoing queue and wakes the thread at once (no waiting out the iteration
+//! interval). When c-toxcore's congestion window is full (`SENDQ`), the packet stays at the
+//! head of its queue and is retried after the next iteration: it is never dropped. When the
+//! friend's queue is full, `send` answers `QueueFull` and later `SendReady`.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use toxtun_proto::frame::{FIRST_FRAME_ID, LAST_FRAME_ID};
+use toxtun_proto::{FriendAdded, FriendError, PeerId, SendError, ToxId, Transport, TransportEvent};
+
+use crate::bootstrap::BootstrapNode;
+use crate::ffi;
+use crate::identity;
+use crate::tox::{RawEvent, RawTox, Sink, ToxError, ToxOptions};
+
+/// How to run a Tox node.
+#[derive(Debug, Clone)]
+pub struct ToxConfig {
+    /// Network options.
+    pub options: ToxOptions,
+    /// Where the identity (keys, nospam, friends) lives. Loaded at start (a damaged file is
+    /// an error, never overwritten), created if missing, saved whenever friends change.
+    /// `None`: a fresh identity each run, never saved.
+    pub identity: Option<PathBuf>,
+    /// Nodes to join the network through. Tests use a node they started on 127.0.0.1.
+    pub bootstrap: Vec<BootstrapNode>,
+    /// Packets waiting per friend before `send` answers `QueueFull`.
+    pub queue_capacity: usize,
+}
+
+impl ToxConfig {
+    /// A configuration with the given options and bootstrap nodes, no identity file.
+    pub fn new(options: ToxOptions, bootstrap: Vec<BootstrapNode>) -> Self {
+        ToxConfig {
+            options,
+            identity: None,
+            bootstrap,
+            queue_capacity: 128,
+        }
+    }
+}
+
+/// Why the transport could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// c-toxcore refused (bad identity data, port in use, bad proxy, …).
+    #[error(transparent)]
+    Tox(#[from] ToxError),
+    /// The identity file could not be read or written.
+    #[error("identity file {path}: {error}")]
+    Identity {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        error: std::io::Error,
+    },
+}
+
+/// Counters of the transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ToxStats {
+    /// Packets handed to c-toxcore.
+    pub packets_sent: u64,
+    /// Times c-toxcore answered SENDQ (the packet was kept and retried).
+    pub sendq: u64,
+    /// Packets received.
+    pub packets_received: u64,
+    /// Packets dropped because their friend went offline while they waited.
+    pub dropped_offline: u64,
+}
+
+#[derive(Debug)]
+struct Friend {
+    number: u32,
+    online: bool,
+}
+
+#[derive(Debug, Default)]
+struct Outgoing {
+    queue: VecDeque<Bytes>,
+    /// `send` answered `QueueFull`; announce `SendReady` when there is room.
+    blocked: bool,
+}
+
+enum Command {
+    AddFriend(
+        ToxId,
+        Vec<u8>,
+        std::sync::mpsc::SyncSender<Result<FriendAdded, FriendError>>,
+    ),
+    AcceptFriend(
+        PeerId,
+        std::sync::mpsc::SyncSender<Result<FriendAdded, FriendError>>,
+    ),
+    RemoveFriend(PeerId, std::sync::mpsc::SyncSender<Result<(), FriendError>>),
+    Savedata(std::sync::mpsc::SyncSender<Vec<u8>>),
+}
+
+#[derive(Default)]
+struct State {
+    events: VecDeque<TransportEvent>,
+    waker: Option<Waker>,
+    friends: HashMap<PeerId, Friend>,
+    outq: HashMap<PeerId, Outgoing>,
+    commands: VecDeque<Command>,
+    closed: bool,
+    connected: bool,
+    stats: ToxStats,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    capacity: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A Tox node as a [`Transport`]. Dropping it stops the node (and saves its identity).
+pub struct ToxTransport {
+    shared: Arc<Shared>,
+    id: ToxId,
+    dht_id: [u8; 32],
+    udp_port: Option<u16>,
+    tcp_port: Option<u16>,
+    max_packet: usize,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ToxTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToxTransport")
+            .field("id", &self.id)
+            .field("udp_port", &self.udp_port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ToxTransport {
+    /// Starts a node: loads or creates its identity, joins through the bootstrap nodes,
+    /// and runs c-toxcore on its own thread.
+    pub fn start(config: ToxConfig) -> Result<Self, StartError> {
+        let io_err = |path: &PathBuf| {
+            let path = path.clone();
+            move |error| StartError::Identity { path, error }
+        };
+        let saved = match &config.identity {
+            Some(p) => identity::load(p).map_err(io_err(p))?,
+            None => None,
+        };
+        let mut tox = RawTox::new(&config.options, saved.as_deref())?;
+        if let (Some(p), None) = (&config.identity, &saved) {
+            identity::save_atomic(p, &tox.savedata()).map_err(io_err(p))?;
+        }
+        for node in &config.bootstrap {
+            tox.bootstrap(&node.host, node.port, &node.key)?;
+        }
+        let mut state = State::default();
+        for (number, pk) in tox.friends() {
+            state.friends.insert(
+                pk,
+                Friend {
+                    number,
+                    online: false,
+                },
+            );
+        }
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+            capacity: config.queue_capacity.max(1),
+        });
+        let id = tox.address();
+        let dht_id = tox.dht_id();
+        let (udp_port, tcp_port) = (tox.udp_port(), tox.tcp_port());
+        // SAFETY: a plain getter of a constant.
+        let max_packet = unsafe { ffi::tox_max_custom_packet_size() } as usize;
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("toxtun-tox".into())
+            .spawn(move || run(tox, &s, config))
+            .map_err(|e| ToxError::Other(format!("spawn the Tox thread: {e}")))?;
+        Ok(ToxTransport {
+            shared,
+            id,
+            dht_id,
+            udp_port,
+            tcp_port,
+            max_packet,
+            thread: Some(thread),
+        })
+    }
+
+    /// The DHT key others bootstrap from.
+    pub fn dht_id(&self) -> [u8; 32] {
+        self.dht_id
+    }
+
+    /// The bound UDP port.
+    pub fn udp_port(&self) -> Option<u16> {
+        self.udp_port
+    }
+
+    /// The TCP relay port, if this node runs a relay.
+    pub fn tcp_port(&self) -> Option<u16> {
+        self.tcp_port
+    }
+
+    /// This node as a bootstrap node reachable at `host`.
+    pub fn as_bootstrap_node(&self, host: &str) -> Option<BootstrapNode> {
+        Some(BootstrapNode {
+            host: host.to_string(),
+            port: self.udp_port?,
+            key: self.dht_id,
+        })
+    }
+
+    /// Whether the node is connected to the Tox network (402) or not (401).
+    pub fn is_connected(&self) -> bool {
+        self.shared.lock().connected
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ToxStats {
+        self.shared.lock().stats
+    }
+
+    /// The current savedata (keys, nospam, friends).
+    pub fn savedata(&self) -> Vec<u8> {
+        self.call(Command::Savedata).unwrap_or_default()
+    }
+
+    fn call<R>(&self, make: impl FnOnce(std::sync::mpsc::SyncSender<R>) -> Command) -> Option<R> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        {
+            let mut st = self.shared.lock();
+            if st.closed {
+                return None;
+            }
+            st.commands.push_back(make(tx));
+        }
+        self.shared.wake.notify_all();
+        rx.recv().ok()
+    }
+}
+
+impl Drop for ToxTransport {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Transport for ToxTransport {
+    fn id(&self) -> ToxId {
+        self.id
+    }
+
+    fn max_packet_size(&self) -> usize {
+        self.max_packet
+    }
+
+    fn add_friend(&mut self, id: &ToxId, message: &[u8]) -> Result<FriendAdded, FriendError> {
+        let msg = message.to_vec();
+        let id = *id;
+        self.call(|tx| Command::AddFriend(id, msg, tx))
+            .unwrap_or_else(|| Err(FriendError::Failed("transport stopped".into())))
+    }
+
+    fn accept_friend(&mut self, peer: PeerId) -> Result<FriendAdded, FriendError> {
+        self.call(|tx| Command::AcceptFriend(peer, tx))
+            .unwrap_or_else(|| Err(FriendError::Failed("transport stopped".into())))
+    }
+
+    fn remove_friend(&mut self, peer: PeerId) -> Result<(), FriendError> {
+        self.call(|tx| Command::RemoveFriend(peer, tx))
+            .unwrap_or_else(|| Err(FriendError::Failed("transport stopped".into())))
+    }
+
+    fn send(&mut self, peer: PeerId, packet: Bytes) -> Result<(), SendError> {
+        if packet.is_empty() || packet.len() > self.max_packet {
+            return Err(SendError::Failed("packet size outside 1..=1373"));
+        }
+        if !(FIRST_FRAME_ID..=LAST_FRAME_ID).contains(&packet[0]) {
+            return Err(SendError::Failed("first byte outside 160..=191"));
+        }
+        let mut st = self.shared.lock();
+        if st.closed {
+            return Err(SendError::Failed("transport stopped"));
+        }
+        match st.friends.get(&peer) {
+            None => return Err(SendError::NotFriend),
+            Some(f) if !f.online => return Err(SendError::Offline),
+            Some(_) => {}
+        }
+        let cap = self.shared.capacity;
+        let q = st.outq.entry(peer).or_default();
+        if q.queue.len() >= cap {
+            q.blocked = true;
+            return Err(SendError::QueueFull(packet));
+        }
+        q.queue.push_back(packet);
+        drop(st);
+        self.shared.wake.notify_all();
+        Ok(())
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<TransportEvent>> {
+        let mut st = self.shared.lock();
+        if let Some(e) = st.events.pop_front() {
+            return Poll::Ready(Some(e));
+        }
+        if st.closed {
+            return Poll::Ready(None);
+        }
+        st.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// The Tox thread.
+fn run(mut tox: RawTox, shared: &Shared, config: ToxConfig) {
+    let mut numbers: HashMap<u32, PeerId> = tox.friends().into_iter().collect();
+    let mut sink = Sink::default();
+    #[allow(clippy::disallowed_methods)]
+    let mut last_bootstrap = Instant::now();
+    let save = |tox: &RawTox| {
+        if let Some(p) = &config.identity {
+            // A failed save keeps the old file; the friendship still holds in memory.
+            let _ = identity::save_atomic(p, &tox.savedata());
+        }
+    };
+    loop {
+        tox.iterate(&mut sink);
+        let mut st = shared.lock();
+        for ev in sink.events.drain(..) {
+            match ev {
+                RawEvent::SelfConnection(c) => {
+                    if st.connected != c {
+                        st.connected = c;
+                        st.events
+                            .push_back(TransportEvent::SelfConnection { connected: c });
+                    }
+                }
+                RawEvent::FriendRequest { peer, message } => {
+                    st.events
+                        .push_back(TransportEvent::FriendRequest { peer, message });
+                }
+                RawEvent::FriendConnection { friend, connected } => {
+                    let Some(&pk) = numbers.get(&friend) else {
+                        continue;
+                    };
+                    let changed = match st.friends.get_mut(&pk) {
+                        Some(f) if f.online != connected => {
+                            f.online = connected;
+                            true
+                        }
+                        _ => false,
+                    };
+                    if changed {
+                        if connected {
+                            st.events.push_back(TransportEvent::FriendOnline(pk));
+                        } else {
+                            if let Some(q) = st.outq.remove(&pk) {
+                                st.stats.dropped_offline += q.queue.len() as u64;
+                            }
+                            st.events.push_back(TransportEvent::FriendOffline(pk));
+                        }
+                    }
+                }
+                RawEvent::Packet { friend, data } => {
+                    if let Some(&peer) = numbers.get(&friend) {
+                        st.stats.packets_received += 1;
+                        st.events
+                            .push_back(TransportEvent::Packet { peer, packet: data });
+                    }
+                }
+            }
+        }
+        let commands: Vec<Command> = st.commands.drain(..).collect();
+        for cmd in commands {
+            match cmd {
+                Command::AddFriend(id, msg, reply) => {
+                    let r = tox.friend_add(&id, &msg).map(|n| {
+                        numbers.insert(n, id.public_key);
+                        st.friends.insert(
+                            id.public_key,
+                            Friend {
+                                number: n,
+                                online: false,
+                            },
+                        );
+                        save(&tox);
+                        FriendAdded::RequestSent
+                    });
+                    let _ = reply.send(r);
+                }
+                Command::AcceptFriend(pk, reply) => {
+                    let r = tox.friend_add_norequest(&pk).map(|n| {
+                        numbers.insert(n, pk);
+                        st.friends.insert(
+                            pk,
+                            Friend {
+                                number: n,
+                                online: tox.friend_connected(n),
+                            },
+                        );
+                        save(&tox);
+                        FriendAdded::Added
+                    });
+                    let _ = reply.send(r);
+                }
+                Command::RemoveFriend(pk, reply) => {
+                    let r = match st.friends.remove(&pk) {
+                        Some(f) => {
+                            tox.friend_delete(f.number);
+                            numbers.remove(&f.number);
+                            st.outq.remove(&pk);
+                            save(&tox);
+                            Ok(())
+                        }
+                        None => Err(FriendError::Failed("not a friend".into())),
+                    };
+                    let _ = reply.send(r);
+                }
+                Command::Savedata(reply) => {
+                    let _ = reply.send(tox.savedata());
+                }
+            }
+        }
+        // Hand queued packets to c-toxcore until it says SENDQ; keep that one for later.
+        let mut sendq = false;
+        let State {
+            outq,
+            friends,
+            events,
+            stats,
+            ..
+        } = &mut *st;
+        for (pk, q) in outq.iter_mut() {
+            let Some(f) = friends.get(pk) else {
+                q.queue.clear();
+                continue;
+            };
+            while let Some(front) = q.queue.front() {
+                match tox.send_lossless(f.number, front) {
+                    Ok(()) => {
+                        stats.packets_sent += 1;
+                        q.queue.pop_front();
+                    }
+                    Err(ffi::TOX_ERR_FRIEND_CUSTOM_PACKET_SENDQ) => {
+                        stats.sendq += 1;
+                        sendq = true;
+                        break;
+                    }
+                    Err(_) => {
+                        // Not connected any more: the offline event follows, and the
+                        // endpoint ends its session; these packets are lost with the link.
+                        stats.dropped_offline += q.queue.len() as u64;
+                        q.queue.clear();
+                    }
+                }
+            }
+            if q.blocked && q.queue.len() < shared.capacity {
+                q.blocked = false;
+                events.push_back(TransportEvent::SendReady(*pk));
+            }
+        }
+        if !st.events.is_empty() {
+            if let Some(w) = st.waker.take() {
+                w.wake();
+            }
+        }
+        if st.closed {
+            if let Some(w) = st.waker.take() {
+                w.wake();
+            }
+            break;
+        }
+        #[allow(clippy::disallowed_methods)]
+        if !st.connected && last_bootstrap.elapsed() > Duration::from_secs(10) {
+            last_bootstrap = Instant::now();
+            for node in &config.bootstrap {
+                let _ = tox.bootstrap(&node.host, node.port, &node.key);
+            }
+        }
+        let wait = if sendq {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(u64::from(tox.iteration_interval().clamp(1, 50)))
+        };
+        if st.commands.is_empty() {
+            drop(
+                shared
+                    .wake
+                    .wait_timeout(st, wait)
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+        }
+    }
+    save(&tox);
+}
