@@ -586,7 +586,7 @@ impl Network {
                 let link = self.link_mut(a, b);
                 let cap = link.config.queue_capacity;
                 let dir = &mut link.dirs[dir_ix];
-                if !dir.inflight.front().is_some_and(|(t, _)| *t <= due) {
+                if dir.inflight.front().is_none_or(|(t, _)| *t > due) {
                     break;
                 }
                 let (_, packet) = dir.inflight.pop_front().expect("front exists");
