@@ -1,3 +1,14 @@
-//! `toxtun-tokio` will drive a protocol [`toxtun_proto::Endpoint`] with tokio: local TCP
-//! listeners, target connectors, stdio, timers and a transport, plus the `toxtun` binary.
-//! It is filled in by the runtime issue and exports nothing yet.
+//! `toxtun-tokio` drives a protocol [`toxtun_proto::Endpoint`] with tokio: one driver task
+//! owns the endpoint and a [`toxtun_proto::Transport`] (the real Tox network, or the mock),
+//! feeds it inputs, carries out its outputs and arms one timer from its deadline. Each
+//! stream's local side — a TCP socket, stdio, or a [`TunnelStream`] for library users —
+//! moves through bounded channels, so a stream without credit stops reading its socket.
+//!
+//! [`Node`] is the library API: `connect` to a server by Tox ID, `open` a stream that
+//! implements `AsyncRead + AsyncWrite`, `forward` a local connection; a node made with
+//! `NodeOptions { serve: true, .. }` connects incoming streams that its policy allows to
+//! their targets. The `toxtun` binary builds on it.
+
+mod node;
+
+pub use node::{Node, NodeError, NodeEvent, NodeOptions, TunnelStream};

@@ -1,0 +1,767 @@
+//! The driver: one task owns the [`Endpoint`] and the transport, feeds inputs, drains
+//! outputs, and arms one timer from the endpoint's deadline. Each stream's local side (a
+//! TCP socket, stdio, or a [`TunnelStream`]) is moved by its own task through small bounded
+//! channels: a stream without credit is not read from, so a slow far end pushes back all
+//! the way to the local application, and memory stays bounded.
+
+use std::collections::HashMap;
+use std::io;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use toxtun_proto::{
+    Endpoint, Event, Input, Output, PeerId, ReadError, SendError, SessionCode, StreamCode,
+    StreamId, Target, ToxId, Transport, TransportEvent, WriteError,
+};
+
+/// Bytes read from a local socket at once.
+const READ_CHUNK: usize = 32 * 1024;
+/// Chunks in flight from a local socket to the driver, per stream.
+const UP_CHANNEL: usize = 4;
+/// Chunks in flight from the driver to a local socket, per stream.
+const DOWN_CHANNEL: usize = 8;
+
+/// What happened, for logs and `--json` (with the seed's status codes where they apply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// The node's own Tox connection (402 connected, 401 offline).
+    Tox {
+        /// Connected or not.
+        connected: bool,
+    },
+    /// A friend request was sent (104), or adding failed (102/103).
+    FriendRequestSent {
+        /// To whom.
+        peer: PeerId,
+        /// The seed's code.
+        code: u16,
+    },
+    /// A friend request was decided by policy (101 accepted, else the refusal's code).
+    FriendRequest {
+        /// From whom.
+        peer: PeerId,
+        /// Accepted, or refused with this code.
+        decision: Result<(), SessionCode>,
+    },
+    /// A friend came online (301) or went offline (302).
+    Peer {
+        /// Who.
+        peer: PeerId,
+        /// Online or not.
+        online: bool,
+    },
+    /// A session is up.
+    SessionUp {
+        /// With whom.
+        peer: PeerId,
+    },
+    /// A session ended.
+    SessionDown {
+        /// With whom.
+        peer: PeerId,
+        /// Why.
+        code: SessionCode,
+        /// Said by the peer.
+        remote: bool,
+    },
+    /// A stream opened (locally or by the peer) to `target`.
+    StreamOpen {
+        /// The stream.
+        stream: StreamId,
+        /// Where it goes.
+        target: Target,
+        /// Opened by the peer.
+        incoming: bool,
+    },
+    /// A stream ended; `code` is `None` for a clean close.
+    StreamEnd {
+        /// The stream.
+        stream: StreamId,
+        /// Why, if not cleanly.
+        code: Option<StreamCode>,
+    },
+}
+
+impl NodeEvent {
+    /// The seed's status code, where one applies.
+    pub fn status_code(&self) -> Option<u16> {
+        match self {
+            NodeEvent::Tox { connected } => Some(if *connected { 402 } else { 401 }),
+            NodeEvent::FriendRequestSent { code, .. } => Some(*code),
+            NodeEvent::FriendRequest {
+                decision: Ok(()), ..
+            } => Some(101),
+            NodeEvent::Peer { online, .. } => Some(if *online { 301 } else { 302 }),
+            _ => None,
+        }
+    }
+}
+
+/// What the local side of a stream sends to the driver.
+enum Up {
+    Data(Bytes),
+    /// The local side finished writing (EOF).
+    Fin,
+    /// The local side failed.
+    Abort(StreamCode),
+}
+
+/// What the driver sends to the local side of a stream.
+#[derive(Debug)]
+enum Down {
+    Data(Bytes),
+    /// The peer finished: shut down our write side.
+    Fin,
+    /// The stream was reset or refused.
+    Reset(StreamCode),
+}
+
+/// Notes from stream tasks to the driver.
+enum Note {
+    /// A chunk (or the end) waits in the stream's up channel.
+    Up(StreamId),
+    /// The stream's task consumed a down chunk: room to read more from the endpoint.
+    DownSpace(StreamId),
+    /// A connection to a target for an incoming stream succeeded or failed.
+    Connected(StreamId, Result<TcpStream, StreamCode>),
+}
+
+/// The driver's end of one stream's channels.
+struct StreamIo {
+    up: mpsc::Receiver<Up>,
+    /// A chunk the endpoint took only part of (waiting for credit).
+    pending: Option<Bytes>,
+    down: mpsc::Sender<Down>,
+    /// Our FIN was given to the endpoint.
+    fin_sent: bool,
+}
+
+/// The stream task's end of one stream's channels.
+struct StreamPipes {
+    id: StreamId,
+    up: mpsc::Sender<Up>,
+    down: mpsc::Receiver<Down>,
+    notes: mpsc::UnboundedSender<Note>,
+}
+
+fn pipes(id: StreamId, notes: &mpsc::UnboundedSender<Note>) -> (StreamIo, StreamPipes) {
+    let (up_tx, up_rx) = mpsc::channel(UP_CHANNEL);
+    let (down_tx, down_rx) = mpsc::channel(DOWN_CHANNEL);
+    (
+        StreamIo {
+            up: up_rx,
+            pending: None,
+            down: down_tx,
+            fin_sent: false,
+        },
+        StreamPipes {
+            id,
+            up: up_tx,
+            down: down_rx,
+            notes: notes.clone(),
+        },
+    )
+}
+
+/// How a node behaves beyond its endpoint.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Connect incoming streams that the policy allowed to their targets (a server).
+    /// Without it, incoming streams are refused with `NotAccepting`.
+    pub serve: bool,
+    /// How long connecting to a target may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            serve: false,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Commands from handles to the driver.
+enum Cmd {
+    Befriend(ToxId, Vec<u8>, oneshot::Sender<Result<(), String>>),
+    Open(PeerId, Target, oneshot::Sender<Result<StreamPipes, String>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A handle to a running node. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Node {
+    cmd: mpsc::Sender<Cmd>,
+    events: broadcast::Sender<NodeEvent>,
+    id: ToxId,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Cmd::Befriend(..) => "Befriend",
+            Cmd::Open(..) => "Open",
+            Cmd::Shutdown(..) => "Shutdown",
+        })
+    }
+}
+
+/// Why a node command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The node has stopped.
+    #[error("the toxtun node has stopped")]
+    Stopped,
+    /// The command failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Node {
+    /// Starts a node driving `endpoint` over `transport` on the current tokio runtime.
+    pub fn spawn<T>(
+        endpoint: Endpoint,
+        transport: T,
+        options: NodeOptions,
+    ) -> (Node, tokio::task::JoinHandle<()>)
+    where
+        T: Transport + Send + 'static,
+    {
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let (ev_tx, _) = broadcast::channel(4096);
+        let (note_tx, note_rx) = mpsc::unbounded_channel();
+        let id = transport.id();
+        let driver = Driver {
+            endpoint,
+            transport,
+            options,
+            held: HashMap::new(),
+            streams: HashMap::new(),
+            events: ev_tx.clone(),
+            notes: note_tx,
+            deadline: None,
+        };
+        let join = tokio::spawn(driver.run(cmd_rx, note_rx));
+        (
+            Node {
+                cmd: cmd_tx,
+                events: ev_tx,
+                id,
+            },
+            join,
+        )
+    }
+
+    /// This node's Tox ID.
+    pub fn id(&self) -> ToxId {
+        self.id
+    }
+
+    /// Subscribes to the node's events.
+    pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
+    /// Befriends a server with a request carrying `message` and keeps a session with it,
+    /// reconnecting by itself when it goes away and comes back.
+    pub async fn connect(&self, server: ToxId, message: Vec<u8>) -> Result<(), NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Befriend(server, message, tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await
+            .map_err(|_| NodeError::Stopped)?
+            .map_err(NodeError::Failed)
+    }
+
+    /// Opens a stream to `target` through `server`. Bytes may be written at once (they
+    /// follow the OPEN without waiting for the server); a refusal ends the stream.
+    pub async fn open(&self, server: PeerId, target: Target) -> Result<TunnelStream, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Open(server, target, tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        let pipes = rx
+            .await
+            .map_err(|_| NodeError::Stopped)?
+            .map_err(NodeError::Failed)?;
+        let id = pipes.id;
+        let (mine, theirs) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(run_stream(theirs, pipes));
+        Ok(TunnelStream { id, io: mine })
+    }
+
+    /// Carries a local connection through a new stream until both directions end.
+    /// Returns the bytes moved (local → tunnel, tunnel → local).
+    pub async fn forward<S>(
+        &self,
+        server: PeerId,
+        target: Target,
+        mut local: S,
+    ) -> io::Result<(u64, u64)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut s = self
+            .open(server, target)
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        tokio::io::copy_bidirectional(&mut local, &mut s).await
+    }
+
+    /// Closes every session (CLOSE with `Shutdown`) and stops the node.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Cmd::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// One tunnelled stream as a byte stream (tokio's `AsyncRead` + `AsyncWrite`). Shutting
+/// down its write side sends FIN (the other direction goes on); it reads end of stream
+/// when the peer finishes, or when the stream is reset or refused (the node's events say
+/// why, with the code).
+#[derive(Debug)]
+pub struct TunnelStream {
+    id: StreamId,
+    io: tokio::io::DuplexStream,
+}
+
+impl TunnelStream {
+    /// The stream's ID.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+}
+
+impl AsyncRead for TunnelStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TunnelStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Moves one stream's bytes between a local byte stream and the driver's channels, until
+/// both directions are done or the stream is reset (then the local side is dropped).
+async fn run_stream<S>(io: S, mut p: StreamPipes)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let id = p.id;
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let mut buf = vec![0u8; READ_CHUNK];
+    let (mut read_done, mut write_done) = (false, false);
+    while !(read_done && write_done) {
+        tokio::select! {
+            r = rd.read(&mut buf), if !read_done => {
+                let msg = match r {
+                    Ok(0) => { read_done = true; Up::Fin }
+                    Ok(n) => Up::Data(Bytes::copy_from_slice(&buf[..n])),
+                    Err(_) => { read_done = true; write_done = true; Up::Abort(StreamCode::TargetIo) }
+                };
+                // Waits while the stream has no credit: the socket is not read meanwhile.
+                if p.up.send(msg).await.is_err() {
+                    return; // the stream is gone (reset)
+                }
+                let _ = p.notes.send(Note::Up(id));
+            }
+            d = p.down.recv(), if !write_done => match d {
+                Some(Down::Data(b)) => {
+                    if wr.write_all(&b).await.is_err() {
+                        let _ = p.up.try_send(Up::Abort(StreamCode::TargetIo));
+                        let _ = p.notes.send(Note::Up(id));
+                        return;
+                    }
+                    let _ = p.notes.send(Note::DownSpace(id));
+                }
+                Some(Down::Fin) => {
+                    let _ = wr.shutdown().await;
+                    write_done = true;
+                }
+                // Reset or refused (or the node stopped): drop the local side at once.
+                Some(Down::Reset(code)) => {
+                    tracing::debug!(stream = %id, code = code.code(), "stream reset: {code}");
+                    return;
+                }
+                None => return,
+            },
+        }
+    }
+}
+
+/// Connects to a target for an incoming stream; the rules were checked by the endpoint
+/// (a name target was allowed by name, so any address it resolves to is what was allowed).
+async fn connect_target(target: Target, timeout: Duration) -> Result<TcpStream, StreamCode> {
+    let host = target.host.to_wire();
+    match tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), target.port))).await {
+        Err(_) => Err(StreamCode::TargetTimeout),
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            Err(StreamCode::TargetRefused)
+        }
+        Ok(Err(_)) => Err(StreamCode::TargetUnreachable),
+    }
+}
+
+struct Driver<T> {
+    endpoint: Endpoint,
+    transport: T,
+    options: NodeOptions,
+    /// Per peer: the packet the transport refused with `QueueFull`, sent first later.
+    held: HashMap<PeerId, Bytes>,
+    streams: HashMap<StreamId, StreamIo>,
+    events: broadcast::Sender<NodeEvent>,
+    notes: mpsc::UnboundedSender<Note>,
+    deadline: Option<Instant>,
+}
+
+fn now() -> Instant {
+    #[allow(clippy::disallowed_methods)]
+    Instant::now()
+}
+
+impl<T: Transport> Driver<T> {
+    async fn run(
+        mut self,
+        mut cmds: mpsc::Receiver<Cmd>,
+        mut notes: mpsc::UnboundedReceiver<Note>,
+    ) {
+        loop {
+            self.drain();
+            let deadline = self.deadline;
+            let sleep = async move {
+                match deadline {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let transport = &mut self.transport;
+            tokio::select! {
+                ev = std::future::poll_fn(|cx| transport.poll_event(cx)) => match ev {
+                    Some(ev) => self.on_transport(ev),
+                    None => {
+                        tracing::warn!("transport stopped; the node stops");
+                        return;
+                    }
+                },
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::Shutdown(done)) => {
+                        self.endpoint.shutdown();
+                        self.drain();
+                        // Let the CLOSE frames reach the transport before going.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(cmd) => self.on_cmd(cmd),
+                    None => {
+                        self.endpoint.shutdown();
+                        self.drain();
+                        return;
+                    }
+                },
+                Some(note) = notes.recv() => self.on_note(note),
+                () = sleep => self.endpoint.handle_timeout(now()),
+            }
+        }
+    }
+
+    fn emit(&self, e: NodeEvent) {
+        let _ = self.events.send(e);
+    }
+
+    /// The drain rule: carry out outputs until the endpoint is idle.
+    fn drain(&mut self) {
+        let now = now();
+        loop {
+            match self.endpoint.poll_output(now) {
+                None => {
+                    self.deadline = None;
+                    return;
+                }
+                Some(Output::Timeout(t)) => {
+                    self.deadline = Some(t);
+                    return;
+                }
+                Some(Output::Transmit { peer, packet }) => self.transmit(now, peer, packet),
+                Some(Output::Event(e)) => self.on_endpoint_event(e),
+            }
+        }
+    }
+
+    fn transmit(&mut self, now: Instant, peer: PeerId, packet: Bytes) {
+        match self.transport.send(peer, packet) {
+            Ok(()) => {}
+            Err(SendError::QueueFull(p)) => {
+                self.held.insert(peer, p);
+                self.endpoint.handle_input(now, Input::SendBlocked(peer));
+            }
+            // The link is down: the transport reports it, and the endpoint ends the session.
+            Err(SendError::Offline) | Err(SendError::NotFriend) => {}
+            Err(e) => tracing::warn!(code = ?e.status_code().map(|c| c.code()), "send failed: {e}"),
+        }
+    }
+
+    fn on_transport(&mut self, ev: TransportEvent) {
+        let now = now();
+        match ev {
+            TransportEvent::SendReady(peer) => {
+                if let Some(p) = self.held.remove(&peer) {
+                    match self.transport.send(peer, p) {
+                        Err(SendError::QueueFull(p)) => {
+                            self.held.insert(peer, p);
+                        }
+                        _ => self.endpoint.handle_input(now, Input::SendReady(peer)),
+                    }
+                }
+            }
+            TransportEvent::SelfConnection { connected } => {
+                self.emit(NodeEvent::Tox { connected });
+            }
+            other => {
+                match &other {
+                    TransportEvent::FriendOnline(p) => self.emit(NodeEvent::Peer {
+                        peer: *p,
+                        online: true,
+                    }),
+                    TransportEvent::FriendOffline(p) => {
+                        self.held.remove(p);
+                        self.emit(NodeEvent::Peer {
+                            peer: *p,
+                            online: false,
+                        })
+                    }
+                    _ => {}
+                }
+                if let Some(input) = other.into_input() {
+                    self.endpoint.handle_input(now, input);
+                }
+            }
+        }
+    }
+
+    fn on_endpoint_event(&mut self, e: Event) {
+        match e {
+            Event::FriendRequest { peer, decision } => {
+                if decision.is_ok() {
+                    if let Err(err) = self.transport.accept_friend(peer) {
+                        tracing::warn!(%peer, "accepting friend failed: {err}");
+                    }
+                }
+                self.emit(NodeEvent::FriendRequest { peer, decision });
+            }
+            Event::SessionEstablished { peer } => self.emit(NodeEvent::SessionUp { peer }),
+            Event::SessionClosed { peer, code, remote } => {
+                self.emit(NodeEvent::SessionDown { peer, code, remote })
+            }
+            Event::StreamIncoming { stream, target, .. } => {
+                self.emit(NodeEvent::StreamOpen {
+                    stream,
+                    target: target.clone(),
+                    incoming: true,
+                });
+                if !self.options.serve {
+                    let _ = self.endpoint.refuse(stream, StreamCode::NotAccepting);
+                    return;
+                }
+                let notes = self.notes.clone();
+                let timeout = self.options.connect_timeout;
+                tokio::spawn(async move {
+                    let r = connect_target(target, timeout).await;
+                    let _ = notes.send(Note::Connected(stream, r));
+                });
+            }
+            Event::StreamReadable { stream } => self.pump_down(stream),
+            Event::StreamWritable { stream } => self.pump_up(stream),
+            Event::StreamRefused { stream, code } | Event::StreamReset { stream, code, .. } => {
+                if let Some(io) = self.streams.remove(&stream) {
+                    let _ = io.down.try_send(Down::Reset(code));
+                }
+                self.emit(NodeEvent::StreamEnd {
+                    stream,
+                    code: Some(code),
+                });
+            }
+            Event::StreamClosed { stream } => {
+                self.streams.remove(&stream);
+                self.emit(NodeEvent::StreamEnd { stream, code: None });
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves bytes from the endpoint to the stream's local side while it has room.
+    fn pump_down(&mut self, stream: StreamId) {
+        let Some(io) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        loop {
+            let Ok(permit) = io.down.try_reserve() else {
+                return; // full (DownSpace will call again) or gone
+            };
+            match self.endpoint.read(stream, 64 * 1024) {
+                Ok(Some(b)) => permit.send(Down::Data(b)),
+                Ok(None) => {
+                    permit.send(Down::Fin);
+                    return;
+                }
+                Err(ReadError::Blocked) | Err(_) => return,
+            }
+        }
+    }
+
+    /// Moves bytes from the stream's local side into the endpoint while it has credit.
+    fn pump_up(&mut self, stream: StreamId) {
+        loop {
+            let Some(io) = self.streams.get_mut(&stream) else {
+                return;
+            };
+            let chunk = match io.pending.take() {
+                Some(c) => c,
+                None => match io.up.try_recv() {
+                    Ok(Up::Data(b)) => b,
+                    Ok(Up::Fin) => {
+                        io.fin_sent = true;
+                        let _ = self.endpoint.finish(stream);
+                        return;
+                    }
+                    Ok(Up::Abort(code)) => {
+                        self.streams.remove(&stream);
+                        let _ = self.endpoint.reset(stream, code);
+                        self.emit(NodeEvent::StreamEnd {
+                            stream,
+                            code: Some(code),
+                        });
+                        return;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => return,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        // The local side went away without finishing: abort.
+                        if !io.fin_sent {
+                            self.streams.remove(&stream);
+                            let _ = self.endpoint.reset(stream, StreamCode::Cancelled);
+                        }
+                        return;
+                    }
+                },
+            };
+            match self.endpoint.write(stream, chunk.clone()) {
+                Ok(n) if n == chunk.len() => {}
+                Ok(n) => {
+                    io.pending = Some(chunk.slice(n..));
+                    return;
+                }
+                Err(WriteError::Blocked) => {
+                    io.pending = Some(chunk);
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn on_note(&mut self, note: Note) {
+        match note {
+            Note::Up(id) => self.pump_up(id),
+            Note::DownSpace(id) => self.pump_down(id),
+            Note::Connected(id, Ok(tcp)) => {
+                if self.endpoint.accept(id).is_ok() {
+                    let (io, pipes) = pipes(id, &self.notes);
+                    self.streams.insert(id, io);
+                    tokio::spawn(run_stream(tcp, pipes));
+                    self.pump_down(id);
+                }
+            }
+            Note::Connected(id, Err(code)) => {
+                tracing::info!(stream = %id, code = code.code(), "target: {code}");
+                let _ = self.endpoint.refuse(id, code);
+                self.emit(NodeEvent::StreamEnd {
+                    stream: id,
+                    code: Some(code),
+                });
+            }
+        }
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Befriend(server, message, reply) => {
+                let r = match self.transport.add_friend(&server, &message) {
+                    Ok(added) => {
+                        self.emit(NodeEvent::FriendRequestSent {
+                            peer: server.public_key,
+                            code: added.status_code().code(),
+                        });
+                        Ok(())
+                    }
+                    Err(toxtun_proto::FriendError::AlreadyFriend) => Ok(()),
+                    Err(e) => {
+                        self.emit(NodeEvent::FriendRequestSent {
+                            peer: server.public_key,
+                            code: e.status_code().code(),
+                        });
+                        Err(e.to_string())
+                    }
+                };
+                if r.is_ok() {
+                    self.endpoint.connect(now(), server.public_key);
+                }
+                let _ = reply.send(r);
+            }
+            Cmd::Open(server, target, reply) => {
+                let r = match self.endpoint.open(now(), server, target.clone()) {
+                    Ok(id) => {
+                        let (io, pipes) = pipes(id, &self.notes);
+                        self.streams.insert(id, io);
+                        self.emit(NodeEvent::StreamOpen {
+                            stream: id,
+                            target,
+                            incoming: false,
+                        });
+                        Ok(pipes)
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = reply.send(r);
+            }
+            Cmd::Shutdown(_) => unreachable!("handled in run"),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Tunnels over the in-process mock transport with real sockets on loopback.
+
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use toxtun_proto::{
+    ClientRule, Endpoint, EndpointConfig, PeerId, ServerPolicy, TargetRules, Transport,
+};
+use toxtun_tokio::{Node, NodeEvent, NodeOptions};
+use toxtun_transport_mock::{Network, RealtimeNetwork};
+
+struct Setup {
+    _net: RealtimeNetwork,
+    client: Node,
+    _server: Node,
+    server_pk: PeerId,
+}
+
+/// A client and a server node over the mock network; the server allows `rules`.
+async fn setup(rules: &[&str]) -> Setup {
+    #[allow(clippy::disallowed_methods)]
+    let net = RealtimeNetwork::start(Network::new(7, Instant::now()));
+    let (c, s) = net.with(|n| (n.add_node(), n.add_node()));
+    let (tc, ts) = (net.transport(c), net.transport(s));
+    let (cid, sid) = (tc.id(), ts.id());
+    let mut scfg = EndpointConfig::new(sid.public_key);
+    scfg.server = Some(ServerPolicy {
+        clients: vec![ClientRule {
+            peer: cid.public_key,
+            targets: TargetRules::new(rules.iter().map(|r| r.parse().unwrap()).collect()),
+        }],
+        ..Default::default()
+    });
+    let (server, _) = Node::spawn(
+        Endpoint::new(scfg, [2; 32]).unwrap(),
+        ts,
+        NodeOptions {
+            serve: true,
+            ..Default::default()
+        },
+    );
+    let (client, _) = Node::spawn(
+        Endpoint::new(EndpointConfig::new(cid.public_key), [1; 32]).unwrap(),
+        tc,
+        NodeOptions::default(),
+    );
+    client.connect(sid, b"toxtun/1".to_vec()).await.unwrap();
+    Setup {
+        _net: net,
+        client,
+        _server: server,
+        server_pk: sid.public_key,
+    }
+}
+
+fn body(n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect()
+}
+
+/// A tiny HTTP-ish server: reads the request to its end (the client half-closes), then
+/// answers with `reply` and closes.
+async fn serve_once(reply: Vec<u8>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                s.read_to_end(&mut req).await.unwrap();
+                s.write_all(b"HTTP/1.0 200 OK\r\n\r\n").await.unwrap();
+                s.write_all(&reply).await.unwrap();
+                s.shutdown().await.unwrap();
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_through_the_tunnel_is_byte_exact_with_half_close() {
+    let reply = body(16 << 20);
+    let port = serve_once(reply.clone()).await;
+    let t = setup(&[&format!("127.0.0.1:{port}")]).await;
+    let mut s = t
+        .client
+        .open(t.server_pk, format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    s.shutdown().await.unwrap(); // half-close: the reply still comes
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut got))
+        .await
+        .expect("download finished in time")
+        .unwrap();
+    let mut expected = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
+    expected.extend_from_slice(&reply);
+    assert_eq!(got.len(), expected.len());
+    assert_eq!(Sha256::digest(&got), Sha256::digest(&expected));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_connections_are_byte_exact() {
+    // An echo server.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.into_split();
+                tokio::io::copy(&mut r, &mut w).await.unwrap();
+                w.shutdown().await.unwrap();
+            });
+        }
+    });
+    let t = setup(&[&format!("127.0.0.1:{port}")]).await;
+    let mut tasks = Vec::new();
+    for i in 0..100usize {
+        let client = t.client.clone();
+        let server = t.server_pk;
+        tasks.push(tokio::spawn(async move {
+            let data = body(1000 + i * 997);
+            let s = client
+                .open(server, format!("127.0.0.1:{port}").parse().unwrap())
+                .await
+                .unwrap();
+            let (mut r, mut w) = tokio::io::split(s);
+            let d = data.clone();
+            let writer = tokio::spawn(async move {
+                w.write_all(&d).await.unwrap();
+                w.shutdown().await.unwrap();
+            });
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).await.unwrap();
+            writer.await.unwrap();
+            assert_eq!(got, data, "connection {i}");
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(60), async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await
+    .expect("all 100 finished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_target_closes_the_local_connection_promptly_with_the_code() {
+    let t = setup(&["127.0.0.1:1"]).await;
+    let mut events = t.client.events();
+    // Outside the rules.
+    let mut s = t
+        .client
+        .open(t.server_pk, "127.0.0.1:2".parse().unwrap())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("closed promptly")
+        .unwrap();
+    assert!(buf.is_empty());
+    let code = loop {
+        match events.recv().await.unwrap() {
+            NodeEvent::StreamEnd { code, .. } => break code,
+            _ => continue,
+        }
+    };
+    assert_eq!(code.map(|c| c.code()), Some(2001), "target not allowed");
+    // Allowed by the rules, but nothing listens there: refused by the target.
+    let mut s = t
+        .client
+        .open(t.server_pk, "127.0.0.1:1".parse().unwrap())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("closed promptly")
+        .unwrap();
+    let code = loop {
+        match events.recv().await.unwrap() {
+            NodeEvent::StreamEnd { code, .. } => break code,
+            _ => continue,
+        }
+    };
+    assert_eq!(code.map(|c| c.code()), Some(2002), "target refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_carries_a_local_tcp_connection() {
+    let reply = body(1 << 20);
+    let port = serve_once(reply.clone()).await;
+    let t = setup(&[&format!("127.0.0.1:{port}")]).await;
+    // What `toxtun forward -L` does: accept locally, forward each connection.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = l.local_addr().unwrap();
+    let client = t.client.clone();
+    let server = t.server_pk;
+    tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        client
+            .forward(server, format!("127.0.0.1:{port}").parse().unwrap(), s)
+            .await
+            .unwrap();
+    });
+    let mut c = TcpStream::connect(local).await.unwrap();
+    c.write_all(b"GET /\r\n\r\n").await.unwrap();
+    c.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), c.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got[19..], &reply[..]);
+}
