@@ -5,7 +5,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test deps lint purity bench help
+.PHONY: demo core-demo test deps lint purity bench help
 
 help:
 	@echo "make demo   run the demo"
@@ -16,6 +16,9 @@ deps:
 	@scripts/install-deps
 
 demo: deps
+	$(CARGO) run --release -p toxtun-tokio --bin toxtun -- demo
+
+core-demo:
 	$(CARGO) run --release -p toxtun-proto --features testing --example core_demo
 
 lint: deps

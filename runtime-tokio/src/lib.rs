@@ -9,6 +9,7 @@
 //! `NodeOptions { serve: true, .. }` connects incoming streams that its policy allows to
 //! their targets. The `toxtun` binary builds on it.
 
+pub mod config;
 mod node;
 
 pub use node::{Node, NodeError, NodeEvent, NodeOptions, TunnelStream};

@@ -1,0 +1,264 @@
+//! The server's TOML configuration (`toxtun serve --config server.toml`).
+//!
+//! ```toml
+//! # Clients admitted by key, each with its own targets.
+//! [[client]]
+//! key = "C0FFEE…64 hex digits…"
+//! allow = ["127.0.0.1:22", "localhost:8000-8100"]
+//!
+//! # Anyone proving this secret is admitted, with these targets.
+//! [secret]
+//! file = "/etc/toxtun/secret"     # or: value = "…"
+//! allow = ["127.0.0.1:22"]
+//!
+//! [limits]
+//! max_peers = 64
+//! max_streams_per_peer = 256
+//!
+//! [network]
+//! bootstrap = ["host:port:KEY"]   # default: the public list
+//! lan_discovery = true
+//! udp = true
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toxtun_proto::{
+    ClientRule, Limits, PeerId, ServerPolicy, SharedSecret, TargetPattern, TargetRules,
+};
+use toxtun_transport_tox::BootstrapNode;
+
+/// Why a configuration file was refused. Messages say where and what.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped fields.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// A value is wrong.
+    #[error("{path}: {what}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the entry.
+        what: String,
+    },
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    client: Vec<ClientEntry>,
+    secret: Option<SecretEntry>,
+    #[serde(default)]
+    limits: Option<LimitsEntry>,
+    #[serde(default)]
+    network: NetworkEntry,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientEntry {
+    key: String,
+    #[serde(default)]
+    allow: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretEntry {
+    value: Option<String>,
+    file: Option<PathBuf>,
+    #[serde(default)]
+    allow: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsEntry {
+    max_peers: Option<usize>,
+    max_streams_per_peer: Option<usize>,
+}
+
+/// Network settings of the config file.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkEntry {
+    /// Bootstrap nodes (`host:port:KEY`); empty: the public list.
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// LAN discovery (default on).
+    pub lan_discovery: Option<bool>,
+    /// UDP (default on).
+    pub udp: Option<bool>,
+}
+
+/// A parsed server configuration.
+#[derive(Debug)]
+pub struct ServerConfig {
+    /// The policy for the endpoint.
+    pub policy: ServerPolicy,
+    /// Bootstrap nodes given in the file (empty: use the default).
+    pub bootstrap: Vec<BootstrapNode>,
+    /// Network switches.
+    pub network: NetworkEntry,
+}
+
+fn rules(path: &Path, who: &str, allow: &[String]) -> Result<TargetRules, ConfigError> {
+    let mut out = Vec::new();
+    for (i, a) in allow.iter().enumerate() {
+        let p: TargetPattern = a.parse().map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            what: format!("{who}: allow[{i}] = {a:?}: {e}"),
+        })?;
+        out.push(p);
+    }
+    Ok(TargetRules::new(out))
+}
+
+impl ServerConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses configuration text (`path` names it in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let invalid = |what: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            what,
+        };
+        let mut policy = ServerPolicy::default();
+        for (i, c) in file.client.iter().enumerate() {
+            let key = c.key.trim();
+            // Accept a full Tox ID too: people copy what `toxtun id` prints.
+            let peer = if key.len() == 76 {
+                key.parse::<toxtun_proto::ToxId>()
+                    .map(|id| id.public_key)
+                    .map_err(|e| invalid(format!("client[{i}].key: {e}")))?
+            } else {
+                PeerId::from_hex(key).map_err(|e| invalid(format!("client[{i}].key: {e}")))?
+            };
+            policy.clients.push(ClientRule {
+                peer,
+                targets: rules(path, &format!("client[{i}]"), &c.allow)?,
+            });
+        }
+        if let Some(s) = &file.secret {
+            let value = match (&s.value, &s.file) {
+                (Some(v), None) => v.clone().into_bytes(),
+                (None, Some(f)) => {
+                    let mut v = std::fs::read(f)
+                        .map_err(|e| invalid(format!("secret.file {}: {e}", f.display())))?;
+                    while v.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                        v.pop();
+                    }
+                    v
+                }
+                _ => return Err(invalid("secret: give exactly one of value or file".into())),
+            };
+            let secret = SharedSecret::new(value).map_err(|e| invalid(format!("secret: {e}")))?;
+            policy.secret = Some((secret, rules(path, "secret", &s.allow)?));
+        }
+        if let Some(l) = &file.limits {
+            let d = Limits::default();
+            policy.limits = Limits {
+                max_peers: l.max_peers.unwrap_or(d.max_peers),
+                max_streams_per_peer: l.max_streams_per_peer.unwrap_or(d.max_streams_per_peer),
+            };
+        }
+        let mut bootstrap = Vec::new();
+        for (i, b) in file.network.bootstrap.iter().enumerate() {
+            bootstrap.push(
+                b.parse()
+                    .map_err(|e| invalid(format!("network.bootstrap[{i}]: {e}")))?,
+            );
+        }
+        Ok(ServerConfig {
+            policy,
+            bootstrap,
+            network: file.network,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::parse(Path::new("server.toml"), t)
+    }
+
+    #[test]
+    fn a_full_config_parses() {
+        let k = "AB".repeat(32);
+        let c = parse(&format!(
+            "[[client]]\nkey = \"{k}\"\nallow = [\"127.0.0.1:22\", \"*.lan:*\"]\n\
+             [secret]\nvalue = \"a long enough secret\"\nallow = [\"127.0.0.1:80\"]\n\
+             [limits]\nmax_peers = 3\n[network]\nbootstrap = [\"127.0.0.1:33445:{k}\"]\nudp = false\n"
+        ))
+        .unwrap();
+        assert_eq!(c.policy.clients.len(), 1);
+        assert_eq!(c.policy.clients[0].targets.allow.len(), 2);
+        assert!(c.policy.secret.is_some());
+        assert_eq!(c.policy.limits.max_peers, 3);
+        assert_eq!(c.policy.limits.max_streams_per_peer, 256);
+        assert_eq!(c.bootstrap.len(), 1);
+        assert_eq!(c.network.udp, Some(false));
+    }
+
+    #[test]
+    fn an_empty_config_admits_nobody() {
+        assert!(!parse("").unwrap().policy.admits_anyone());
+    }
+
+    #[test]
+    fn errors_name_the_entry() {
+        let k = "AB".repeat(32);
+        let e = parse(&format!(
+            "[[client]]\nkey = \"{k}\"\nallow = [\"127.0.0.1\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("client[0]: allow[0]") && e.contains("port"),
+            "{e}"
+        );
+        let e = parse("[[client]]\nkey = \"xyz\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("client[0].key"), "{e}");
+        let e = parse("[limits]\nmax_peer = 3\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field"), "{e}");
+        let e = parse("[secret]\nvalue = \"short\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at least 8"), "{e}");
+        let e = parse("[[client]\n").unwrap_err().to_string();
+        assert!(e.contains("server.toml"), "{e}");
+    }
+}
