@@ -147,7 +147,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let result = rt.block_on(run(cli));
+    // Do not wait for blocking reads that can never finish (stdin in `pipe` while the
+    // other side ended): they would keep the process alive after its work is done.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(msg)) => {
             eprintln!("toxtun: {msg}");

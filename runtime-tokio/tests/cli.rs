@@ -1,0 +1,307 @@
+//! The `toxtun` command as a person uses it: help, bad input, identity, and real tunnels
+//! over the Tox protocol between processes on loopback (our own bootstrap node, LAN
+//! discovery off, never the public list).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+fn toxtun() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_toxtun"))
+}
+
+fn run(args: &[&str]) -> Output {
+    toxtun().args(args).output().expect("toxtun runs")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("toxtun-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Kills a child process when dropped.
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn every_command_has_help() {
+    for cmd in ["id", "serve", "forward", "pipe", "bootstrap", "demo"] {
+        let o = run(&[cmd, "--help"]);
+        assert!(o.status.success(), "{cmd} --help");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("Usage: toxtun"), "{cmd}: {out}");
+    }
+    let o = run(&["--help"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("forward"));
+}
+
+#[test]
+fn bad_arguments_fail_clearly() {
+    let id = "A".repeat(76);
+    // A malformed Tox ID names the character.
+    let mut bad = id.clone();
+    bad.replace_range(10..11, "x");
+    let o = run(&["forward", "-L", "8080:127.0.0.1:22", &bad]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("character 11"), "{}", stderr(&o));
+    // A wrong checksum says so.
+    let o = run(&["pipe", &id, "127.0.0.1:22"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("checksum"), "{}", stderr(&o));
+    // A bad -L spec (with a valid ID).
+    let valid =
+        toxtun_proto::ToxId::new(toxtun_proto::PeerId([0xAA; 32]), [1, 2, 3, 4]).to_string();
+    let o = run(&["forward", "-L", "8080", &valid]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("-L 8080"), "{}", stderr(&o));
+    // A bad target.
+    let o = run(&["pipe", &id, "127.1:22"]);
+    assert!(!o.status.success());
+    // Missing arguments are clap's errors (exit 2).
+    assert_eq!(run(&["pipe"]).status.code(), Some(2));
+}
+
+#[test]
+fn bad_config_files_fail_clearly() {
+    let d = tmp("config");
+    let missing = d.join("nope.toml");
+    let o = run(&["serve", "--config", missing.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cannot read"), "{}", stderr(&o));
+    let bad = d.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[client]]\nkey = \"nothex\"\nallow = [\"127.0.0.1:22\"]\n",
+    )
+    .unwrap();
+    let o = run(&["serve", "--config", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("client[0].key"), "{}", stderr(&o));
+    let typo = d.join("typo.toml");
+    std::fs::write(&typo, "[limits]\nmax_peer = 1\n").unwrap();
+    let o = run(&["serve", "--config", typo.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("unknown field"), "{}", stderr(&o));
+}
+
+#[test]
+fn id_is_persistent_private_and_never_overwritten_when_damaged() {
+    let d = tmp("id");
+    let dir = d.to_str().unwrap();
+    let a = run(&["--data-dir", dir, "id", "--no-qr"]);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let b = run(&["--data-dir", dir, "id", "--no-qr"]);
+    let (ia, ib) = (
+        String::from_utf8_lossy(&a.stdout),
+        String::from_utf8_lossy(&b.stdout),
+    );
+    assert_eq!(ia, ib, "the same identity on every run");
+    assert_eq!(ia.trim().len(), 76);
+    use std::os::unix::fs::PermissionsExt;
+    let file = d.join("server.tox");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    std::fs::write(&file, b"garbage").unwrap();
+    let c = run(&["--data-dir", dir, "id", "--no-qr"]);
+    assert!(!c.status.success());
+    assert!(
+        stderr(&c).contains("not a valid Tox save"),
+        "{}",
+        stderr(&c)
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"garbage", "not overwritten");
+}
+
+#[test]
+fn demo_moves_a_download_over_real_tox() {
+    let o = run(&["demo", "--mib", "4"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.contains("SHA-256 matches"), "{out}");
+    assert!(out.contains("first byte"), "{out}");
+}
+
+/// Starts `toxtun bootstrap` on a free port; returns it and its `host:port:KEY` line.
+fn bootstrap() -> (Proc, String) {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut child = toxtun()
+        .args(["bootstrap", "--port", &port, "--tcp-port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Proc(child), line.trim().to_string())
+}
+
+fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut r, &mut s);
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+fn write_config(dir: &Path, port: u16, boot: &str) -> PathBuf {
+    let conf = dir.join("server.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[secret]\nvalue = \"a shared test secret\"\nallow = [\"127.0.0.1:{port}\"]\n\
+             [network]\nbootstrap = [\"{boot}\"]\nlan_discovery = false\n"
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+#[test]
+fn pipe_carries_a_request_and_response_through_a_serve_process() {
+    let (_boot, boot) = bootstrap();
+    let port = echo_server();
+    let sdir = tmp("serve");
+    let cdir = tmp("pipe");
+    let conf = write_config(&sdir, port, &boot);
+    let id = run(&["--data-dir", sdir.to_str().unwrap(), "id", "--no-qr"]);
+    let server_id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+    let _server = Proc(
+        toxtun()
+            .args(["--data-dir", sdir.to_str().unwrap(), "serve", "--config"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut pipe = toxtun()
+        .args([
+            "--data-dir",
+            cdir.to_str().unwrap(),
+            "pipe",
+            "--secret",
+            "a shared test secret",
+            "--lan-discovery",
+            "false",
+            "--bootstrap",
+            &boot,
+            &server_id,
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let request: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut stdin = pipe.stdin.take().unwrap();
+    let req = request.clone();
+    std::thread::spawn(move || {
+        stdin.write_all(&req).unwrap();
+        // EOF: the pipe half-closes; the echo comes back and then the end.
+    });
+    let mut out = Vec::new();
+    let mut stdout = pipe.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        stdout.read_to_end(&mut out).unwrap();
+        out
+    });
+    let status = wait_timeout(&mut pipe, Duration::from_secs(90)).expect("pipe finished");
+    let out = reader.join().unwrap();
+    let mut err = String::new();
+    pipe.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "pipe failed: {err}");
+    assert_eq!(out, request, "the echo came back byte for byte");
+}
+
+#[test]
+fn pipe_to_a_refused_target_exits_non_zero_with_the_code() {
+    let (_boot, boot) = bootstrap();
+    let port = echo_server();
+    let sdir = tmp("serve2");
+    let cdir = tmp("pipe2");
+    let conf = write_config(&sdir, port, &boot);
+    let id = run(&["--data-dir", sdir.to_str().unwrap(), "id", "--no-qr"]);
+    let server_id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+    let _server = Proc(
+        toxtun()
+            .args(["--data-dir", sdir.to_str().unwrap(), "serve", "--config"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut pipe = toxtun()
+        .args([
+            "--data-dir",
+            cdir.to_str().unwrap(),
+            "pipe",
+            "--secret",
+            "a shared test secret",
+            "--lan-discovery",
+            "false",
+            "--bootstrap",
+            &boot,
+            &server_id,
+            "127.0.0.1:9", // not in the rules
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut pipe, Duration::from_secs(90)).expect("pipe finished");
+    let mut err = String::new();
+    pipe.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success());
+    assert!(err.contains("2001"), "names the code: {err}");
+}
+
+fn wait_timeout(c: &mut Child, d: Duration) -> Option<std::process::ExitStatus> {
+    let end = std::time::Instant::now() + d;
+    while std::time::Instant::now() < end {
+        if let Some(s) = c.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    None
+}
