@@ -232,6 +232,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/server.toml");
+        let c = ServerConfig::load(&path).unwrap();
+        assert_eq!(c.policy.clients.len(), 1);
+        assert!(c.policy.secret.is_none());
+    }
+
+    #[test]
     fn an_empty_config_admits_nobody() {
         assert!(!parse("").unwrap().policy.admits_anyone());
     }
