@@ -12,7 +12,8 @@ use toxtun_tokio::{Node, NodeEvent, NodeOptions};
 use toxtun_transport_mock::{Network, RealtimeNetwork};
 
 struct Setup {
-    _net: RealtimeNetwork,
+    net: RealtimeNetwork,
+    server_node: toxtun_transport_mock::NodeId,
     client: Node,
     _server: Node,
     server_pk: PeerId,
@@ -48,7 +49,8 @@ async fn setup(rules: &[&str]) -> Setup {
     );
     client.connect(sid, b"toxtun/1".to_vec()).await.unwrap();
     Setup {
-        _net: net,
+        net,
+        server_node: s,
         client,
         _server: server,
         server_pk: sid.public_key,
@@ -220,4 +222,43 @@ async fn forward_carries_a_local_tcp_connection() {
         .unwrap()
         .unwrap();
     assert_eq!(&got[19..], &reply[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_mid_transfer_ends_the_stream_with_a_code_never_a_hang() {
+    let reply = body(64 << 20);
+    let port = serve_once(reply).await;
+    let t = setup(&[&format!("127.0.0.1:{port}")]).await;
+    let mut events = t.client.events();
+    let mut s = t
+        .client
+        .open(t.server_pk, format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    s.write_all(b"GET /\r\n\r\n").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    s.read_exact(&mut first).await.unwrap();
+    // The server's machine restarts: its Tox link drops in the middle of the download.
+    t.net.with(|n| n.restart(t.server_node));
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("the local connection ends promptly instead of hanging")
+        .unwrap();
+    assert!(rest.len() < 63 << 20, "the download was cut short");
+    let code = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let NodeEvent::StreamEnd { code, .. } = events.recv().await.unwrap() {
+                return code;
+            }
+        }
+    })
+    .await
+    .expect("the end is reported");
+    assert_eq!(
+        code.map(|c| c.code()),
+        Some(2010),
+        "ended because the session ended"
+    );
 }
