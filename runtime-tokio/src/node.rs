@@ -193,7 +193,8 @@ enum Cmd {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// A handle to a running node. Cheap to clone.
+/// A handle to a running node. Cheap to clone. The node runs while any handle lives:
+/// dropping the last one closes its sessions (CLOSE `Shutdown`) and stops it.
 #[derive(Clone, Debug)]
 pub struct Node {
     cmd: mpsc::Sender<Cmd>,
