@@ -722,7 +722,7 @@ impl Session {
             }
             let mut buf = BytesMut::with_capacity(DATA_HEADER_LEN + n);
             frame::encode_data_header(&mut buf, id, s.send.sent, s.recv.received);
-            let (_, n) = s.send.take_into(n, &mut buf);
+            let n = s.send.take_into(n, &mut buf);
             self.send_total += n as u64;
             if s.send.unsent_len() > 0 {
                 s.scheduled = true;

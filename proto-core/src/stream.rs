@@ -86,9 +86,8 @@ impl SendHalf {
     }
 
     /// Moves up to `max` unsent bytes into `buf` (one copy) and keeps them as unacknowledged.
-    /// Returns the offset of the first byte and the count.
-    pub fn take_into(&mut self, max: usize, buf: &mut BytesMut) -> (u64, usize) {
-        let offset = self.sent;
+    /// Returns the count; the first byte's offset is `sent` before the call.
+    pub fn take_into(&mut self, max: usize, buf: &mut BytesMut) -> usize {
         let mut left = max.min(self.unsent_len);
         let n = left;
         while left > 0 {
@@ -107,7 +106,7 @@ impl SendHalf {
         }
         self.unsent_len -= n;
         self.sent += n as u64;
-        (offset, n)
+        n
     }
 
     /// Drops bytes the peer acknowledged. An ACK of bytes never sent is a violation.
@@ -300,8 +299,9 @@ mod tests {
         assert_eq!(s.write(Bytes::from_static(b"hello world!")), 10);
         assert_eq!(s.write(Bytes::from_static(b"x")), 0);
         let mut buf = BytesMut::new();
-        assert_eq!(s.take_into(4, &mut buf), (0, 4));
-        assert_eq!(s.take_into(100, &mut buf), (4, 6));
+        assert_eq!(s.take_into(4, &mut buf), 4);
+        assert_eq!(s.sent, 4);
+        assert_eq!(s.take_into(100, &mut buf), 6);
         assert_eq!(&buf[..], b"hello worl");
         assert_eq!(s.buffered(), 10);
         s.on_ack(5).unwrap();

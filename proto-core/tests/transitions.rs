@@ -646,8 +646,8 @@ fn a_restarted_client_starts_a_new_session_and_old_streams_end() {
     assert!(ep.is_established(ALICE));
 }
 
-#[test]
-fn full_send_queue_holds_every_packet_until_ready() {
+/// ALICE as a client with its session to SERVER established (the server's ACK forged).
+fn client_established() -> (Endpoint, Instant) {
     let now = t0();
     let mut ep = Endpoint::new(EndpointConfig::new(ALICE), [3; 32]).unwrap();
     ep.connect(now, SERVER);
@@ -669,6 +669,12 @@ fn full_send_queue_holds_every_packet_until_ready() {
             session_window: 1 << 24,
         }),
     );
+    (ep, now)
+}
+
+#[test]
+fn full_send_queue_holds_every_packet_until_ready() {
+    let (mut ep, now) = client_established();
     let s = ep
         .open(now, SERVER, "127.0.0.1:22".parse().unwrap())
         .unwrap();
@@ -736,27 +742,7 @@ fn peer_status_events_carry_the_seed_codes() {
 
 #[test]
 fn client_resends_hello_after_the_server_closes() {
-    let now = t0();
-    let mut ep = Endpoint::new(EndpointConfig::new(ALICE), [3; 32]).unwrap();
-    ep.connect(now, SERVER);
-    ep.handle_input(now, Input::PeerOnline(SERVER));
-    let d = drain(&mut ep, now);
-    let Some(Frame::Hello(h)) = d.frames_to(SERVER).first().cloned() else {
-        panic!("no hello")
-    };
-    packet(
-        &mut ep,
-        now,
-        SERVER,
-        Frame::HelloAck(HelloAck {
-            version: 1,
-            capabilities: 0,
-            session: h.session,
-            resumed: false,
-            stream_window: 1 << 20,
-            session_window: 1 << 24,
-        }),
-    );
+    let (mut ep, now) = client_established();
     let d = packet(
         &mut ep,
         now,

@@ -184,43 +184,60 @@ fn write_config(dir: &Path, port: u16, boot: &str) -> PathBuf {
     conf
 }
 
+/// Starts `toxtun serve` (shared secret, one allowed port) with its identity in `dir`.
+fn serve(dir: &Path, port: u16, boot: &str) -> (Proc, String) {
+    let conf = write_config(dir, port, boot);
+    let id = run(&["--data-dir", dir.to_str().unwrap(), "id", "--no-qr"]);
+    let server_id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+    let server = toxtun()
+        .args(["--data-dir", dir.to_str().unwrap(), "serve", "--config"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Proc(server), server_id)
+}
+
+/// Starts `toxtun pipe` to `target` through the server, with the shared secret.
+fn pipe(dir: &Path, boot: &str, server_id: &str, target: &str, stdout: Stdio) -> Child {
+    toxtun()
+        .args([
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "pipe",
+            "--secret",
+            "a shared test secret",
+        ])
+        .args([
+            "--lan-discovery",
+            "false",
+            "--bootstrap",
+            boot,
+            server_id,
+            target,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn pipe_carries_a_request_and_response_through_a_serve_process() {
     let (_boot, boot) = bootstrap();
     let port = echo_server();
     let sdir = tmp("serve");
     let cdir = tmp("pipe");
-    let conf = write_config(&sdir, port, &boot);
-    let id = run(&["--data-dir", sdir.to_str().unwrap(), "id", "--no-qr"]);
-    let server_id = String::from_utf8_lossy(&id.stdout).trim().to_string();
-    let _server = Proc(
-        toxtun()
-            .args(["--data-dir", sdir.to_str().unwrap(), "serve", "--config"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (_server, server_id) = serve(&sdir, port, &boot);
+    let mut pipe = pipe(
+        &cdir,
+        &boot,
+        &server_id,
+        &format!("127.0.0.1:{port}"),
+        Stdio::piped(),
     );
-    let mut pipe = toxtun()
-        .args([
-            "--data-dir",
-            cdir.to_str().unwrap(),
-            "pipe",
-            "--secret",
-            "a shared test secret",
-            "--lan-discovery",
-            "false",
-            "--bootstrap",
-            &boot,
-            &server_id,
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let request: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let mut stdin = pipe.stdin.take().unwrap();
     let req = request.clone();
@@ -252,37 +269,9 @@ fn pipe_to_a_refused_target_exits_non_zero_with_the_code() {
     let port = echo_server();
     let sdir = tmp("serve2");
     let cdir = tmp("pipe2");
-    let conf = write_config(&sdir, port, &boot);
-    let id = run(&["--data-dir", sdir.to_str().unwrap(), "id", "--no-qr"]);
-    let server_id = String::from_utf8_lossy(&id.stdout).trim().to_string();
-    let _server = Proc(
-        toxtun()
-            .args(["--data-dir", sdir.to_str().unwrap(), "serve", "--config"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut pipe = toxtun()
-        .args([
-            "--data-dir",
-            cdir.to_str().unwrap(),
-            "pipe",
-            "--secret",
-            "a shared test secret",
-            "--lan-discovery",
-            "false",
-            "--bootstrap",
-            &boot,
-            &server_id,
-            "127.0.0.1:9", // not in the rules
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (_server, server_id) = serve(&sdir, port, &boot);
+    // Not in the rules:
+    let mut pipe = pipe(&cdir, &boot, &server_id, "127.0.0.1:9", Stdio::null());
     let status = wait_timeout(&mut pipe, Duration::from_secs(90)).expect("pipe finished");
     let mut err = String::new();
     pipe.stderr

@@ -30,6 +30,18 @@ impl Shared {
         // A panic while holding the lock leaves a network we can still read; carry on.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Runs `f` on the network caught up with the wall clock, wakes nodes with events, and
+    /// tells the driver to recompute its deadline (a packet just sent is due at a new time).
+    fn with<R>(&self, f: impl FnOnce(&mut Network) -> R) -> R {
+        let mut st = self.lock();
+        st.catch_up();
+        let r = f(&mut st.network);
+        st.wake();
+        drop(st);
+        self.tick.notify_all();
+        r
+    }
 }
 
 impl State {
@@ -89,13 +101,7 @@ impl RealtimeNetwork {
 
     /// Runs `f` on the network (to add nodes, break links, restart nodes, read stats).
     pub fn with<R>(&self, f: impl FnOnce(&mut Network) -> R) -> R {
-        let mut st = self.shared.lock();
-        st.catch_up();
-        let r = f(&mut st.network);
-        st.wake();
-        drop(st);
-        self.shared.tick.notify_all();
-        r
+        self.shared.with(f)
     }
 
     /// The transport of one node.
@@ -168,14 +174,7 @@ impl std::fmt::Debug for MockTransport {
 
 impl MockTransport {
     fn with<R>(&self, f: impl FnOnce(&mut Network) -> R) -> R {
-        let mut st = self.shared.lock();
-        st.catch_up();
-        let r = f(&mut st.network);
-        st.wake();
-        drop(st);
-        // The driver recomputes its deadline: a packet just sent is due at a new time.
-        self.shared.tick.notify_all();
-        r
+        self.shared.with(f)
     }
 
     /// The node behind this transport.
