@@ -285,37 +285,40 @@ impl Node {
     /// Opens a stream to `target` through `server`. Bytes may be written at once (they
     /// follow the OPEN without waiting for the server); a refusal ends the stream.
     pub async fn open(&self, server: PeerId, target: Target) -> Result<TunnelStream, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        self.cmd
-            .send(Cmd::Open(server, target, tx))
-            .await
-            .map_err(|_| NodeError::Stopped)?;
-        let pipes = rx
-            .await
-            .map_err(|_| NodeError::Stopped)?
-            .map_err(NodeError::Failed)?;
+        let pipes = self.open_pipes(server, target).await?;
         let id = pipes.id;
         let (mine, theirs) = tokio::io::duplex(64 * 1024);
         tokio::spawn(run_stream(theirs, pipes));
         Ok(TunnelStream { id, io: mine })
     }
 
-    /// Carries a local connection through a new stream until both directions end.
-    /// Returns the bytes moved (local → tunnel, tunnel → local).
+    async fn open_pipes(&self, server: PeerId, target: Target) -> Result<StreamPipes, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Open(server, target, tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await
+            .map_err(|_| NodeError::Stopped)?
+            .map_err(NodeError::Failed)
+    }
+
+    /// Carries a local connection (e.g. one a listener accepted) through a new stream until
+    /// both directions end or the stream is reset. The socket is moved by the stream's own
+    /// task, with no extra copy.
     pub async fn forward<S>(
         &self,
         server: PeerId,
         target: Target,
-        mut local: S,
-    ) -> io::Result<(u64, u64)>
+        local: S,
+    ) -> Result<(), NodeError>
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let mut s = self
-            .open(server, target)
+        let pipes = self.open_pipes(server, target).await?;
+        tokio::spawn(run_stream(local, pipes))
             .await
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        tokio::io::copy_bidirectional(&mut local, &mut s).await
+            .map_err(|e| NodeError::Failed(e.to_string()))
     }
 
     /// Closes every session (CLOSE with `Shutdown`) and stops the node.
