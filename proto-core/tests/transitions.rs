@@ -103,6 +103,17 @@ fn hello(session: u8) -> Hello {
     }
 }
 
+/// MALLORY's HELLO proving `secret` (the right one is "the shared secret").
+fn mallory_hello(session: u8, secret: &str) -> Frame {
+    let mut h = hello(session);
+    h.proof = Some(
+        SharedSecret::new(secret)
+            .unwrap()
+            .hello_proof(&MALLORY, &SERVER),
+    );
+    Frame::Hello(h)
+}
+
 /// A server with ALICE's session established.
 fn server_with_alice() -> (Endpoint, Instant) {
     let now = t0();
@@ -267,13 +278,7 @@ fn friend_requests_are_decided_by_policy() {
 fn bad_secret_and_unknown_key_get_their_codes() {
     let now = t0();
     let mut ep = Endpoint::new(server_config(), [1; 32]).unwrap();
-    let mut h = hello(1);
-    h.proof = Some(
-        SharedSecret::new("not the secret")
-            .unwrap()
-            .hello_proof(&MALLORY, &SERVER),
-    );
-    let d = packet(&mut ep, now, MALLORY, Frame::Hello(h));
+    let d = packet(&mut ep, now, MALLORY, mallory_hello(1, "not the secret"));
     assert!(matches!(
         d.frames_to(MALLORY)[..],
         [Frame::HelloReject {
@@ -289,13 +294,7 @@ fn bad_secret_and_unknown_key_get_their_codes() {
             ..
         }]
     ));
-    let mut h = hello(3);
-    h.proof = Some(
-        SharedSecret::new("the shared secret")
-            .unwrap()
-            .hello_proof(&MALLORY, &SERVER),
-    );
-    let d = packet(&mut ep, now, MALLORY, Frame::Hello(h));
+    let d = packet(&mut ep, now, MALLORY, mallory_hello(3, "the shared secret"));
     assert!(matches!(d.frames_to(MALLORY)[..], [Frame::HelloAck(_)]));
     // Admitted by secret, whose rules allow nothing: every target is refused.
     let d = open(&mut ep, now, MALLORY, 1, "127.0.0.1:22");
@@ -313,13 +312,7 @@ fn too_many_peers_is_refused() {
     let (mut ep, now) = server_with_alice();
     let d = packet(&mut ep, now, BOB, Frame::Hello(hello(2)));
     assert!(matches!(d.frames_to(BOB)[..], [Frame::HelloAck(_)]));
-    let mut h = hello(3);
-    h.proof = Some(
-        SharedSecret::new("the shared secret")
-            .unwrap()
-            .hello_proof(&MALLORY, &SERVER),
-    );
-    let d = packet(&mut ep, now, MALLORY, Frame::Hello(h));
+    let d = packet(&mut ep, now, MALLORY, mallory_hello(3, "the shared secret"));
     assert!(matches!(
         d.frames_to(MALLORY)[..],
         [Frame::HelloReject {

@@ -131,6 +131,16 @@ fn rules(path: &Path, who: &str, allow: &[String]) -> Result<TargetRules, Config
     Ok(TargetRules::new(out))
 }
 
+/// Reads a shared-secret file. Trailing whitespace (the newline an editor adds) is not
+/// part of the secret, so server and clients agree however the file was written.
+pub fn read_secret_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut v = std::fs::read(path)?;
+    while v.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        v.pop();
+    }
+    Ok(v)
+}
+
 impl ServerConfig {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -170,14 +180,8 @@ impl ServerConfig {
         if let Some(s) = &file.secret {
             let value = match (&s.value, &s.file) {
                 (Some(v), None) => v.clone().into_bytes(),
-                (None, Some(f)) => {
-                    let mut v = std::fs::read(f)
-                        .map_err(|e| invalid(format!("secret.file {}: {e}", f.display())))?;
-                    while v.last().is_some_and(|b| b.is_ascii_whitespace()) {
-                        v.pop();
-                    }
-                    v
-                }
+                (None, Some(f)) => read_secret_file(f)
+                    .map_err(|e| invalid(format!("secret.file {}: {e}", f.display())))?,
                 _ => return Err(invalid("secret: give exactly one of value or file".into())),
             };
             let secret = SharedSecret::new(value).map_err(|e| invalid(format!("secret: {e}")))?;

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use toxtun_proto::{
     ClientRule, Endpoint, EndpointConfig, ServerPolicy, SharedSecret, Target, TargetRules, ToxId,
 };
-use toxtun_tokio::config::ServerConfig;
+use toxtun_tokio::config::{read_secret_file, ServerConfig};
 use toxtun_tokio::{Node, NodeEvent, NodeOptions};
 use toxtun_transport_tox::{public_nodes, BootstrapNode, ToxConfig, ToxOptions, ToxTransport};
 
@@ -199,12 +199,7 @@ fn load_secret(a: &SecretArgs) -> Result<Option<SharedSecret>, Fail> {
         (Some(_), Some(_)) => return Err(Fail("give --secret or --secret-file, not both".into())),
         (Some(s), None) => s.clone().into_bytes(),
         (None, Some(f)) => {
-            let mut v =
-                std::fs::read(f).map_err(|e| Fail(format!("secret file {}: {e}", f.display())))?;
-            while v.last().is_some_and(|b| b.is_ascii_whitespace()) {
-                v.pop();
-            }
-            v
+            read_secret_file(f).map_err(|e| Fail(format!("secret file {}: {e}", f.display())))?
         }
         (None, None) => return Ok(None),
     };
