@@ -92,18 +92,34 @@ fn befriend(a: &mut ToxTransport, b: &mut ToxTransport, message: &[u8]) -> Durat
     start.elapsed()
 }
 
-fn packet(seq: u64) -> Bytes {
+/// Packet `seq` of transfer attempt `epoch`: packets of an abandoned attempt can be told
+/// apart from the current one's.
+fn packet(epoch: u8, seq: u64) -> Bytes {
     let mut v = vec![0u8; PACKET];
     v[0] = 0xAB;
-    v[1..9].copy_from_slice(&seq.to_le_bytes());
-    for (i, b) in v[9..].iter_mut().enumerate() {
+    v[1] = epoch;
+    v[2..10].copy_from_slice(&seq.to_le_bytes());
+    for (i, b) in v[10..].iter_mut().enumerate() {
         *b = (seq as usize + i) as u8;
     }
     Bytes::from(v)
 }
 
+/// The friend link went down during a raw transfer. Raw lossless packets in flight are lost
+/// when that happens (c-toxcore's semantics); carrying streams across it is the tunnel
+/// protocol's job, not the transport's.
+#[derive(Debug)]
+struct LinkFlapped {
+    got: [u64; 2],
+}
+
 /// Moves `total` packets each way at once, checking every one arrives once, in order.
-fn bulk_both_ways(a: &mut ToxTransport, b: &mut ToxTransport, total: u64) -> Duration {
+fn bulk_both_ways(
+    a: &mut ToxTransport,
+    b: &mut ToxTransport,
+    total: u64,
+    epoch: u8,
+) -> Result<Duration, LinkFlapped> {
     let (apk, bpk) = (a.id().public_key, b.id().public_key);
     let start = now();
     let mut sent = [0u64; 2];
@@ -123,7 +139,7 @@ fn bulk_both_ways(a: &mut ToxTransport, b: &mut ToxTransport, total: u64) -> Dur
                     Some(p) => p,
                     None if sent[k] < total => {
                         sent[k] += 1;
-                        packet(sent[k] - 1)
+                        packet(epoch, sent[k] - 1)
                     }
                     None => break,
                 };
@@ -133,16 +149,26 @@ fn bulk_both_ways(a: &mut ToxTransport, b: &mut ToxTransport, total: u64) -> Dur
                         held[k].push_front(p);
                         break;
                     }
+                    Err(SendError::Offline) => return Err(LinkFlapped { got }),
                     Err(e) => panic!("send failed: {e}"),
                 }
             }
             // Receive what arrived.
             while let Some(e) = poll(t) {
                 idle = false;
-                if let TransportEvent::Packet { packet: p, .. } = e {
-                    let r = 1 - k; // packets arriving at t were sent by the other side
-                    assert_eq!(p, packet(got[r]), "packet {} from side {r} differs", got[r]);
-                    got[r] += 1;
+                match e {
+                    TransportEvent::Packet { packet: p, .. } if p[1] == epoch => {
+                        let r = 1 - k; // packets arriving at t were sent by the other side
+                        assert_eq!(
+                            p,
+                            packet(epoch, got[r]),
+                            "packet {} from side {r} differs",
+                            got[r]
+                        );
+                        got[r] += 1;
+                    }
+                    TransportEvent::FriendOffline(_) => return Err(LinkFlapped { got }),
+                    _ => {}
                 }
             }
         }
@@ -150,7 +176,7 @@ fn bulk_both_ways(a: &mut ToxTransport, b: &mut ToxTransport, total: u64) -> Dur
             std::thread::sleep(Duration::from_micros(200));
         }
     }
-    start.elapsed()
+    Ok(start.elapsed())
 }
 
 #[test]
@@ -174,7 +200,8 @@ fn two_peers_befriend_and_move_64_mib_each_way_through_our_bootstrap_node() {
     println!("start to friend online: {online:?}");
 
     let total = (64u64 << 20) / PACKET as u64 + 1;
-    let took = bulk_both_ways(&mut a, &mut b, total);
+    let took = bulk_both_ways(&mut a, &mut b, total, 0)
+        .expect("the link through our own node holds for the whole transfer");
     let mb = (total * PACKET as u64) as f64 / 1e6;
     let (sa, sb) = (a.stats(), b.stats());
     println!(
@@ -291,10 +318,40 @@ fn interoperates_with_debians_tox_bootstrapd_as_tcp_relay() {
     // reported offline), while two runs alone moved 64 MiB in 15 s. Recorded for the
     // performance issue; the 64 MiB path is tested through our own node above.
     let total = (16u64 << 20) / PACKET as u64 + 1;
-    let took = bulk_both_ways(&mut a, &mut b, total);
-    println!("via tox-bootstrapd's relay, 16 MiB each way in {took:?}");
-    assert_eq!(b.stats().packets_received, total);
-    assert_eq!(a.stats().packets_received, total);
+    // Through the relay, c-toxcore sometimes reports a friend online and drops the link
+    // moments later while it settles on a route (one CI run failed that way right after
+    // "online"). A flap loses raw packets in flight, so an attempt that meets one starts
+    // over once both sides see each other online again; the count is printed.
+    let (apk, bpk) = (a.id().public_key, b.id().public_key);
+    let mut epoch = 0u8;
+    let took = loop {
+        match bulk_both_ways(&mut a, &mut b, total, epoch) {
+            Ok(took) => break took,
+            Err(flap) => {
+                println!(
+                    "attempt {epoch}: the relayed link flapped after {:?} packets",
+                    flap.got
+                );
+                assert!(epoch < 3, "the relayed link flapped on every attempt");
+                epoch += 1;
+                // Back when each side can send to the other again; the probes belong to
+                // no attempt, and stale events of this one are drained.
+                let back = now() + Duration::from_secs(60);
+                loop {
+                    assert!(now() < back, "the relayed link did not come back");
+                    while poll(&mut a).is_some() || poll(&mut b).is_some() {}
+                    let probe = |t: &mut ToxTransport, to| t.send(to, packet(u8::MAX, 0)).is_ok();
+                    if probe(&mut a, bpk) && probe(&mut b, apk) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    };
+    println!("via tox-bootstrapd's relay, 16 MiB each way in {took:?} ({epoch} flaps)");
+    assert!(b.stats().packets_received >= total);
+    assert!(a.stats().packets_received >= total);
 }
 
 #[test]
@@ -327,7 +384,7 @@ fn a_request_without_the_secret_is_refused_by_policy() {
     .is_none());
     assert_eq!(
         stranger
-            .send(spk, packet(0))
+            .send(spk, packet(0, 0))
             .unwrap_err()
             .status_code()
             .map(|c| c.code()),
@@ -335,7 +392,7 @@ fn a_request_without_the_secret_is_refused_by_policy() {
     );
     assert_eq!(
         stranger
-            .send(PeerId([1; 32]), packet(0))
+            .send(PeerId([1; 32]), packet(0, 0))
             .unwrap_err()
             .status_code()
             .map(|c| c.code()),
