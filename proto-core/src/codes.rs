@@ -81,13 +81,16 @@ code_enum! {
         /// Nothing was heard from the peer for the idle timeout (local).
         IdleTimeout = 1008 => "peer silent past the idle timeout",
         /// The Tox friend link went down (local).
-        LinkLost = 1009 => "Tox link to the peer lost",
+        LinkLost = 1009 => "Tox link to the peer lost (longer than the resume grace)",
         /// A stream frame came before the handshake.
         HandshakeRequired = 1010 => "stream frame before the handshake",
         /// The endpoint is shutting down.
         Shutdown = 1011 => "endpoint shutting down",
         /// The peer lost the session's state (it restarted); its streams are gone.
         SessionUnknown = 1012 => "peer does not know this session (it restarted)",
+        /// Sent in CLOSE by a server that saw the link drop while the client did not: the
+        /// client resumes the session (HELLO with its session id). The session goes on.
+        ResumeRequired = 1013 => "link was lost; resume the session",
     }
 }
 

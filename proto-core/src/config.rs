@@ -45,6 +45,11 @@ pub struct EndpointConfig {
     /// Wait this long before a client re-sends HELLO after its session ended while the
     /// Tox link stayed up (the server restarted, say). Doubles up to 32× on failures.
     pub reconnect_delay: Duration,
+    /// How long a session and its streams outlive a lost Tox link. When the link returns
+    /// within it, the client resumes the session and both sides resend what the other
+    /// missed; nothing is lost. Past it, every stream ends (`LinkLost`). Zero: a lost link
+    /// ends the session at once.
+    pub resume_grace: Duration,
     /// As a client: the shared secret to prove to servers, if any.
     pub client_secret: Option<SharedSecret>,
     /// As a server: who is admitted and what they may reach. `None`: accept no sessions.
@@ -64,6 +69,7 @@ impl EndpointConfig {
             handshake_timeout: Duration::from_secs(10),
             open_timeout: Duration::from_secs(30),
             reconnect_delay: Duration::from_secs(1),
+            resume_grace: Duration::from_secs(120),
             client_secret: None,
             server: None,
         }

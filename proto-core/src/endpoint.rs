@@ -95,6 +95,18 @@ pub enum Event {
         /// The peer.
         peer: PeerId,
     },
+    /// The Tox link to the peer was lost (or went silent) while a session was up. Its
+    /// streams are kept: they resume with nothing lost if the link returns within the
+    /// configured `resume_grace`, and end with `SessionClosed` (`LinkLost`) otherwise.
+    SessionSuspended {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A suspended session was resumed; its streams carry on where they were.
+    SessionResumed {
+        /// The peer.
+        peer: PeerId,
+    },
     /// A session ended (or its handshake was refused); all its streams were reset.
     SessionClosed {
         /// The peer.
@@ -261,6 +273,15 @@ pub struct SessionStats {
     pub sent: u64,
     /// Stream bytes received in this session.
     pub received: u64,
+    /// The link is lost and the session waits for it (within the resume grace).
+    pub suspended: bool,
+    /// Bytes of sent frames kept until the peer acknowledges them (bounded by the
+    /// session window), for a resend after a link outage.
+    pub retransmit_buffered: usize,
+    /// ACK frames sent in this session (9 bytes each).
+    pub acks_sent: u64,
+    /// Frames resent after link outages in this session.
+    pub frames_resent: u64,
 }
 
 /// The toxtun protocol state machine for one Tox identity. No I/O: see the crate docs for
@@ -363,10 +384,23 @@ impl Endpoint {
                 if let Some(s) = self.sessions.get_mut(&peer) {
                     s.link_up = true;
                     s.send_blocked = false;
-                    if let State::Idle { .. } = s.state {
-                        let id = self.new_session_id();
-                        let s = self.sessions.get_mut(&peer).expect("present");
-                        s.send_hello(now, id, &self.config);
+                    match (s.role, s.state) {
+                        (Role::Initiator, State::Idle { .. }) => {
+                            let id = self.new_session_id();
+                            let s = self.sessions.get_mut(&peer).expect("present");
+                            s.send_hello(now, id, &self.config);
+                        }
+                        (Role::Responder(_), _) if s.is_suspended() && !s.resume_asked => {
+                            // The client may not have seen the link drop: ask it to resume.
+                            s.resume_asked = true;
+                            self.send_stray(
+                                peer,
+                                Frame::Close {
+                                    code: SessionCode::ResumeRequired,
+                                },
+                            );
+                        }
+                        _ => {}
                     }
                     self.mark_ready(peer);
                 }
@@ -408,8 +442,13 @@ impl Endpoint {
         };
         s.link_up = false;
         s.send_blocked = false;
+        let grace = !ctx.config.resume_grace.is_zero();
         match (s.role, s.state) {
-            (Role::Initiator, State::Idle { .. }) => {}
+            (_, State::Established) if grace => s.suspend(now, &mut ctx),
+            (_, State::HelloSent { .. }) if s.is_suspended() => {
+                s.state = State::Idle { retry_at: None };
+            }
+            (_, State::Idle { .. }) => {}
             (Role::Initiator, _) => {
                 s.end(SessionCode::LinkLost, false, &mut ctx);
                 s.schedule_retry(now, ctx.config);
@@ -444,8 +483,13 @@ impl Endpoint {
             s.link_up = true;
         }
         match frame {
-            Frame::Hello(h) => self.on_hello(now, peer, h),
+            Frame::Hello(h) => self.on_hello(now, peer, h, false),
+            Frame::Resume(h) => self.on_hello(now, peer, h, true),
             Frame::HelloAck(a) => self.on_hello_ack(now, peer, a),
+            Frame::HelloReject {
+                code: SessionCode::SessionUnknown,
+                ..
+            } => self.resume_refused(now, peer),
             Frame::HelloReject { code, .. } => {
                 let (sessions, mut ctx) = self.ctx();
                 if let Some(s) = sessions.get_mut(&peer) {
@@ -459,6 +503,9 @@ impl Endpoint {
                     }
                 }
             }
+            Frame::Close {
+                code: SessionCode::ResumeRequired,
+            } => self.on_resume_required(now, peer),
             Frame::Close { code } => {
                 let (sessions, mut ctx) = self.ctx();
                 if let Some(s) = sessions.get_mut(&peer) {
@@ -481,13 +528,25 @@ impl Endpoint {
     fn on_stream_frame(&mut self, now: Instant, peer: PeerId, frame: Frame, reply: bool) {
         let (sessions, mut ctx) = self.ctx();
         let Some(s) = sessions.get_mut(&peer).filter(|s| s.is_established()) else {
-            let idle_initiator = self
-                .sessions
-                .get(&peer)
-                .is_some_and(|s| s.role == Role::Initiator);
-            // An initiator between sessions drops stale frames; anyone else is told that
-            // the handshake must come first.
-            if !idle_initiator {
+            let (idle_initiator, suspended) = match self.sessions.get_mut(&peer) {
+                Some(s) => (s.role == Role::Initiator, s.is_suspended()),
+                None => (false, false),
+            };
+            // An initiator between sessions drops stale frames (a resume resends what
+            // counts). A suspended server asks once for a resume: the client did not see
+            // the link drop. Anyone else is told that the handshake must come first.
+            if suspended && !idle_initiator {
+                let s = self.sessions.get_mut(&peer).expect("present");
+                if !s.resume_asked {
+                    s.resume_asked = true;
+                    self.send_stray(
+                        peer,
+                        Frame::Close {
+                            code: SessionCode::ResumeRequired,
+                        },
+                    );
+                }
+            } else if !idle_initiator {
                 self.send_stray(
                     peer,
                     Frame::Close {
@@ -498,6 +557,9 @@ impl Endpoint {
             return;
         };
         s.last_recv = now;
+        if frame.is_sequenced() {
+            s.count_received(now);
+        }
         if reply {
             // A frame we answer directly (OPEN_ERR for an undecodable OPEN).
             s.queue_control(frame);
@@ -527,7 +589,8 @@ impl Endpoint {
         self.send_stray(peer, Frame::Close { code });
     }
 
-    fn on_hello(&mut self, now: Instant, peer: PeerId, h: crate::frame::Hello) {
+    /// HELLO starts a session; RESUME (`resume`) continues one after a link outage.
+    fn on_hello(&mut self, now: Instant, peer: PeerId, h: crate::frame::Hello, resume: bool) {
         let reject = |this: &mut Self, code: SessionCode| {
             this.send_stray(
                 peer,
@@ -558,11 +621,34 @@ impl Endpoint {
         }
         let stream_hasher = hasher(&mut self.rng);
         let (sessions, mut ctx) = self.ctx();
+        if resume {
+            let Some(s) = sessions
+                .get_mut(&peer)
+                .filter(|s| s.id == h.session && (s.is_established() || s.is_suspended()))
+            else {
+                // Not a session we know (we restarted, or it outlived its grace here).
+                return reject(self, SessionCode::SessionUnknown);
+            };
+            // The client's link dropped, whether or not we saw it.
+            s.role = Role::Responder(admission);
+            s.link_up = true;
+            s.suspend(now, &mut ctx);
+            s.queue_control(Frame::HelloAck(HelloAck {
+                version,
+                capabilities: 0,
+                session: h.session,
+                resumed: true,
+                stream_window: ctx.config.stream_window,
+                session_window: ctx.config.session_window,
+            }));
+            s.resume(now, &mut ctx);
+            return self.mark_ready(peer);
+        }
         let session = match sessions.get_mut(&peer) {
             Some(s) => {
-                if s.is_established() {
+                if s.is_established() || s.is_suspended() {
                     // The peer started over: whatever it had with us is gone on its side.
-                    s.end(SessionCode::LinkLost, true, &mut ctx);
+                    s.end(SessionCode::SessionUnknown, true, &mut ctx);
                 }
                 s.role = Role::Responder(admission);
                 s
@@ -610,7 +696,54 @@ impl Endpoint {
                 },
             );
         }
-        s.establish(now, a.stream_window, a.session_window, &mut ctx);
+        match (s.is_suspended(), a.resumed) {
+            (true, true) => s.resume(now, &mut ctx),
+            // A server answers RESUME with resumed set, or refuses it.
+            (true, false) => return self.resume_refused(now, peer),
+            _ => s.establish(now, a.stream_window, a.session_window, &mut ctx),
+        }
+        self.mark_ready(peer);
+    }
+
+    /// The server does not know the session we tried to resume: it restarted, so its
+    /// streams are gone. End ours at once with that code and start a new session now.
+    fn resume_refused(&mut self, now: Instant, peer: PeerId) {
+        let id = self.new_session_id();
+        let (sessions, mut ctx) = self.ctx();
+        let Some(s) = sessions
+            .get_mut(&peer)
+            .filter(|s| s.is_suspended() && matches!(s.state, State::HelloSent { .. }))
+        else {
+            return;
+        };
+        s.end(SessionCode::SessionUnknown, true, &mut ctx);
+        s.send_hello(now, id, ctx.config);
+        self.mark_ready(peer);
+    }
+
+    /// The server saw the link drop and we did not: suspend and resume at once.
+    fn on_resume_required(&mut self, now: Instant, peer: PeerId) {
+        let (sessions, mut ctx) = self.ctx();
+        let Some(s) = sessions.get_mut(&peer) else {
+            return;
+        };
+        if s.role != Role::Initiator {
+            return;
+        }
+        match s.state {
+            State::Established if !ctx.config.resume_grace.is_zero() => {
+                s.suspend(now, &mut ctx);
+                s.send_hello(now, s.id, ctx.config);
+            }
+            State::Established => {
+                s.end(SessionCode::LinkLost, true, &mut ctx);
+                s.schedule_retry(now, ctx.config);
+            }
+            State::Idle { .. } if s.is_suspended() && s.link_up => {
+                s.send_hello(now, s.id, ctx.config);
+            }
+            _ => return,
+        }
         self.mark_ready(peer);
     }
 
@@ -625,6 +758,17 @@ impl Endpoint {
             let Some(s) = sessions.get_mut(&peer) else {
                 continue;
             };
+            if s.resume_by.is_some_and(|t| now >= t) {
+                // The outage outlasted the grace: the streams end now.
+                s.end(SessionCode::LinkLost, false, &mut ctx);
+                match s.role {
+                    Role::Initiator => s.schedule_retry(now, ctx.config),
+                    Role::Responder(_) => {
+                        sessions.remove(&peer);
+                        continue;
+                    }
+                }
+            }
             if let State::Idle { retry_at: Some(t) } = s.state {
                 if s.link_up && now >= t {
                     let id = self.new_session_id();
@@ -634,7 +778,28 @@ impl Endpoint {
                 }
                 continue;
             }
-            if let Some(code) = s.on_timeout(now, &mut ctx) {
+            let code = s.on_timeout(now, &mut ctx);
+            let grace = !ctx.config.resume_grace.is_zero();
+            match code {
+                Some(SessionCode::HandshakeTimeout) if s.is_suspended() => {
+                    // A resume got no answer: try again (with backoff) within the grace.
+                    s.schedule_retry(now, ctx.config);
+                }
+                Some(SessionCode::IdleTimeout) if grace => {
+                    // Silence is an outage too: keep the streams, and a client resumes at
+                    // once (HELLO goes out if the link is really there).
+                    s.suspend(now, &mut ctx);
+                    if s.role == Role::Initiator {
+                        s.state = State::Idle {
+                            retry_at: Some(now),
+                        };
+                    }
+                }
+                _ => {}
+            }
+            if let Some(code) =
+                code.filter(|_| matches!(s.state, State::Established | State::HelloSent { .. }))
+            {
                 s.end(code, false, &mut ctx);
                 match s.role {
                     Role::Initiator => {
@@ -678,7 +843,7 @@ impl Endpoint {
     pub fn disconnect(&mut self, peer: PeerId) {
         let (sessions, mut ctx) = self.ctx();
         if let Some(mut s) = sessions.remove(&peer) {
-            let was_live = !matches!(s.state, State::Idle { .. });
+            let was_live = !matches!(s.state, State::Idle { .. }) || s.is_suspended();
             s.end(SessionCode::Normal, false, &mut ctx);
             if was_live {
                 self.send_stray(
@@ -697,7 +862,7 @@ impl Endpoint {
         for peer in peers {
             let (sessions, mut ctx) = self.ctx();
             if let Some(mut s) = sessions.remove(&peer) {
-                let was_live = !matches!(s.state, State::Idle { .. });
+                let was_live = !matches!(s.state, State::Idle { .. }) || s.is_suspended();
                 s.end(SessionCode::Shutdown, false, &mut ctx);
                 if was_live {
                     self.send_stray(
@@ -925,7 +1090,7 @@ impl Endpoint {
         Some(StreamStats {
             peer,
             recv_buffered: st.recv.buffered,
-            send_buffered: st.send.buffered(),
+            send_buffered: st.send.unacked() as usize,
             send_window: st.send.max_offset.saturating_sub(st.send.acked),
             received: st.recv.received,
             sent: st.send.sent,
@@ -941,6 +1106,10 @@ impl Endpoint {
             recv_buffered: s.recv_total - s.recv_consumed,
             sent: s.send_total,
             received: s.recv_total,
+            suspended: s.is_suspended(),
+            retransmit_buffered: s.log_bytes(),
+            acks_sent: s.acks_sent,
+            frames_resent: s.frames_resent,
         })
     }
 

@@ -42,6 +42,8 @@ pub mod kind {
     pub const PONG: u8 = 0xA5;
     /// SESSION_WINDOW: per-peer credit.
     pub const SESSION_WINDOW: u8 = 0xA6;
+    /// ACK: how many sequenced frames of this session the sender has received.
+    pub const ACK: u8 = 0xA7;
     /// OPEN: open a stream to a target.
     pub const OPEN: u8 = 0xA8;
     /// OPEN_OK: the stream's target is connected.
@@ -56,6 +58,8 @@ pub mod kind {
     pub const RST: u8 = 0xAD;
     /// WINDOW: per-stream credit.
     pub const WINDOW: u8 = 0xAE;
+    /// RESUME: the initiator resumes a session after a link outage (HELLO's layout).
+    pub const RESUME: u8 = 0xAF;
 }
 
 /// The initiator's handshake: what it speaks and what it grants.
@@ -99,6 +103,8 @@ pub struct HelloAck {
 pub enum Frame {
     /// Start or resume a session.
     Hello(Hello),
+    /// Resume a session after a link outage: HELLO's layout, naming the session to resume.
+    Resume(Hello),
     /// Accept a session.
     HelloAck(HelloAck),
     /// Refuse a session.
@@ -124,6 +130,13 @@ pub enum Frame {
     Pong {
         /// The PING's token.
         token: u64,
+    },
+    /// Acknowledges the peer's sequenced frames: the sender has received this many of them
+    /// in this session. The peer may forget those frames; after a link outage it resends
+    /// every frame past this count.
+    Ack {
+        /// Sequenced frames received in this session.
+        received: u64,
     },
     /// Raise the session's credit: the peer may send stream bytes up to this cumulative total.
     SessionWindow {
@@ -291,12 +304,14 @@ impl Frame {
     pub fn kind(&self) -> u8 {
         match self {
             Frame::Hello(_) => kind::HELLO,
+            Frame::Resume(_) => kind::RESUME,
             Frame::HelloAck(_) => kind::HELLO_ACK,
             Frame::HelloReject { .. } => kind::HELLO_REJECT,
             Frame::Close { .. } => kind::CLOSE,
             Frame::Ping { .. } => kind::PING,
             Frame::Pong { .. } => kind::PONG,
             Frame::SessionWindow { .. } => kind::SESSION_WINDOW,
+            Frame::Ack { .. } => kind::ACK,
             Frame::Open { .. } => kind::OPEN,
             Frame::OpenOk { .. } => kind::OPEN_OK,
             Frame::OpenErr { .. } => kind::OPEN_ERR,
@@ -305,6 +320,13 @@ impl Frame {
             Frame::Rst { .. } => kind::RST,
             Frame::Window { .. } => kind::WINDOW,
         }
+    }
+
+    /// Whether the frame is counted in the session's frame sequence: kept until the peer
+    /// acknowledges it (ACK) and resent after a link outage. Handshake frames, CLOSE and the
+    /// idempotent PING, PONG and ACK are not: they are never resent.
+    pub fn is_sequenced(&self) -> bool {
+        is_sequenced_kind(self.kind())
     }
 
     /// The stream the frame is about, if it is a stream frame.
@@ -324,11 +346,16 @@ impl Frame {
     /// The encoded length in bytes.
     pub fn encoded_len(&self) -> usize {
         1 + match self {
-            Frame::Hello(h) => 2 + 2 + 8 + 16 + 4 + 8 + 1 + h.proof.map_or(0, |p| p.len()),
+            Frame::Hello(h) | Frame::Resume(h) => {
+                2 + 2 + 8 + 16 + 4 + 8 + 1 + h.proof.map_or(0, |p| p.len())
+            }
             Frame::HelloAck(_) => 2 + 8 + 16 + 1 + 4 + 8,
             Frame::HelloReject { .. } => 2 + 2 + 2,
             Frame::Close { .. } => 2,
-            Frame::Ping { .. } | Frame::Pong { .. } | Frame::SessionWindow { .. } => 8,
+            Frame::Ping { .. }
+            | Frame::Pong { .. }
+            | Frame::SessionWindow { .. }
+            | Frame::Ack { .. } => 8,
             Frame::Open { target, .. } => 16 + 1 + target.host.to_wire().len() + 2,
             Frame::OpenOk { .. } => 16,
             Frame::OpenErr { .. } => 16 + 2,
@@ -346,7 +373,7 @@ impl Frame {
         buf.reserve(self.encoded_len());
         buf.put_u8(self.kind());
         match self {
-            Frame::Hello(h) => {
+            Frame::Hello(h) | Frame::Resume(h) => {
                 buf.put_u16(h.min_version);
                 buf.put_u16(h.max_version);
                 buf.put_u64(h.capabilities);
@@ -381,6 +408,7 @@ impl Frame {
             Frame::Close { code } => buf.put_u16(code.code()),
             Frame::Ping { token } | Frame::Pong { token } => buf.put_u64(*token),
             Frame::SessionWindow { max } => buf.put_u64(*max),
+            Frame::Ack { received } => buf.put_u64(*received),
             Frame::Open { stream, target } => {
                 let host = target.host.to_wire();
                 buf.put_slice(stream.as_bytes());
@@ -458,7 +486,7 @@ impl Frame {
             frame,
         };
         let f = match first {
-            kind::HELLO => {
+            k @ (kind::HELLO | kind::RESUME) => {
                 let min_version = r.u16()?;
                 let max_version = r.u16()?;
                 let capabilities = r.u64()?;
@@ -473,7 +501,7 @@ impl Frame {
                 if min_version > max_version {
                     return Err(r.invalid("version range"));
                 }
-                Frame::Hello(Hello {
+                let h = Hello {
                     min_version,
                     max_version,
                     capabilities,
@@ -481,7 +509,12 @@ impl Frame {
                     stream_window,
                     session_window,
                     proof,
-                })
+                };
+                if k == kind::RESUME {
+                    Frame::Resume(h)
+                } else {
+                    Frame::Hello(h)
+                }
             }
             kind::HELLO_ACK => {
                 let version = r.u16()?;
@@ -512,6 +545,7 @@ impl Frame {
             kind::PING => Frame::Ping { token: r.u64()? },
             kind::PONG => Frame::Pong { token: r.u64()? },
             kind::SESSION_WINDOW => Frame::SessionWindow { max: r.u64()? },
+            kind::ACK => Frame::Ack { received: r.u64()? },
             kind::OPEN => {
                 let stream = r.stream()?;
                 let len = r.u8()? as usize;
@@ -570,15 +604,22 @@ impl Frame {
     }
 }
 
+/// Whether frames of type `k` are sequenced (see [`Frame::is_sequenced`]).
+pub fn is_sequenced_kind(k: u8) -> bool {
+    matches!(k, kind::SESSION_WINDOW | kind::OPEN..=kind::WINDOW)
+}
+
 fn kind_name(k: u8) -> Option<&'static str> {
     Some(match k {
         kind::HELLO => "HELLO",
+        kind::RESUME => "RESUME",
         kind::HELLO_ACK => "HELLO_ACK",
         kind::HELLO_REJECT => "HELLO_REJECT",
         kind::CLOSE => "CLOSE",
         kind::PING => "PING",
         kind::PONG => "PONG",
         kind::SESSION_WINDOW => "SESSION_WINDOW",
+        kind::ACK => "ACK",
         kind::OPEN => "OPEN",
         kind::OPEN_OK => "OPEN_OK",
         kind::OPEN_ERR => "OPEN_ERR",
@@ -638,15 +679,22 @@ mod tests {
                 any::<(u16, u16, u64, [u8; 16], u32, u64)>(),
                 proptest::option::of(any::<[u8; 32]>())
             )
-                .prop_map(|((a, b, caps, s, sw, ssw), proof)| Frame::Hello(Hello {
-                    min_version: a.min(b),
-                    max_version: a.max(b),
-                    capabilities: caps,
-                    session: SessionId(s),
-                    stream_window: sw,
-                    session_window: ssw,
-                    proof,
-                })),
+                .prop_map(|((a, b, caps, s, sw, ssw), proof)| {
+                    let h = Hello {
+                        min_version: a.min(b),
+                        max_version: a.max(b),
+                        capabilities: caps,
+                        session: SessionId(s),
+                        stream_window: sw,
+                        session_window: ssw,
+                        proof,
+                    };
+                    if caps % 2 == 0 {
+                        Frame::Hello(h)
+                    } else {
+                        Frame::Resume(h)
+                    }
+                }),
             any::<(u16, u64, [u8; 16], bool, u32, u64)>().prop_map(|(v, c, s, r, sw, ssw)| {
                 Frame::HelloAck(HelloAck {
                     version: v,
@@ -668,6 +716,7 @@ mod tests {
             any::<u64>().prop_map(|token| Frame::Ping { token }),
             any::<u64>().prop_map(|token| Frame::Pong { token }),
             any::<u64>().prop_map(|max| Frame::SessionWindow { max }),
+            any::<u64>().prop_map(|received| Frame::Ack { received }),
             (arb_stream(), arb_target())
                 .prop_map(|(stream, target)| Frame::Open { stream, target }),
             arb_stream().prop_map(|stream| Frame::OpenOk { stream }),
@@ -764,6 +813,7 @@ mod tests {
         };
         let sizes = [
             (Frame::Hello(hello.clone()), 42),
+            (Frame::Resume(hello.clone()), 42),
             (
                 Frame::Hello(Hello {
                     proof: Some([0; 32]),
@@ -798,6 +848,7 @@ mod tests {
             ),
             (Frame::Ping { token: 0 }, 9),
             (Frame::SessionWindow { max: 0 }, 9),
+            (Frame::Ack { received: 0 }, 9),
             (
                 Frame::Open {
                     stream: s,

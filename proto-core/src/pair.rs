@@ -248,6 +248,18 @@ impl Side {
     }
 }
 
+impl Side {
+    fn restart(&mut self, seed: u64) {
+        let mut s = [0u8; 32];
+        s[..8].copy_from_slice(&seed.to_le_bytes());
+        let config = self.endpoint.config().clone();
+        self.endpoint = Endpoint::new(config, s).expect("the same config is valid");
+        self.inflight.clear();
+        self.held = None;
+        self.timeout = None;
+    }
+}
+
 /// The harness failed: a bound was broken or the drive did not finish.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PairError {
@@ -330,6 +342,17 @@ impl Pair {
         self.b
             .endpoint
             .handle_input(self.now, Input::PeerOffline(a));
+    }
+
+    /// Restarts side `b` with the same configuration and a new seed while the link is down:
+    /// its keys stay, its sessions and streams are gone (a server process that crashed).
+    pub fn restart_b(&mut self, seed: u64) {
+        self.b.restart(seed);
+    }
+
+    /// Restarts side `a` likewise (a client process that crashed).
+    pub fn restart_a(&mut self, seed: u64) {
+        self.a.restart(seed);
     }
 
     /// Hands a raw packet to side `b` as if `a` sent it (for hostile-input tests).
@@ -484,6 +507,18 @@ impl Pair {
     pub fn check(&self) -> Result<(), PairError> {
         for (me, other) in [(&self.a, &self.b), (&self.b, &self.a)] {
             let ep = &me.endpoint;
+            for peer in ep.peers() {
+                let ss = ep.session_stats(peer).ok_or_else(|| {
+                    PairError::Invariant(format!("listed peer {peer} has no session"))
+                })?;
+                let bound = ep.config().session_window as usize + ep.config().max_packet_size;
+                if ss.retransmit_buffered > bound {
+                    return Err(PairError::Invariant(format!(
+                        "the frame log holds {} bytes, bound {bound}",
+                        ss.retransmit_buffered
+                    )));
+                }
+            }
             let window = u64::from(ep.config().stream_window);
             let peer_window = u64::from(other.endpoint.config().stream_window);
             for (stream, peer) in ep.streams() {

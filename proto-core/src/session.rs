@@ -2,7 +2,7 @@
 //! frames waiting to be sent. The [`crate::Endpoint`] routes inputs here by peer.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -21,6 +21,11 @@ const RECENTLY_CLOSED: usize = 128;
 /// The most advisory frames (PONG, RST for unknown streams) queued at once; past it they are
 /// dropped, so a peer flooding us while our send queue is full cannot grow our memory.
 const MAX_ADVISORY_QUEUED: usize = 256;
+/// A receiver acknowledges (ACK) at least every this many sequenced frames, so the sender's
+/// frame log stays short: one 9-byte ACK per 32 frames is under 0.03% of a bulk transfer.
+const ACK_EVERY: u64 = 32;
+/// ... and at most this long after a frame arrived, so a trickle is acknowledged too.
+const ACK_DELAY: Duration = Duration::from_millis(20);
 
 /// Which side of the handshake this endpoint took.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +69,10 @@ pub(crate) struct Session {
     pub failures: u32,
 
     pub streams: Map<StreamId, Stream>,
-    /// Control frames, sent before anything else, in order.
+    /// Unsequenced frames (HELLO, HELLO_ACK, PING, PONG, ACK): sent before anything else,
+    /// never resent.
+    urgent: VecDeque<Frame>,
+    /// Sequenced control frames, sent before stream data, in order.
     control: VecDeque<Frame>,
     advisory_queued: usize,
     /// Streams with a WINDOW frame to send.
@@ -92,6 +100,35 @@ pub(crate) struct Session {
     pub last_recv: Instant,
     last_ping: Option<Instant>,
     ping_token: u64,
+
+    /// Sequenced frames sent and not yet acknowledged, oldest first: the frame log. After a
+    /// link outage the frames past the peer's count are resent exactly, so the peer sees
+    /// every sequenced frame once and in order whatever the link did.
+    log: VecDeque<Bytes>,
+    /// Bytes in `log`; no new sequenced frame goes out past `session_window` of them.
+    log_bytes: usize,
+    /// Frames of `log` from this index on are to be resent (after a resume).
+    resend_from: usize,
+    /// Sequenced frames sent in this session.
+    tx_seq: u64,
+    /// Sequenced frames received in this session.
+    rx_seq: u64,
+    /// The count our last ACK carried.
+    rx_acked: u64,
+    /// When an ACK falls due for frames received since the last one.
+    ack_due: Option<Instant>,
+    /// Send an ACK at the next chance.
+    ack_now: bool,
+    /// Resumed, and the peer's count has not arrived yet: no sequenced frame may go out,
+    /// since the resend must start where the peer stopped.
+    awaiting_peer_count: bool,
+    /// Suspended: the link was lost and the session waits for a resume until then.
+    pub resume_by: Option<Instant>,
+    /// A suspended server asked the client to resume (once per outage).
+    pub resume_asked: bool,
+    /// Counters for the stats: ACK frames sent, frames resent.
+    pub acks_sent: u64,
+    pub frames_resent: u64,
 }
 
 impl Session {
@@ -113,6 +150,7 @@ impl Session {
             in_ready: false,
             failures: 0,
             streams: Map::with_hasher(hasher),
+            urgent: VecDeque::new(),
             control: VecDeque::new(),
             advisory_queued: 0,
             window_updates: VecDeque::new(),
@@ -129,7 +167,30 @@ impl Session {
             last_recv: now,
             last_ping: None,
             ping_token: 0,
+            log: VecDeque::new(),
+            log_bytes: 0,
+            resend_from: 0,
+            tx_seq: 0,
+            rx_seq: 0,
+            rx_acked: 0,
+            ack_due: None,
+            ack_now: false,
+            awaiting_peer_count: false,
+            resume_by: None,
+            resume_asked: false,
+            acks_sent: 0,
+            frames_resent: 0,
         }
+    }
+
+    /// Whether the session is suspended, waiting for its link and a resume.
+    pub fn is_suspended(&self) -> bool {
+        self.resume_by.is_some()
+    }
+
+    /// Bytes of sequenced frames kept for a resend.
+    pub fn log_bytes(&self) -> usize {
+        self.log_bytes
     }
 
     pub fn is_established(&self) -> bool {
@@ -143,15 +204,23 @@ impl Session {
 
     // ----- handshake -------------------------------------------------------------------
 
-    /// Starts a handshake: queues HELLO and arms its timeout.
+    /// Starts a handshake: queues HELLO and arms its timeout. A suspended session resumes
+    /// instead (RESUME with its own id, its flow state kept); any other starts afresh
+    /// with `id`.
     pub fn send_hello(&mut self, now: Instant, id: SessionId, config: &EndpointConfig) {
-        self.id = id;
-        self.reset_flow(config);
+        if self.is_suspended() {
+            self.urgent.clear();
+        } else {
+            self.id = id;
+            self.reset_flow(config);
+        }
+        let id = self.id;
+        let resume = self.is_suspended();
         let proof = config
             .client_secret
             .as_ref()
             .map(|s| s.hello_proof(&config.local_id, &self.peer));
-        self.control.push_back(Frame::Hello(Hello {
+        let hello = Hello {
             min_version: MIN_PROTOCOL_VERSION,
             max_version: PROTOCOL_VERSION,
             capabilities: 0,
@@ -159,13 +228,19 @@ impl Session {
             stream_window: config.stream_window,
             session_window: config.session_window,
             proof,
-        }));
+        };
+        self.urgent.push_back(if resume {
+            Frame::Resume(hello)
+        } else {
+            Frame::Hello(hello)
+        });
         self.state = State::HelloSent {
             deadline: now + config.handshake_timeout,
         };
     }
 
     fn reset_flow(&mut self, config: &EndpointConfig) {
+        self.urgent.clear();
         self.control.clear();
         self.advisory_queued = 0;
         self.window_updates.clear();
@@ -177,6 +252,87 @@ impl Session {
         self.recv_total = 0;
         self.recv_consumed = 0;
         self.last_ping = None;
+        self.log.clear();
+        self.log_bytes = 0;
+        self.resend_from = 0;
+        self.tx_seq = 0;
+        self.rx_seq = 0;
+        self.rx_acked = 0;
+        self.ack_due = None;
+        self.ack_now = false;
+        self.awaiting_peer_count = false;
+        self.resume_by = None;
+        self.resume_asked = false;
+    }
+
+    /// The link was lost (or went silent) while established: keep every stream and the
+    /// frame log, stop sending, and wait up to the resume grace for the link to return.
+    pub fn suspend(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        if self.resume_by.is_none() {
+            self.resume_by = Some(now + ctx.config.resume_grace);
+            ctx.events
+                .push_back(Event::SessionSuspended { peer: self.peer });
+        }
+        self.state = State::Idle { retry_at: None };
+        self.urgent.clear();
+        self.advisory_queued = 0;
+        self.ack_due = None;
+        self.ack_now = false;
+        self.awaiting_peer_count = false;
+        self.last_ping = None;
+    }
+
+    /// The resume handshake completed (either way): tell the peer how many of its frames
+    /// arrived, and wait for its count before resending from it.
+    pub fn resume(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        self.state = State::Established;
+        self.resume_by = None;
+        self.resume_asked = false;
+        self.failures = 0;
+        self.last_recv = now;
+        self.last_ping = None;
+        self.urgent.push_back(Frame::Ack {
+            received: self.rx_seq,
+        });
+        self.rx_acked = self.rx_seq;
+        self.ack_due = None;
+        self.ack_now = false;
+        self.awaiting_peer_count = true;
+        // Opens in progress get a fresh timeout: the outage was not the server's silence.
+        for (t, _) in self.open_deadlines.iter_mut() {
+            *t = now + ctx.config.open_timeout;
+        }
+        ctx.events
+            .push_back(Event::SessionResumed { peer: self.peer });
+        self.send_pending_opens(ctx);
+    }
+
+    /// A sequenced frame arrived: count it and arrange its acknowledgement.
+    pub fn count_received(&mut self, now: Instant) {
+        self.rx_seq += 1;
+        if self.ack_due.is_none() {
+            self.ack_due = Some(now + ACK_DELAY);
+        }
+    }
+
+    /// The peer's ACK: forget the frames it has. The first ACK after a resume is the
+    /// peer's count, and the resend starts there.
+    fn on_ack_frame(&mut self, received: u64) -> Result<(), SessionCode> {
+        let log_start = self.tx_seq - self.log.len() as u64;
+        if received > self.tx_seq || (self.awaiting_peer_count && received < log_start) {
+            // Frames never sent, or frames it already acknowledged and now lacks.
+            return Err(SessionCode::ProtocolViolation);
+        }
+        let n = received.saturating_sub(log_start) as usize;
+        for p in self.log.drain(..n) {
+            self.log_bytes -= p.len();
+        }
+        self.resend_from = self.resend_from.saturating_sub(n);
+        if self.awaiting_peer_count {
+            self.awaiting_peer_count = false;
+            self.resend_from = 0;
+        }
+        Ok(())
     }
 
     /// The handshake completed (either way): take the peer's grants and let streams move.
@@ -195,8 +351,12 @@ impl Session {
         self.send_max = peer_session_window;
         ctx.events
             .push_back(Event::SessionEstablished { peer: self.peer });
-        // Streams opened during the handshake go out now, in the order they were opened
-        // (their deadlines are in opening order).
+        self.send_pending_opens(ctx);
+    }
+
+    /// Streams opened while no session was up go out now, in the order they were opened
+    /// (their deadlines are in opening order).
+    fn send_pending_opens(&mut self, ctx: &mut Ctx<'_>) {
         let waiting: Vec<StreamId> = self.open_deadlines.iter().map(|&(_, id)| id).collect();
         for id in waiting {
             let Some(s) = self.streams.get_mut(&id) else {
@@ -394,14 +554,20 @@ impl Session {
         }
     }
 
+    /// Queues a frame: sequenced ones after the control frames already queued, the others
+    /// (handshake, PING, PONG, ACK) before everything.
     pub fn queue_control(&mut self, frame: Frame) {
-        self.control.push_back(frame);
+        if frame.is_sequenced() {
+            self.control.push_back(frame);
+        } else {
+            self.urgent.push_back(frame);
+        }
     }
 
     fn queue_advisory(&mut self, frame: Frame) {
         if self.advisory_queued < MAX_ADVISORY_QUEUED {
             self.advisory_queued += 1;
-            self.control.push_back(frame);
+            self.queue_control(frame);
         }
     }
 
@@ -413,6 +579,7 @@ impl Session {
         match frame {
             Frame::Ping { token } => self.queue_advisory(Frame::Pong { token }),
             Frame::Pong { .. } => {}
+            Frame::Ack { received } => self.on_ack_frame(received)?,
             Frame::SessionWindow { max } => {
                 if max > self.send_max {
                     self.send_max = max;
@@ -491,6 +658,7 @@ impl Session {
                 }
             }
             Frame::Hello(_)
+            | Frame::Resume(_)
             | Frame::HelloAck(_)
             | Frame::HelloReject { .. }
             | Frame::Close { .. } => {
@@ -614,7 +782,13 @@ impl Session {
             State::Established => {
                 consider(self.last_recv + config.idle_timeout);
                 consider(self.next_ping(config));
+                if let Some(t) = self.ack_due {
+                    consider(t);
+                }
             }
+        }
+        if let Some(t) = self.resume_by {
+            consider(t);
         }
         next
     }
@@ -652,6 +826,10 @@ impl Session {
                 if now >= self.last_recv + ctx.config.idle_timeout {
                     return Some(SessionCode::IdleTimeout);
                 }
+                if self.ack_due.is_some_and(|t| now >= t) {
+                    self.ack_due = None;
+                    self.ack_now = true;
+                }
                 if now >= self.next_ping(ctx.config) {
                     self.last_ping = Some(now);
                     self.ping_token = self.ping_token.wrapping_add(1);
@@ -667,20 +845,66 @@ impl Session {
 
     // ----- outgoing packets --------------------------------------------------------------
 
-    /// The next packet to send to this peer, if any: control frames first, then credit
-    /// updates, then stream data round-robin across streams.
+    /// The next packet to send to this peer, if any: unsequenced frames first, then an ACK
+    /// if one is due, then frames to resend, then new sequenced frames — control frames,
+    /// credit updates, stream data round-robin across streams — while the frame log has
+    /// room.
     pub fn poll_transmit(&mut self, ctx: &mut Ctx<'_>) -> Option<Bytes> {
         if !self.can_send() {
             return None;
         }
-        if let Some(f) = self.control.pop_front() {
-            if matches!(f, Frame::Pong { .. } | Frame::Rst { .. }) {
-                self.advisory_queued = self.advisory_queued.saturating_sub(1);
+        if let Some(f) = self.urgent.pop_front() {
+            match f {
+                Frame::Pong { .. } => {
+                    self.advisory_queued = self.advisory_queued.saturating_sub(1);
+                }
+                Frame::Ack { .. } => self.acks_sent += 1,
+                _ => {}
             }
             return Some(f.to_bytes());
         }
         if !self.is_established() {
             return None;
+        }
+        if self.rx_seq > self.rx_acked && (self.ack_now || self.rx_seq - self.rx_acked >= ACK_EVERY)
+        {
+            self.ack_now = false;
+            self.ack_due = None;
+            self.rx_acked = self.rx_seq;
+            self.acks_sent += 1;
+            return Some(
+                Frame::Ack {
+                    received: self.rx_seq,
+                }
+                .to_bytes(),
+            );
+        }
+        if self.awaiting_peer_count {
+            return None;
+        }
+        if let Some(p) = self.log.get(self.resend_from) {
+            self.resend_from += 1;
+            self.frames_resent += 1;
+            return Some(p.clone());
+        }
+        if self.log_bytes as u64 >= ctx.config.session_window {
+            return None; // the peer's ACK makes room
+        }
+        let p = self.poll_sequenced(ctx)?;
+        self.tx_seq += 1;
+        self.log_bytes += p.len();
+        self.log.push_back(p.clone());
+        self.resend_from = self.log.len();
+        Some(p)
+    }
+
+    /// The next new sequenced frame: control frames, credit updates, then stream data.
+    fn poll_sequenced(&mut self, ctx: &mut Ctx<'_>) -> Option<Bytes> {
+        if let Some(f) = self.control.pop_front() {
+            if matches!(f, Frame::Rst { .. }) {
+                self.advisory_queued = self.advisory_queued.saturating_sub(1);
+            }
+            return Some(f.to_bytes());
         }
         while let Some(id) = self.window_updates.pop_front() {
             let Some(s) = self.streams.get_mut(&id) else {

@@ -1,5 +1,6 @@
-//! One stream's two directions: the send half (bytes the application wrote, kept until the
-//! peer acknowledges them) and the receive half (bytes from the peer, kept until the
+//! One stream's two directions: the send half (bytes the application wrote, kept until they
+//! are sent; the session's frame log keeps sent frames until the peer acknowledges them) and
+//! the receive half (bytes from the peer, kept until the
 //! application reads them). Both are bounded by credit: the send half accepts no more than
 //! the peer granted, the receive half refuses bytes past what this side granted.
 
@@ -37,10 +38,6 @@ pub(crate) struct SendHalf {
     /// Bytes written by the application and not yet sent, in order.
     unsent: VecDeque<Bytes>,
     unsent_len: usize,
-    /// Bytes sent but not yet acknowledged, in order (kept for retransmission after a
-    /// link flap; bounded by the peer's credit, since writes never exceed it).
-    unacked: VecDeque<Bytes>,
-    unacked_len: usize,
     /// Bytes accepted from the application so far (the offset of the next written byte).
     pub written: u64,
     /// Bytes handed to the transport so far (the offset of the next DATA frame).
@@ -80,13 +77,14 @@ impl SendHalf {
         self.unsent_len
     }
 
-    /// Bytes held: unsent plus unacknowledged.
-    pub fn buffered(&self) -> usize {
-        self.unsent_len + self.unacked_len
+    /// Bytes written and not yet acknowledged by the peer: unsent here, or sent and held
+    /// by the session's frame log until acknowledged.
+    pub fn unacked(&self) -> u64 {
+        self.written - self.acked
     }
 
-    /// Moves up to `max` unsent bytes into `buf` (one copy) and keeps them as unacknowledged.
-    /// Returns the count; the first byte's offset is `sent` before the call.
+    /// Moves up to `max` unsent bytes into `buf` (one copy). Returns the count; the first
+    /// byte's offset is `sent` before the call.
     pub fn take_into(&mut self, max: usize, buf: &mut BytesMut) -> usize {
         let mut left = max.min(self.unsent_len);
         let n = left;
@@ -101,37 +99,19 @@ impl SendHalf {
             };
             left -= piece.len();
             buf.put_slice(&piece);
-            self.unacked_len += piece.len();
-            self.unacked.push_back(piece);
         }
         self.unsent_len -= n;
         self.sent += n as u64;
         n
     }
 
-    /// Drops bytes the peer acknowledged. An ACK of bytes never sent is a violation.
+    /// Records the peer's cumulative acknowledgement. An ACK of bytes never sent is a
+    /// violation.
     pub fn on_ack(&mut self, ack: u64) -> Result<(), StreamCode> {
         if ack > self.sent {
             return Err(StreamCode::StreamState);
         }
-        if ack <= self.acked {
-            return Ok(());
-        }
-        let mut drop = (ack - self.acked) as usize;
-        self.acked = ack;
-        self.unacked_len -= drop;
-        while drop > 0 {
-            let Some(front) = self.unacked.front_mut() else {
-                break;
-            };
-            if front.len() <= drop {
-                drop -= front.len();
-                self.unacked.pop_front();
-            } else {
-                let _ = front.split_to(drop);
-                drop = 0;
-            }
-        }
+        self.acked = self.acked.max(ack);
         Ok(())
     }
 
@@ -303,12 +283,14 @@ mod tests {
         assert_eq!(s.sent, 4);
         assert_eq!(s.take_into(100, &mut buf), 6);
         assert_eq!(&buf[..], b"hello worl");
-        assert_eq!(s.buffered(), 10);
+        assert_eq!(s.unacked(), 10);
         s.on_ack(5).unwrap();
-        assert_eq!(s.buffered(), 5);
+        assert_eq!(s.unacked(), 5);
         assert_eq!(s.on_ack(11), Err(StreamCode::StreamState));
+        s.on_ack(3).unwrap();
+        assert_eq!(s.unacked(), 5, "an older ack changes nothing");
         s.on_ack(10).unwrap();
-        assert_eq!(s.buffered(), 0);
+        assert_eq!(s.unacked(), 0);
         assert!(s.on_window(20));
         assert!(!s.on_window(15));
         assert_eq!(s.credit(), 10);

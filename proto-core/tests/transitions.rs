@@ -613,14 +613,87 @@ fn ping_is_answered_and_silence_is_probed() {
     ep.handle_timeout(later);
     let d = drain(&mut ep, later);
     assert!(matches!(d.frames_to(ALICE)[..], [Frame::Ping { .. }]));
+    // Silence past the idle timeout suspends the session (an outage, maybe)...
     let idle = now + ep.config().idle_timeout;
     ep.handle_timeout(idle);
     let d = drain(&mut ep, idle);
+    assert!(d.events.contains(&Event::SessionSuspended { peer: ALICE }));
+    assert!(d.frames_to(ALICE).is_empty());
+    // ...and the resume grace later, it ends.
+    let gone = idle + ep.config().resume_grace;
+    assert_eq!(ep.next_deadline(), Some(gone));
+    ep.handle_timeout(gone);
+    let d = drain(&mut ep, gone);
     assert!(d.events.contains(&Event::SessionClosed {
         peer: ALICE,
-        code: SessionCode::IdleTimeout,
+        code: SessionCode::LinkLost,
         remote: false
     }));
+    assert_eq!(ep.peers().count(), 0);
+}
+
+#[test]
+fn a_resume_hello_is_answered_with_resumed_and_the_frame_count() {
+    let (mut ep, now) = server_with_alice();
+    open(&mut ep, now, ALICE, 1, "127.0.0.1:22");
+    ep.accept(sid(1)).unwrap();
+    let sent = drain(&mut ep, now).frames_to(ALICE);
+    assert_eq!(sent, vec![Frame::OpenOk { stream: sid(1) }]);
+    ep.handle_input(now, Input::PeerOffline(ALICE));
+    let d = drain(&mut ep, now);
+    assert!(d.events.contains(&Event::SessionSuspended { peer: ALICE }));
+    // Back online, the server asks the client to resume, once.
+    ep.handle_input(now, Input::PeerOnline(ALICE));
+    let d = drain(&mut ep, now);
+    let resume_required = Frame::Close {
+        code: SessionCode::ResumeRequired,
+    };
+    assert_eq!(d.frames_to(ALICE), vec![resume_required]);
+    let d = packet(&mut ep, now, ALICE, Frame::Ping { token: 1 });
+    assert!(d.frames_to(ALICE).is_empty(), "asked once per outage");
+    // The client resumes: it got none of our frames, so OPEN_OK is resent after its count.
+    let d = packet(&mut ep, now, ALICE, Frame::Resume(hello(1)));
+    let frames = d.frames_to(ALICE);
+    assert!(
+        matches!(&frames[..], [Frame::HelloAck(a), Frame::Ack { received: 1 }] if a.resumed),
+        "{frames:?}"
+    );
+    assert!(d.events.contains(&Event::SessionResumed { peer: ALICE }));
+    let d = packet(&mut ep, now, ALICE, Frame::Ack { received: 0 });
+    assert_eq!(d.frames_to(ALICE), vec![Frame::OpenOk { stream: sid(1) }]);
+    assert_eq!(
+        ep.session_stats(ALICE).unwrap().frames_resent,
+        1,
+        "resent, not sent anew"
+    );
+}
+
+#[test]
+fn resuming_a_session_the_server_does_not_know_is_refused_with_its_code() {
+    let (mut ep, now) = server_with_alice();
+    // Session 9 was never made here (the server restarted since, say).
+    let d = packet(&mut ep, now, ALICE, Frame::Resume(hello(9)));
+    assert!(matches!(
+        d.frames_to(ALICE)[..],
+        [Frame::HelloReject {
+            code: SessionCode::SessionUnknown,
+            ..
+        }]
+    ));
+    assert!(ep.is_established(ALICE), "the live session is untouched");
+}
+
+#[test]
+fn an_ack_of_frames_never_sent_is_a_protocol_violation() {
+    let (mut ep, now) = server_with_alice();
+    let d = packet(&mut ep, now, ALICE, Frame::Ack { received: 5 });
+    assert_eq!(
+        d.frames_to(ALICE),
+        vec![Frame::Close {
+            code: SessionCode::ProtocolViolation
+        }]
+    );
+    assert!(!ep.is_established(ALICE));
 }
 
 #[test]

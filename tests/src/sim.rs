@@ -679,6 +679,17 @@ impl Sim {
                 }
                 Some(Output::Transmit { peer, packet }) => {
                     moved = true;
+                    if trace() {
+                        let f = toxtun_proto::Frame::decode(&packet).map(|f| match f {
+                            toxtun_proto::Frame::Data {
+                                offset, payload, ..
+                            } => {
+                                format!("DATA @{offset} +{}", payload.len())
+                            }
+                            other => format!("{other:?}"),
+                        });
+                        eprintln!("{:?} node {i} -> {peer}: {f:?}", self.now - self.start);
+                    }
                     if self.nodes[i].held.contains_key(&peer) {
                         fail!("node {i} sent to a peer whose send queue it was told is full");
                     }
@@ -698,6 +709,9 @@ impl Sim {
                 }
                 Some(Output::Event(e)) => {
                     moved = true;
+                    if trace() {
+                        eprintln!("{:?} node {i}: {e:?}", self.now - self.start);
+                    }
                     self.on_event(i, e)?;
                 }
             }
@@ -1071,10 +1085,19 @@ pub fn run_scenario(seed: u64, n_ops: usize) -> Result<SimStats, SimFailure> {
     let mut sim = Sim::new(seed, &cfg);
     sim.run_for(Duration::from_secs(2))?;
     for (k, op) in ops.iter().enumerate() {
+        if trace() {
+            eprintln!("{:?} op {k}: {op:?}", sim.now - sim.start);
+        }
         sim.apply(op)
             .map_err(|e| SimFailure(format!("op {k} {op:?}: {e}\nconfig {cfg:?}")))?;
     }
     sim.finish()
         .map_err(|e| SimFailure(format!("at the end: {e}\nconfig {cfg:?}")))?;
     Ok(sim.stats)
+}
+
+/// `TOXTUN_SIM_TRACE=1` prints every operation, packet and event of a replayed scenario.
+fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("TOXTUN_SIM_TRACE").is_some_and(|v| v == "1"))
 }
