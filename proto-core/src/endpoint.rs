@@ -449,10 +449,7 @@ impl Endpoint {
                 s.state = State::Idle { retry_at: None };
             }
             (_, State::Idle { .. }) => {}
-            (Role::Initiator, _) => {
-                s.end(SessionCode::LinkLost, false, &mut ctx);
-                s.schedule_retry(now, ctx.config);
-            }
+            (Role::Initiator, _) => s.fail_and_retry(now, SessionCode::LinkLost, false, &mut ctx),
             (Role::Responder(_), _) => {
                 s.end(SessionCode::LinkLost, false, &mut ctx);
                 sessions.remove(&peer);
@@ -494,11 +491,11 @@ impl Endpoint {
                 let (sessions, mut ctx) = self.ctx();
                 if let Some(s) = sessions.get_mut(&peer) {
                     if matches!(s.state, State::HelloSent { .. }) {
-                        s.end(code, true, &mut ctx);
                         if is_fatal(code) {
+                            s.end(code, true, &mut ctx);
                             sessions.remove(&peer);
                         } else {
-                            s.schedule_retry(now, ctx.config);
+                            s.fail_and_retry(now, code, true, &mut ctx);
                         }
                     }
                 }
@@ -510,10 +507,10 @@ impl Endpoint {
                 let (sessions, mut ctx) = self.ctx();
                 if let Some(s) = sessions.get_mut(&peer) {
                     if s.is_established() || matches!(s.state, State::HelloSent { .. }) {
-                        s.end(code, true, &mut ctx);
                         match s.role {
-                            Role::Initiator => s.schedule_retry(now, ctx.config),
+                            Role::Initiator => s.fail_and_retry(now, code, true, &mut ctx),
                             Role::Responder(_) => {
+                                s.end(code, true, &mut ctx);
                                 sessions.remove(&peer);
                             }
                         }
@@ -716,7 +713,7 @@ impl Endpoint {
         else {
             return;
         };
-        s.end(SessionCode::SessionUnknown, true, &mut ctx);
+        s.end_keeping_unsent(SessionCode::SessionUnknown, true, &mut ctx);
         s.send_hello(now, id, ctx.config);
         self.mark_ready(peer);
     }
@@ -760,10 +757,12 @@ impl Endpoint {
             };
             if s.resume_by.is_some_and(|t| now >= t) {
                 // The outage outlasted the grace: the streams end now.
-                s.end(SessionCode::LinkLost, false, &mut ctx);
                 match s.role {
-                    Role::Initiator => s.schedule_retry(now, ctx.config),
+                    Role::Initiator => {
+                        s.fail_and_retry(now, SessionCode::LinkLost, false, &mut ctx)
+                    }
                     Role::Responder(_) => {
+                        s.end(SessionCode::LinkLost, false, &mut ctx);
                         sessions.remove(&peer);
                         continue;
                     }
@@ -772,12 +771,13 @@ impl Endpoint {
             if let State::Idle { retry_at: Some(t) } = s.state {
                 if s.link_up && now >= t {
                     let id = self.new_session_id();
-                    let s = self.sessions.get_mut(&peer).expect("present");
-                    s.send_hello(now, id, &self.config);
-                    self.mark_ready(peer);
+                    let (sessions, ctx) = self.ctx();
+                    let s = sessions.get_mut(&peer).expect("present");
+                    s.send_hello(now, id, ctx.config);
                 }
-                continue;
             }
+            let (sessions, mut ctx) = self.ctx();
+            let s = sessions.get_mut(&peer).expect("present");
             let code = s.on_timeout(now, &mut ctx);
             let grace = !ctx.config.resume_grace.is_zero();
             match code {
@@ -800,16 +800,16 @@ impl Endpoint {
             if let Some(code) =
                 code.filter(|_| matches!(s.state, State::Established | State::HelloSent { .. }))
             {
-                s.end(code, false, &mut ctx);
                 match s.role {
                     Role::Initiator => {
-                        s.schedule_retry(now, ctx.config);
+                        s.fail_and_retry(now, code, false, &mut ctx);
                         if code == SessionCode::IdleTimeout {
                             // Tell the peer, in case only our direction is dead.
                             self.send_stray(peer, Frame::Close { code });
                         }
                     }
                     Role::Responder(_) => {
+                        s.end(code, false, &mut ctx);
                         sessions.remove(&peer);
                         self.send_stray(peer, Frame::Close { code });
                     }

@@ -371,6 +371,10 @@ impl Session {
                 stream: id,
                 target: s.target.clone(),
             });
+            if s.send.unsent_len() > 0 && !s.scheduled {
+                s.scheduled = true;
+                self.sched.push_back(id);
+            }
             if s.send.fin_requested && s.send.unsent_len() == 0 {
                 s.send.fin_sent = true;
                 self.control.push_back(Frame::Fin {
@@ -394,7 +398,25 @@ impl Session {
     /// Ends every stream (with `StreamReset`), announces `SessionClosed`, and clears the
     /// session's queues. The caller decides whether the session itself survives.
     pub fn end(&mut self, code: SessionCode, remote: bool, ctx: &mut Ctx<'_>) {
-        for (id, _) in self.streams.drain() {
+        self.end_inner(code, remote, false, ctx);
+    }
+
+    /// Like [`Session::end`], for a client that will start a new session: streams opened
+    /// since the last one was up never went out, and wait for the next one instead.
+    pub fn end_keeping_unsent(&mut self, code: SessionCode, remote: bool, ctx: &mut Ctx<'_>) {
+        self.end_inner(code, remote, true, ctx);
+    }
+
+    fn end_inner(&mut self, code: SessionCode, remote: bool, keep_unsent: bool, ctx: &mut Ctx<'_>) {
+        let unsent = OpenState::Opening { open_sent: false };
+        let ended: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| !(keep_unsent && s.state == unsent))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ended {
+            self.streams.remove(&id);
             ctx.index.remove(&id);
             ctx.events.push_back(Event::StreamReset {
                 stream: id,
@@ -402,7 +424,12 @@ impl Session {
                 remote: false,
             });
         }
-        self.open_deadlines.clear();
+        for s in self.streams.values_mut() {
+            s.scheduled = false;
+        }
+        let streams = &self.streams;
+        self.open_deadlines
+            .retain(|(_, id)| streams.contains_key(id));
         self.recently_closed.clear();
         self.reset_flow(ctx.config);
         ctx.events.push_back(Event::SessionClosed {
@@ -410,6 +437,20 @@ impl Session {
             code,
             remote,
         });
+    }
+
+    /// An initiator's session (or its handshake) failed with `code`: say so, then try again
+    /// after the backoff. Streams that never went out (opened during a handshake or an
+    /// outage) wait for the next attempt, bounded by their open timeout; the others end.
+    pub fn fail_and_retry(
+        &mut self,
+        now: Instant,
+        code: SessionCode,
+        remote: bool,
+        ctx: &mut Ctx<'_>,
+    ) {
+        self.end_keeping_unsent(code, remote, ctx);
+        self.schedule_retry(now, ctx.config);
     }
 
     /// After an initiator's session ended: wait, then try again (if the link is up).

@@ -224,7 +224,7 @@ pub fn random_ops(rng: &mut impl RngCore, cfg: &SimConfig, n: usize) -> Vec<Op> 
             Op::Flap {
                 client: r(rng, cfg.clients as u64) as usize,
                 server: r(rng, cfg.servers as u64) as usize,
-                outage: Duration::from_millis(10 + r(rng, 5000)),
+                outage: random_outage(rng),
             }
         } else if pick < 80 {
             Op::Restart {
@@ -240,6 +240,17 @@ pub fn random_ops(rng: &mut impl RngCore, cfg: &SimConfig, n: usize) -> Vec<Op> 
         ops.push(op);
     }
     ops
+}
+
+/// A link outage: mostly short (50 ms – 5 s), sometimes long (up to 60 s), and now and then
+/// past the default resume grace of 120 s, which ends the link's streams.
+fn random_outage(rng: &mut dyn RngCore) -> Duration {
+    let ms = match rng.next_u64() % 20 {
+        0..=14 => 50 + rng.next_u64() % 4950,
+        15..=18 => 5_000 + rng.next_u64() % 55_000,
+        _ => 121_000 + rng.next_u64() % 10_000,
+    };
+    Duration::from_millis(ms)
 }
 
 /// The byte at `offset` of the direction seeded `seed`: every byte is checkable alone.
@@ -281,6 +292,9 @@ struct StreamRec {
     seen_by_acceptor: bool,
     down_plan: (u64, bool),
     stalled: [bool; 2],
+    /// What could end the stream's session when it opened: restarts of its two nodes and
+    /// outages of its link longer than the resume grace. Flaps within the grace cannot.
+    excuses_at_open: (u64, u64, u64),
 }
 
 impl StreamRec {
@@ -343,6 +357,8 @@ pub struct Sim {
     pub stats: SimStats,
     seed: u64,
     start: Instant,
+    /// Per (client, server): outages of the link longer than the resume grace.
+    long_outages: BTreeMap<(usize, usize), u64>,
 }
 
 const ALLOWED_PORTS: &str = "127.0.0.1:1-30000";
@@ -399,6 +415,7 @@ impl Sim {
             stats: SimStats::default(),
             seed,
             start,
+            long_outages: BTreeMap::new(),
         };
         for c in 0..cfg.clients {
             for s in cfg.clients..cfg.clients + cfg.servers {
@@ -465,6 +482,7 @@ impl Sim {
                     seen_by_acceptor: false,
                     down_plan: (*down, *fin_down),
                     stalled: [false, false],
+                    excuses_at_open: self.excuses(c, s),
                 };
                 rec.flows[0].seed = self.seed ^ (n << 1);
                 rec.flows[1].seed = self.seed ^ (n << 1 | 1);
@@ -517,6 +535,9 @@ impl Sim {
                 outage,
             } => {
                 let (c, s) = (NodeId(*client), NodeId(self.clients + server));
+                if *outage >= EndpointConfig::new(PeerId([0; 32])).resume_grace {
+                    *self.long_outages.entry((c.0, s.0)).or_default() += 1;
+                }
                 self.net.link_down(c, s);
                 self.run_for(*outage)?;
                 self.net.link_up(c, s);
@@ -526,6 +547,17 @@ impl Sim {
             Op::Advance(d) => self.run_for(*d)?,
         }
         self.run_for(Duration::from_millis(20))
+    }
+
+    fn excuses(&self, client: usize, server: usize) -> (u64, u64, u64) {
+        (
+            self.nodes[client].restarts,
+            self.nodes[server].restarts,
+            self.long_outages
+                .get(&(client, server))
+                .copied()
+                .unwrap_or(0),
+        )
     }
 
     /// The node and flow index for one end of stream `i`, if that end is still live.
@@ -771,6 +803,15 @@ impl Sim {
                     fail!("node {i}: stream {stream} reset with {code}: correct peers never violate the protocol");
                 }
                 let ix = self.index(stream)?;
+                let rec = &self.streams[ix];
+                if code == StreamCode::SessionClosed
+                    && self.excuses(rec.opener, rec.acceptor) == rec.excuses_at_open
+                {
+                    fail!(
+                        "node {i}: stream {stream} ended with {code}, yet neither node restarted \
+                         and no outage outlasted the resume grace: link flaps must not end streams"
+                    );
+                }
                 let side = self.streams[ix].side_of(i).expect("side");
                 self.end_side(ix, side, format!("reset {code}"))?;
             }
@@ -960,6 +1001,18 @@ impl Sim {
     fn check_bounds(&self) -> Result<(), SimFailure> {
         for (i, n) in self.nodes.iter().enumerate() {
             let ep = &n.endpoint;
+            for peer in ep.peers() {
+                let Some(ss) = ep.session_stats(peer) else {
+                    fail!("node {i}: listed peer {peer} has no session");
+                };
+                let bound = ep.config().session_window as usize + ep.config().max_packet_size;
+                if ss.retransmit_buffered > bound {
+                    fail!(
+                        "node {i}: frame log holds {} bytes > bound {bound}",
+                        ss.retransmit_buffered
+                    );
+                }
+            }
             let window = u64::from(ep.config().stream_window);
             for (stream, peer) in ep.streams() {
                 let Some(st) = ep.stream_stats(stream) else {
@@ -1076,11 +1129,29 @@ fn node_seed(seed: u64, node: usize, restarts: u64) -> [u8; 32] {
 
 /// Runs the scenario `(seed, n_ops)`: shape and operations drawn from the seed.
 pub fn run_scenario(seed: u64, n_ops: usize) -> Result<SimStats, SimFailure> {
+    run_shaped(seed, n_ops, false)
+}
+
+/// Like [`run_scenario`], with random flaps on every link all the time: up for 0.2–2 s on
+/// average, down for 50 ms up to 60 s (within the resume grace, so no stream may end for
+/// it), beside the scripted flaps and restarts.
+pub fn run_flappy_scenario(seed: u64, n_ops: usize) -> Result<SimStats, SimFailure> {
+    run_shaped(seed, n_ops, true)
+}
+
+fn run_shaped(seed: u64, n_ops: usize, flappy: bool) -> Result<SimStats, SimFailure> {
     let mut s = [0u8; 32];
     s[..8].copy_from_slice(&seed.to_le_bytes());
     s[31] = 0x5C;
     let mut rng = ChaCha8Rng::from_seed(s);
-    let cfg = SimConfig::random(&mut rng);
+    let mut cfg = SimConfig::random(&mut rng);
+    if flappy {
+        cfg.flaps = Some(FlapPlan {
+            mean_up: Duration::from_millis(200 + rng.next_u64() % 1800),
+            min_down: Duration::from_millis(50),
+            max_down: Duration::from_millis(50 + rng.next_u64() % 60_000),
+        });
+    }
     let ops = random_ops(&mut rng, &cfg, n_ops);
     let mut sim = Sim::new(seed, &cfg);
     sim.run_for(Duration::from_secs(2))?;
