@@ -15,6 +15,9 @@
 //! max_peers = 64
 //! max_streams_per_peer = 256
 //!
+//! [session]
+//! resume_grace_secs = 120         # streams outlive a lost Tox link this long
+//!
 //! [network]
 //! bootstrap = ["host:port:KEY"]   # default: the public list
 //! lan_discovery = true
@@ -69,6 +72,13 @@ struct File {
     limits: Option<LimitsEntry>,
     #[serde(default)]
     network: NetworkEntry,
+    session: Option<SessionEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionEntry {
+    resume_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +127,8 @@ pub struct ServerConfig {
     pub bootstrap: Vec<BootstrapNode>,
     /// Network switches.
     pub network: NetworkEntry,
+    /// How long streams outlive a lost Tox link (`[session] resume_grace_secs`), if set.
+    pub resume_grace_secs: Option<u64>,
 }
 
 fn rules(path: &Path, who: &str, allow: &[String]) -> Result<TargetRules, ConfigError> {
@@ -201,10 +213,17 @@ impl ServerConfig {
                     .map_err(|e| invalid(format!("network.bootstrap[{i}]: {e}")))?,
             );
         }
+        let resume_grace_secs = file.session.and_then(|s| s.resume_grace_secs);
+        if resume_grace_secs.is_some_and(|g| g > 24 * 3600) {
+            return Err(invalid(
+                "session.resume_grace_secs: at most 86400 (a day)".into(),
+            ));
+        }
         Ok(ServerConfig {
             policy,
             bootstrap,
             network: file.network,
+            resume_grace_secs,
         })
     }
 }
@@ -223,7 +242,7 @@ mod tests {
         let c = parse(&format!(
             "[[client]]\nkey = \"{k}\"\nallow = [\"127.0.0.1:22\", \"*.lan:*\"]\n\
              [secret]\nvalue = \"a long enough secret\"\nallow = [\"127.0.0.1:80\"]\n\
-             [limits]\nmax_peers = 3\n[network]\nbootstrap = [\"127.0.0.1:33445:{k}\"]\nudp = false\n"
+             [limits]\nmax_peers = 3\n[session]\nresume_grace_secs = 30\n[network]\nbootstrap = [\"127.0.0.1:33445:{k}\"]\nudp = false\n"
         ))
         .unwrap();
         assert_eq!(c.policy.clients.len(), 1);
@@ -233,6 +252,7 @@ mod tests {
         assert_eq!(c.policy.limits.max_streams_per_peer, 256);
         assert_eq!(c.bootstrap.len(), 1);
         assert_eq!(c.network.udp, Some(false));
+        assert_eq!(c.resume_grace_secs, Some(30));
     }
 
     #[test]

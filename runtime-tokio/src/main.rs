@@ -122,6 +122,10 @@ struct NetArgs {
     /// Use TCP relays only (no UDP).
     #[arg(long)]
     tcp_only: bool,
+    /// Keep streams this many seconds across a lost Tox link: if it returns in time, they
+    /// resume with nothing lost (0: end them at once).
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    resume_grace: u64,
 }
 
 /// An error for people: what went wrong and, where possible, what to do.
@@ -269,6 +273,12 @@ fn event_json(e: &NodeEvent) -> String {
         NodeEvent::SessionUp { peer } => {
             serde_json::json!({"event": "session_up", "peer": peer.to_string()})
         }
+        NodeEvent::SessionSuspended { peer } => {
+            serde_json::json!({"event": "session_suspended", "peer": peer.to_string()})
+        }
+        NodeEvent::SessionResumed { peer } => {
+            serde_json::json!({"event": "session_resumed", "peer": peer.to_string()})
+        }
         NodeEvent::SessionDown { peer, code, remote } => {
             serde_json::json!({"event": "session_down", "code": code.code(), "reason": code.describe(), "remote": remote, "peer": peer.to_string()})
         }
@@ -312,6 +322,13 @@ fn log_event(e: &NodeEvent) {
             online: false,
         } => tracing::info!(code = 302, %peer, "peer offline"),
         NodeEvent::SessionUp { peer } => tracing::info!(%peer, "session established"),
+        NodeEvent::SessionSuspended { peer } => tracing::warn!(
+            %peer,
+            "link to the peer lost; its streams are held while it returns"
+        ),
+        NodeEvent::SessionResumed { peer } => {
+            tracing::info!(%peer, "session resumed; streams carry on")
+        }
         NodeEvent::SessionDown { peer, code, remote } => {
             tracing::warn!(code = code.code(), %peer, remote, "session ended: {code}")
         }
@@ -371,6 +388,7 @@ async fn client_node(
     let secret = load_secret(secret)?;
     let mut cfg = EndpointConfig::new(me);
     cfg.client_secret = secret.clone();
+    cfg.resume_grace = Duration::from_secs(net.resume_grace);
     let message = match &secret {
         Some(s) => s.friend_request(&me, &server.public_key),
         None => "toxtun/1".to_string(),
@@ -467,6 +485,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 bootstrap: net.bootstrap.clone(),
                 lan_discovery: conf.network.lan_discovery.unwrap_or(net.lan_discovery),
                 tcp_only: net.tcp_only || conf.network.udp == Some(false),
+                resume_grace: conf.resume_grace_secs.unwrap_or(net.resume_grace),
             };
             net_args
                 .bootstrap
@@ -475,6 +494,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             let id = toxtun_proto::Transport::id(&transport);
             let mut cfg = EndpointConfig::new(id.public_key);
             cfg.server = Some(conf.policy);
+            cfg.resume_grace = Duration::from_secs(net_args.resume_grace);
             let (node, done) = Node::spawn(
                 Endpoint::new(cfg, seed())?,
                 transport,

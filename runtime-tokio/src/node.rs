@@ -59,6 +59,18 @@ pub enum NodeEvent {
         /// With whom.
         peer: PeerId,
     },
+    /// The Tox link to the peer was lost while a session was up. Its streams are held
+    /// (their local connections simply pause) until the link returns within the resume
+    /// grace; then `SessionResumed`, else `SessionDown`.
+    SessionSuspended {
+        /// With whom.
+        peer: PeerId,
+    },
+    /// A suspended session resumed: its streams carry on, nothing lost.
+    SessionResumed {
+        /// With whom.
+        peer: PeerId,
+    },
     /// A session ended.
     SessionDown {
         /// With whom.
@@ -592,6 +604,8 @@ impl<T: Transport> Driver<T> {
                 self.emit(NodeEvent::FriendRequest { peer, decision });
             }
             Event::SessionEstablished { peer } => self.emit(NodeEvent::SessionUp { peer }),
+            Event::SessionSuspended { peer } => self.emit(NodeEvent::SessionSuspended { peer }),
+            Event::SessionResumed { peer } => self.emit(NodeEvent::SessionResumed { peer }),
             Event::SessionClosed { peer, code, remote } => {
                 self.emit(NodeEvent::SessionDown { peer, code, remote })
             }

@@ -9,14 +9,45 @@ use toxtun_proto::{
     ClientRule, Endpoint, EndpointConfig, PeerId, ServerPolicy, TargetRules, Transport,
 };
 use toxtun_tokio::{Node, NodeEvent, NodeOptions};
-use toxtun_transport_mock::{Network, RealtimeNetwork};
+use toxtun_transport_mock::{Network, NodeId, RealtimeNetwork};
 
 struct Setup {
     net: RealtimeNetwork,
-    server_node: toxtun_transport_mock::NodeId,
+    client_node: NodeId,
+    server_node: NodeId,
     client: Node,
-    _server: Node,
+    server: Node,
     server_pk: PeerId,
+    client_pk: PeerId,
+    rules: Vec<String>,
+}
+
+/// A server process on mock node `s`, admitting `client` to `rules`.
+fn spawn_server(
+    net: &RealtimeNetwork,
+    s: NodeId,
+    client: PeerId,
+    rules: &[String],
+    seed: u8,
+) -> Node {
+    let ts = net.transport(s);
+    let mut scfg = EndpointConfig::new(ts.id().public_key);
+    scfg.server = Some(ServerPolicy {
+        clients: vec![ClientRule {
+            peer: client,
+            targets: TargetRules::new(rules.iter().map(|r| r.parse().unwrap()).collect()),
+        }],
+        ..Default::default()
+    });
+    Node::spawn(
+        Endpoint::new(scfg, [seed; 32]).unwrap(),
+        ts,
+        NodeOptions {
+            serve: true,
+            ..Default::default()
+        },
+    )
+    .0
 }
 
 /// A client and a server node over the mock network; the server allows `rules`.
@@ -24,24 +55,11 @@ async fn setup(rules: &[&str]) -> Setup {
     #[allow(clippy::disallowed_methods)]
     let net = RealtimeNetwork::start(Network::new(7, Instant::now()));
     let (c, s) = net.with(|n| (n.add_node(), n.add_node()));
-    let (tc, ts) = (net.transport(c), net.transport(s));
-    let (cid, sid) = (tc.id(), ts.id());
-    let mut scfg = EndpointConfig::new(sid.public_key);
-    scfg.server = Some(ServerPolicy {
-        clients: vec![ClientRule {
-            peer: cid.public_key,
-            targets: TargetRules::new(rules.iter().map(|r| r.parse().unwrap()).collect()),
-        }],
-        ..Default::default()
-    });
-    let (server, _) = Node::spawn(
-        Endpoint::new(scfg, [2; 32]).unwrap(),
-        ts,
-        NodeOptions {
-            serve: true,
-            ..Default::default()
-        },
-    );
+    let tc = net.transport(c);
+    let cid = tc.id();
+    let sid = net.transport(s).id();
+    let rules: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
+    let server = spawn_server(&net, s, cid.public_key, &rules, 2);
     let (client, _) = Node::spawn(
         Endpoint::new(EndpointConfig::new(cid.public_key), [1; 32]).unwrap(),
         tc,
@@ -50,10 +68,13 @@ async fn setup(rules: &[&str]) -> Setup {
     client.connect(sid, b"toxtun/1".to_vec()).await.unwrap();
     Setup {
         net,
+        client_node: c,
         server_node: s,
         client,
-        _server: server,
+        server,
         server_pk: sid.public_key,
+        client_pk: cid.public_key,
+        rules,
     }
 }
 
@@ -224,8 +245,66 @@ async fn forward_carries_a_local_tcp_connection() {
     assert_eq!(&got[19..], &reply[..]);
 }
 
+/// Waits for the first event `want` picks out.
+async fn wait_event<T>(
+    events: &mut tokio::sync::broadcast::Receiver<NodeEvent>,
+    within: Duration,
+    mut want: impl FnMut(&NodeEvent) -> Option<T>,
+) -> T {
+    tokio::time::timeout(within, async {
+        loop {
+            if let Some(t) = want(&events.recv().await.unwrap()) {
+                return t;
+            }
+        }
+    })
+    .await
+    .expect("the event arrives")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_restart_mid_transfer_ends_the_stream_with_a_code_never_a_hang() {
+async fn a_link_outage_mid_download_loses_nothing() {
+    let reply = body(32 << 20);
+    let port = serve_once(reply.clone()).await;
+    let t = setup(&[&format!("127.0.0.1:{port}")]).await;
+    let mut events = t.client.events();
+    let mut s = t
+        .client
+        .open(t.server_pk, format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    s.write_all(b"GET /\r\n\r\n").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut got = vec![0u8; 1 << 20];
+    s.read_exact(&mut got).await.unwrap();
+    // The Tox link drops in the middle of the download (a NAT rebinding, a relay switch)
+    // and returns two seconds later: the local connection just pauses.
+    t.net.with(|n| n.link_down(t.client_node, t.server_node));
+    wait_event(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, NodeEvent::SessionSuspended { .. }).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    t.net.with(|n| n.link_up(t.client_node, t.server_node));
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut got))
+        .await
+        .expect("the download finishes")
+        .unwrap();
+    let mut want = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
+    want.extend_from_slice(&reply);
+    assert_eq!(got.len(), want.len(), "every byte arrived, none twice");
+    assert_eq!(Sha256::digest(&got), Sha256::digest(&want), "byte for byte");
+    let end = wait_event(&mut events, Duration::from_secs(5), |e| match e {
+        NodeEvent::StreamEnd { code, .. } => Some(*code),
+        NodeEvent::SessionDown { code, .. } => panic!("the session ended: {code}"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(end, None, "a clean close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_process_restart_mid_transfer_ends_the_stream_with_a_code_never_a_hang() {
     let reply = body(64 << 20);
     let port = serve_once(reply).await;
     let t = setup(&[&format!("127.0.0.1:{port}")]).await;
@@ -239,26 +318,46 @@ async fn a_server_restart_mid_transfer_ends_the_stream_with_a_code_never_a_hang(
     s.shutdown().await.unwrap();
     let mut first = vec![0u8; 1 << 20];
     s.read_exact(&mut first).await.unwrap();
-    // The server's machine restarts: its Tox link drops in the middle of the download.
-    t.net.with(|n| n.restart(t.server_node));
+    // The server process crashes (its link drops, its state is gone) and is started again.
+    t.net.with(|n| n.stop(t.server_node));
+    drop(t.server);
+    let _server = spawn_server(&t.net, t.server_node, t.client_pk, &t.rules, 3);
+    t.net.with(|n| n.start(t.server_node));
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
         .await
         .expect("the local connection ends promptly instead of hanging")
         .unwrap();
     assert!(rest.len() < 63 << 20, "the download was cut short");
-    let code = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let NodeEvent::StreamEnd { code, .. } = events.recv().await.unwrap() {
-                return code;
-            }
+    let (mut stream_code, mut session_code) = (None, None);
+    wait_event(&mut events, Duration::from_secs(5), |e| {
+        match e {
+            NodeEvent::StreamEnd { code, .. } => stream_code = Some(*code),
+            NodeEvent::SessionDown { code, .. } => session_code = Some(*code),
+            _ => {}
         }
+        (stream_code.is_some() && session_code.is_some()).then_some(())
     })
-    .await
-    .expect("the end is reported");
+    .await;
     assert_eq!(
-        code.map(|c| c.code()),
+        stream_code.flatten().map(|c| c.code()),
         Some(2010),
         "ended because the session ended"
     );
+    assert_eq!(
+        session_code.map(|c| c.code()),
+        Some(1012),
+        "the restart was detected at the resume handshake"
+    );
+    // A new session is up at once, and new streams work.
+    let mut s = t
+        .client
+        .open(t.server_pk, format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    s.write_all(b"GET /\r\n\r\n").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut head = [0u8; 17];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.0 200 OK\r\n");
 }
