@@ -8,13 +8,15 @@ use std::collections::HashMap;
 use std::io;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use std::task::Poll;
+
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use toxtun_proto::{
-    Endpoint, Event, Input, Output, PeerId, ReadError, SendError, SessionCode, StreamCode,
-    StreamId, Target, ToxId, Transport, TransportEvent, WriteError,
+    Endpoint, Event, Input, Output, PeerId, SendError, SessionCode, StreamCode, StreamId, Target,
+    ToxId, Transport, TransportEvent, WriteError,
 };
 
 /// Bytes read from a local socket at once.
@@ -23,6 +25,10 @@ const READ_CHUNK: usize = 32 * 1024;
 const UP_CHANNEL: usize = 4;
 /// Chunks in flight from the driver to a local socket, per stream.
 const DOWN_CHANNEL: usize = 8;
+/// The most bytes one message to a stream's local side carries.
+const DOWN_CHUNK: usize = 64 * 1024;
+/// The most transport events or notes handled before the endpoint is drained.
+const EVENT_BATCH: usize = 64;
 
 /// What happened, for logs and `--json` (with the seed's status codes where they apply).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -489,9 +495,30 @@ impl<T: Transport> Driver<T> {
                 }
             };
             let transport = &mut self.transport;
+            // Transport events come in batches (a burst of packets): take what is ready,
+            // up to a bound, so the endpoint is drained once per batch, not per packet.
+            let batch = std::future::poll_fn(|cx| {
+                let mut evs = Vec::new();
+                while evs.len() < EVENT_BATCH {
+                    match transport.poll_event(cx) {
+                        Poll::Ready(Some(ev)) => evs.push(ev),
+                        Poll::Ready(None) if evs.is_empty() => return Poll::Ready(None),
+                        Poll::Ready(None) | Poll::Pending => break,
+                    }
+                }
+                if evs.is_empty() {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(Some(evs))
+                }
+            });
             tokio::select! {
-                ev = std::future::poll_fn(|cx| transport.poll_event(cx)) => match ev {
-                    Some(ev) => self.on_transport(ev),
+                evs = batch => match evs {
+                    Some(evs) => {
+                        for ev in evs {
+                            self.on_transport(ev);
+                        }
+                    }
                     None => {
                         tracing::warn!("transport stopped; the node stops");
                         return;
@@ -513,7 +540,15 @@ impl<T: Transport> Driver<T> {
                         return;
                     }
                 },
-                Some(note) = notes.recv() => self.on_note(note),
+                Some(note) = notes.recv() => {
+                    self.on_note(note);
+                    for _ in 1..EVENT_BATCH {
+                        match notes.try_recv() {
+                            Ok(note) => self.on_note(note),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 () = sleep => self.endpoint.handle_timeout(now()),
             }
         }
@@ -645,7 +680,9 @@ impl<T: Transport> Driver<T> {
         }
     }
 
-    /// Moves bytes from the endpoint to the stream's local side while it has room.
+    /// Moves bytes from the endpoint to the stream's local side while it has room. The
+    /// endpoint hands out one packet's payload per read; these are gathered into chunks of
+    /// up to `DOWN_CHUNK` so the local socket sees a few large writes, not one per packet.
     fn pump_down(&mut self, stream: StreamId) {
         let Some(io) = self.streams.get_mut(&stream) else {
             return;
@@ -654,13 +691,41 @@ impl<T: Transport> Driver<T> {
             let Ok(permit) = io.down.try_reserve() else {
                 return; // full (DownSpace will call again) or gone
             };
-            match self.endpoint.read(stream, 64 * 1024) {
-                Ok(Some(b)) => permit.send(Down::Data(b)),
-                Ok(None) => {
+            let mut chunk: Option<Bytes> = None;
+            let mut gathered = BytesMut::new();
+            let end = loop {
+                let have = chunk.as_ref().map_or(0, Bytes::len) + gathered.len();
+                if have >= DOWN_CHUNK {
+                    break false;
+                }
+                match self.endpoint.read(stream, DOWN_CHUNK - have) {
+                    Ok(Some(b)) => match chunk.take() {
+                        // The first piece goes as it is (no copy if it is all there is).
+                        None if gathered.is_empty() => chunk = Some(b),
+                        first => {
+                            if let Some(f) = first {
+                                gathered.reserve(DOWN_CHUNK);
+                                gathered.extend_from_slice(&f);
+                            }
+                            gathered.extend_from_slice(&b);
+                        }
+                    },
+                    Ok(None) => break true,
+                    Err(_) => break false,
+                }
+            };
+            let data = chunk.unwrap_or_else(|| gathered.freeze());
+            match (data.is_empty(), end) {
+                (false, false) => permit.send(Down::Data(data)),
+                (false, true) => {
+                    permit.send(Down::Data(data));
+                    // The end follows on the next round (or when there is room).
+                }
+                (true, true) => {
                     permit.send(Down::Fin);
                     return;
                 }
-                Err(ReadError::Blocked) | Err(_) => return,
+                (true, false) => return,
             }
         }
     }

@@ -18,6 +18,8 @@ struct State {
     network: Network,
     wakers: Vec<Option<Waker>>,
     closed: bool,
+    /// When the driver thread will wake by itself (`None`: it is not waiting).
+    driver_wakes_at: Option<Instant>,
 }
 
 struct Shared {
@@ -31,15 +33,22 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` on the network caught up with the wall clock, wakes nodes with events, and
-    /// tells the driver to recompute its deadline (a packet just sent is due at a new time).
+    /// Runs `f` on the network caught up with the wall clock, then catches up again (a
+    /// packet on a link without latency is delivered here and now, its receiver woken from
+    /// this thread), and tells the driver only if it must wake sooner than it planned.
     fn with<R>(&self, f: impl FnOnce(&mut Network) -> R) -> R {
         let mut st = self.lock();
         st.catch_up();
         let r = f(&mut st.network);
-        st.wake();
+        st.catch_up();
+        let sooner = match (st.network.next_deadline(), st.driver_wakes_at) {
+            (Some(due), Some(planned)) => due < planned,
+            _ => true,
+        };
         drop(st);
-        self.tick.notify_all();
+        if sooner {
+            self.tick.notify_all();
+        }
         r
     }
 }
@@ -85,6 +94,7 @@ impl RealtimeNetwork {
                 network,
                 wakers: Vec::new(),
                 closed: false,
+                driver_wakes_at: None,
             }),
             tick: Condvar::new(),
         });
@@ -149,6 +159,7 @@ fn drive(shared: &Shared) {
             .map_or(Duration::from_millis(100), |t| {
                 t.saturating_duration_since(now)
             });
+        st.driver_wakes_at = Some(now + wait);
         st = shared
             .tick
             .wait_timeout(st, wait)
