@@ -294,3 +294,69 @@ fn wait_timeout(c: &mut Child, d: Duration) -> Option<std::process::ExitStatus> 
     let _ = c.kill();
     None
 }
+
+/// One connection through a forwarded port: sends `msg`, half-closes, reads the echo.
+fn echo_through(port: u16, msg: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.write_all(msg)?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut back = Vec::new();
+    s.read_to_end(&mut back)?;
+    Ok(back)
+}
+
+/// Retries `echo_through` until the echo comes back or `within` passes.
+fn echo_eventually(port: u16, msg: &[u8], within: Duration) -> bool {
+    let end = std::time::Instant::now() + within;
+    while std::time::Instant::now() < end {
+        if echo_through(port, msg).is_ok_and(|b| b == msg) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    false
+}
+
+#[test]
+fn forward_reconnects_by_itself_when_the_server_process_restarts() {
+    let (_boot, boot) = bootstrap();
+    let port = echo_server();
+    let sdir = tmp("serve3");
+    let cdir = tmp("forward3");
+    let (server, server_id) = serve(&sdir, port, &boot);
+    let local = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _forward = Proc(
+        toxtun()
+            .args(["--data-dir", cdir.to_str().unwrap(), "forward", "-L"])
+            .arg(format!("127.0.0.1:{local}:127.0.0.1:{port}"))
+            .args([
+                "--secret",
+                "a shared test secret",
+                "--lan-discovery",
+                "false",
+            ])
+            .args(["--bootstrap", &boot, &server_id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        echo_eventually(local, b"before the restart", Duration::from_secs(90)),
+        "the forwarded port works"
+    );
+    // The server process dies without a word (SIGKILL) and is started again: same identity,
+    // same accepted friends, none of its sessions.
+    drop(server);
+    let (_server, again) = serve(&sdir, port, &boot);
+    assert_eq!(again, server_id, "the server kept its identity");
+    assert!(
+        echo_eventually(local, b"after the restart", Duration::from_secs(120)),
+        "forward reconnected by itself"
+    );
+}
