@@ -789,10 +789,8 @@ impl Endpoint {
                     // Silence is an outage too: keep the streams, and a client resumes at
                     // once (HELLO goes out if the link is really there).
                     s.suspend(now, &mut ctx);
-                    if s.role == Role::Initiator {
-                        s.state = State::Idle {
-                            retry_at: Some(now),
-                        };
+                    if s.role == Role::Initiator && s.link_up {
+                        s.send_hello(now, s.id, ctx.config);
                     }
                 }
                 _ => {}

@@ -730,8 +730,13 @@ impl Session {
         let Role::Responder(admission) = self.role else {
             return refuse(self, StreamCode::NotAccepting);
         };
-        if self.streams.contains_key(&stream) || self.was_closed(&stream) {
-            // Do not disturb the live stream; refuse the duplicate without remembering it.
+        if self.streams.contains_key(&stream)
+            || self.was_closed(&stream)
+            || ctx.index.contains_key(&stream)
+        {
+            // Do not disturb the live stream (this peer's, or another peer's: stream ids are
+            // random, so a clash is a broken or hostile peer); refuse the duplicate without
+            // remembering it.
             self.control.push_back(Frame::OpenErr {
                 stream,
                 code: StreamCode::DuplicateStream,

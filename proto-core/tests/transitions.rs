@@ -48,6 +48,7 @@ fn server_config() -> EndpointConfig {
 }
 
 /// Everything the endpoint wants done now.
+#[derive(Debug)]
 struct Drained {
     sent: Vec<(PeerId, Frame)>,
     events: Vec<Event>,
@@ -827,4 +828,135 @@ fn client_resends_hello_after_the_server_closes() {
     ep.handle_timeout(retry);
     let d = drain(&mut ep, retry);
     assert!(matches!(d.frames_to(SERVER)[..], [Frame::Hello(_)]));
+}
+
+#[test]
+fn frames_for_another_peers_stream_touch_nothing_of_it() {
+    let (mut ep, now) = server_with_alice();
+    open(&mut ep, now, ALICE, 1, "127.0.0.1:22");
+    ep.accept(sid(1)).unwrap();
+    drain(&mut ep, now);
+    ep.handle_input(now, Input::PeerOnline(BOB));
+    packet(&mut ep, now, BOB, Frame::Hello(hello(2)));
+    // Bob names Alice's stream: data, FIN, RST, WINDOW. Each is an unknown stream to him.
+    let d = packet(&mut ep, now, BOB, data(1, 0, 10));
+    assert!(matches!(
+        d.frames_to(BOB)[..],
+        [Frame::Rst {
+            code: StreamCode::UnknownStream,
+            ..
+        }]
+    ));
+    for f in [
+        Frame::Fin {
+            stream: sid(1),
+            offset: 0,
+            ack: 0,
+        },
+        Frame::Rst {
+            stream: sid(1),
+            code: StreamCode::Cancelled,
+            offset: 0,
+        },
+        Frame::Window {
+            stream: sid(1),
+            max_offset: 1 << 30,
+            ack: 0,
+        },
+    ] {
+        let d = packet(&mut ep, now, BOB, f);
+        assert!(
+            d.frames_to(ALICE).is_empty() && d.events.is_empty(),
+            "{d:?}"
+        );
+    }
+    // An OPEN reusing Alice's stream id is refused; it does not take her stream over.
+    let d = open(&mut ep, now, BOB, 1, "127.0.0.1:22");
+    assert_eq!(
+        d.frames_to(BOB),
+        vec![Frame::OpenErr {
+            stream: sid(1),
+            code: StreamCode::DuplicateStream
+        }]
+    );
+    assert!(d.events.is_empty());
+    // Alice's stream is as it was.
+    assert_eq!(ep.stream_stats(sid(1)).unwrap().peer, ALICE);
+    let d = packet(&mut ep, now, ALICE, data(1, 0, 10));
+    assert!(d.events.contains(&Event::StreamReadable { stream: sid(1) }));
+    assert_eq!(ep.read(sid(1), 100).unwrap().unwrap().len(), 10);
+}
+
+#[test]
+fn a_flood_of_friend_requests_keeps_no_state_and_disturbs_no_one() {
+    let (mut ep, now) = server_with_alice();
+    open(&mut ep, now, ALICE, 1, "127.0.0.1:22");
+    ep.accept(sid(1)).unwrap();
+    drain(&mut ep, now);
+    let mut refused = 0;
+    for i in 0..10_000u32 {
+        let mut key = [0x77u8; 32];
+        key[..4].copy_from_slice(&i.to_le_bytes());
+        ep.handle_input(
+            now,
+            Input::FriendRequest {
+                peer: PeerId(key),
+                message: Bytes::from_static(b"toxtun/1 let me in"),
+            },
+        );
+        for e in drain(&mut ep, now).events {
+            if let Event::FriendRequest {
+                decision: Err(SessionCode::BadSecret | SessionCode::Unauthorized),
+                ..
+            } = e
+            {
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(
+        refused, 10_000,
+        "every request without the secret is refused"
+    );
+    assert_eq!(
+        ep.peers().collect::<Vec<_>>(),
+        vec![ALICE],
+        "no state kept for them"
+    );
+    let d = packet(&mut ep, now, ALICE, data(1, 0, 10));
+    assert!(d.events.contains(&Event::StreamReadable { stream: sid(1) }));
+}
+
+#[test]
+fn giant_truncated_and_unknown_frames_close_only_their_session() {
+    for bad in [
+        // Past the largest Tox packet, though a valid DATA layout.
+        {
+            let mut v = data(1, 0, 1340).to_bytes().to_vec();
+            v.extend_from_slice(&[0; 200]);
+            Bytes::from(v)
+        },
+        Bytes::from_static(&[0xAB, 1, 2, 3]),
+        Bytes::from_static(&[0xBE, 0, 0]),
+    ] {
+        let (mut ep, now) = server_with_alice();
+        ep.handle_input(now, Input::PeerOnline(BOB));
+        packet(&mut ep, now, BOB, Frame::Hello(hello(2)));
+        ep.handle_input(
+            now,
+            Input::Packet {
+                peer: BOB,
+                packet: bad,
+            },
+        );
+        let d = drain(&mut ep, now);
+        assert!(
+            d.frames_to(BOB).contains(&Frame::Close {
+                code: SessionCode::ProtocolViolation
+            }),
+            "{d:?}"
+        );
+        assert!(!ep.is_established(BOB));
+        assert!(ep.is_established(ALICE), "the other client is unaffected");
+    }
 }
