@@ -19,12 +19,21 @@ use toxtun_proto::{
     ToxId, Transport, TransportEvent, WriteError,
 };
 
+// What one stream can hold in this process, whatever its peer or its local side do (a
+// reader that never reads, a target that never reads):
+//   towards the peer:  UP_CHANNEL + 1 chunks of READ_CHUNK, plus the core's send buffer
+//                      (at most the peer's stream window)           = 160 KiB + 256 KiB
+//   towards the local: the core's receive buffer (our stream window) + DOWN_CHANNEL + 1
+//                      chunks of DOWN_CHUNK, plus a TunnelStream's duplex buffer (64 KiB)
+//                                                                   = 256 KiB + 320 KiB + 64 KiB
+// so about 1.1 MiB per stream at the default 256 KiB windows, beside the kernel's buffers.
+
 /// Bytes read from a local socket at once.
 const READ_CHUNK: usize = 32 * 1024;
 /// Chunks in flight from a local socket to the driver, per stream.
 const UP_CHANNEL: usize = 4;
 /// Chunks in flight from the driver to a local socket, per stream.
-const DOWN_CHANNEL: usize = 8;
+const DOWN_CHANNEL: usize = 4;
 /// The most bytes one message to a stream's local side carries.
 const DOWN_CHUNK: usize = 64 * 1024;
 /// The most transport events or notes handled before the endpoint is drained.

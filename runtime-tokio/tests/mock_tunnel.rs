@@ -370,3 +370,81 @@ async fn a_server_process_restart_mid_transfer_ends_the_stream_with_a_code_never
     s.read_exact(&mut head).await.unwrap();
     assert_eq!(&head, b"HTTP/1.0 200 OK\r\n");
 }
+
+/// How many bytes `write` manages to push before it stalls for `quiet`.
+async fn written_until_stalled<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    quiet: Duration,
+) -> usize {
+    let chunk = vec![0x42u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        match tokio::time::timeout(quiet, w.write(&chunk)).await {
+            Ok(Ok(n)) => total += n,
+            Ok(Err(e)) => panic!("write failed: {e}"),
+            Err(_) => return total,
+        }
+        assert!(total < 256 << 20, "256 MiB accepted: nothing pushes back");
+    }
+}
+
+/// What toxtun itself may hold for one stream (node.rs states the bound: about 1.1 MiB),
+/// plus the kernel's socket buffers on the way (Linux autotunes loopback sockets up to
+/// about 6 MiB for receiving and 4 MiB for sending, on each socket involved).
+const STALL_BOUND: usize = 24 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_never_reads_stops_the_writer_with_bounded_memory() {
+    // The target accepts and never reads.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (hold_tx, mut hold_rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let _ = hold_tx.send(s).await;
+        std::future::pending::<()>().await;
+    });
+    let t = setup(&[&format!("127.0.0.1:{port}")]).await;
+    let mut s = t
+        .client
+        .open(t.server_pk, format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    let pushed = written_until_stalled(&mut s, Duration::from_secs(2)).await;
+    let _target = hold_rx.recv().await;
+    println!(
+        "a target that never reads: the writer stalled after {} KiB",
+        pushed / 1024
+    );
+    assert!(pushed > 0 && pushed < STALL_BOUND, "{pushed} bytes went in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_stops_the_target_with_bounded_memory() {
+    // The target writes as much as it can and reports how far it got.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let pushed = written_until_stalled(&mut s, Duration::from_secs(2)).await;
+        let _ = done_tx.send(pushed).await;
+        std::future::pending::<()>().await;
+    });
+    let t = setup(&[&format!("127.0.0.1:{port}")]).await;
+    // The client opens the stream and never reads it.
+    let _s = t
+        .client
+        .open(t.server_pk, format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    let pushed = tokio::time::timeout(Duration::from_secs(60), done_rx.recv())
+        .await
+        .expect("the target's writes stall")
+        .unwrap();
+    println!(
+        "a client that never reads: the target stalled after {} KiB",
+        pushed / 1024
+    );
+    assert!(pushed > 0 && pushed < STALL_BOUND, "{pushed} bytes went in");
+}
