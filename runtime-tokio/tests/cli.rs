@@ -360,3 +360,43 @@ fn forward_reconnects_by_itself_when_the_server_process_restarts() {
         "forward reconnected by itself"
     );
 }
+
+#[test]
+fn a_port_in_use_or_a_damaged_identity_fails_clearly_and_keeps_the_file() {
+    // Never the public nodes: a bootstrap address nobody answers on.
+    let nobody = format!("127.0.0.1:9:{}", "AB".repeat(32));
+    let valid =
+        toxtun_proto::ToxId::new(toxtun_proto::PeerId([0xAA; 32]), [1, 2, 3, 4]).to_string();
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let d = tmp("busy");
+    let o = toxtun()
+        .args(["--data-dir", d.to_str().unwrap(), "forward", "-L"])
+        .arg(format!("{port}:127.0.0.1:22"))
+        .args(["--lan-discovery", "false", "--bootstrap", &nobody, &valid])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{}",
+        stderr(&o)
+    );
+    // A damaged server identity: a clear error, and the file is left as it was.
+    let d = tmp("damaged");
+    let junk = b"this is not a Tox save file";
+    std::fs::write(d.join("server.tox"), junk).unwrap();
+    let conf = write_config(&d, 22, &nobody);
+    let o = toxtun()
+        .args(["--data-dir", d.to_str().unwrap(), "serve", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("server.tox"),
+        "names the file: {}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(d.join("server.tox")).unwrap(), junk);
+}

@@ -57,6 +57,18 @@ pub enum StartError {
     /// c-toxcore refused (bad identity data, port in use, bad proxy, …).
     #[error(transparent)]
     Tox(#[from] ToxError),
+    /// The identity file is not a usable Tox save. It is left as it is: it may hold the
+    /// only copy of keys that friends know.
+    #[error(
+        "identity file {path}: {error}. It was left untouched; move it aside to start with a \
+         new identity (friends will need the new Tox ID)"
+    )]
+    DamagedIdentity {
+        /// The file.
+        path: PathBuf,
+        /// What c-toxcore said.
+        error: ToxError,
+    },
     /// The identity file could not be read or written.
     #[error("identity file {path}: {error}")]
     Identity {
@@ -163,7 +175,17 @@ impl ToxTransport {
             Some(p) => identity::load(p).map_err(io_err(p))?,
             None => None,
         };
-        let mut tox = RawTox::new(&config.options, saved.as_deref())?;
+        let mut tox = RawTox::new(&config.options, saved.as_deref()).map_err(|e| {
+            match (&config.identity, &e) {
+                (Some(path), ToxError::BadSavedata | ToxError::EncryptedSavedata) => {
+                    StartError::DamagedIdentity {
+                        path: path.clone(),
+                        error: e,
+                    }
+                }
+                _ => StartError::Tox(e),
+            }
+        })?;
         if let (Some(p), None) = (&config.identity, &saved) {
             identity::save_atomic(p, &tox.savedata()).map_err(io_err(p))?;
         }
