@@ -1,0 +1,492 @@
+//! toxtun over the real Tox protocol against c-toxcore's own ceiling, measured in the same
+//! run, loopback only (a bootstrap node started here on 127.0.0.1, LAN discovery off):
+//!
+//! * raw: two processes moving max-size lossless custom packets one way as fast as
+//!   c-toxcore accepts them (the baseline);
+//! * tunnel: `toxtun serve` and `toxtun forward` processes, a download and an upload
+//!   through one forwarded connection, 1-byte round trips, start-up to the first byte,
+//!   CPU and peak memory of both processes.
+//!
+//! `cargo bench -p toxtun-tokio --bench over_tox` (`TOXTUN_BENCH_MB=400` sets the volume of
+//! each long transfer). Figures and their ratios are printed at the end.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use toxtun_proto::{SendError, ToxId, Transport, TransportEvent};
+use toxtun_transport_tox::{BootstrapNode, ToxConfig, ToxOptions, ToxTransport};
+
+const PACKET: usize = 1373;
+const COLD_MB: u64 = 50;
+
+fn now() -> Instant {
+    #[allow(clippy::disallowed_methods)]
+    Instant::now()
+}
+
+fn total_mb() -> u64 {
+    std::env::var("TOXTUN_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400)
+}
+
+/// Bytes received over time: enough to read the cold-start time and the plateau.
+struct Progress {
+    start: Instant,
+    marks: Vec<(Duration, u64)>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            start: now(),
+            marks: vec![],
+        }
+    }
+    fn add(&mut self, total: u64) {
+        let last = self.marks.last().map_or(0, |m| m.1);
+        if total >= last + (1 << 20) || self.marks.is_empty() {
+            self.marks.push((self.start.elapsed(), total));
+        }
+    }
+    /// Time from the first byte to `bytes`.
+    fn time_to(&self, bytes: u64) -> Duration {
+        let first = self.marks.first().map_or(Duration::ZERO, |m| m.0);
+        let at = self
+            .marks
+            .iter()
+            .find(|m| m.1 >= bytes)
+            .or(self.marks.last())
+            .map_or(Duration::ZERO, |m| m.0);
+        at - first
+    }
+    /// MB/s over the last 40% of the bytes: past the slow start.
+    fn plateau(&self) -> f64 {
+        let (t_end, b_end) = *self.marks.last().expect("progress");
+        let (t_mid, b_mid) = *self
+            .marks
+            .iter()
+            .find(|m| m.1 >= b_end * 6 / 10)
+            .expect("progress");
+        (b_end - b_mid) as f64 / 1e6 / (t_end - t_mid).as_secs_f64().max(1e-9)
+    }
+}
+
+// ----- the raw baseline: two processes, lossless custom packets -----------------------------
+
+fn poll(t: &mut ToxTransport) -> Option<TransportEvent> {
+    match t.poll_event(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(e) => e,
+        Poll::Pending => None,
+    }
+}
+
+fn raw_peer(boot: &str) -> ToxTransport {
+    let node: BootstrapNode = boot.parse().expect("bootstrap line");
+    ToxTransport::start(ToxConfig::new(ToxOptions::loopback(), vec![node])).expect("Tox starts")
+}
+
+/// Child role: receives `mb` MiB of packets from whoever befriends it, printing progress
+/// lines "<micros since first packet> <bytes>" and then "done".
+fn raw_receiver(boot: &str, mb: u64) {
+    let mut t = raw_peer(boot);
+    println!("{}", t.id());
+    std::io::stdout().flush().unwrap();
+    let total = (mb << 20) / PACKET as u64;
+    let mut got = 0u64;
+    let mut first = None;
+    let mut last_mark = 0u64;
+    while got < total {
+        match poll(&mut t) {
+            Some(TransportEvent::FriendRequest { peer, .. }) => {
+                t.accept_friend(peer).expect("accept");
+            }
+            Some(TransportEvent::Packet { .. }) => {
+                let f = *first.get_or_insert_with(now);
+                got += 1;
+                let bytes = got * PACKET as u64;
+                if bytes >= last_mark + (1 << 20) || got == total {
+                    last_mark = bytes;
+                    println!("{} {bytes}", f.elapsed().as_micros());
+                }
+            }
+            Some(_) => {}
+            None => std::thread::sleep(Duration::from_micros(200)),
+        }
+    }
+    println!("done");
+}
+
+/// Child role: befriends `to` and sends `mb` MiB as fast as the transport takes them.
+fn raw_sender(boot: &str, to: &str, mb: u64) {
+    let mut t = raw_peer(boot);
+    let to: ToxId = to.parse().expect("Tox ID");
+    t.add_friend(&to, b"raw bench").expect("friend request");
+    while poll(&mut t) != Some(TransportEvent::FriendOnline(to.public_key)) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let pkt = Bytes::from({
+        let mut v = vec![0x5Au8; PACKET];
+        v[0] = 0xAB;
+        v
+    });
+    let total = (mb << 20) / PACKET as u64;
+    let mut sent = 0;
+    while sent < total {
+        match t.send(to.public_key, pkt.clone()) {
+            Ok(()) => sent += 1,
+            Err(SendError::QueueFull(_)) => std::thread::sleep(Duration::from_micros(200)),
+            Err(e) => panic!("send: {e}"),
+        }
+        while poll(&mut t).is_some() {}
+    }
+    // Let the last packets drain before the process (and its Tox instance) goes.
+    std::thread::sleep(Duration::from_secs(5));
+}
+
+fn spawn_role(role: &str, args: &[&str]) -> Child {
+    Command::new(std::env::current_exe().expect("own path"))
+        .env("TOXTUN_BENCH_ROLE", role)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn a bench role")
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn raw(boot: &str, mb: u64) -> Progress {
+    let mut rx = Killed(spawn_role("raw-recv", &[boot, &mb.to_string()]));
+    let mut lines = BufReader::new(rx.0.stdout.take().unwrap()).lines();
+    let id = lines.next().unwrap().unwrap();
+    let _tx = Killed(spawn_role("raw-send", &[boot, &id, &mb.to_string()]));
+    let mut p = Progress::new();
+    for line in lines {
+        let line = line.unwrap();
+        if line == "done" {
+            break;
+        }
+        let (us, bytes) = line.split_once(' ').unwrap();
+        p.marks.push((
+            Duration::from_micros(us.parse().unwrap()),
+            bytes.parse().unwrap(),
+        ));
+    }
+    p
+}
+
+// ----- the tunnel: toxtun serve and toxtun forward processes --------------------------------
+
+/// The target: first byte 'D' + 8-byte size: sends that many bytes; 'U': reads to the end,
+/// answers the count; 'E': echo.
+fn target() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let _ = s.set_nodelay(true);
+                let mut kind = [0u8; 1];
+                if s.read_exact(&mut kind).is_err() {
+                    return;
+                }
+                match kind[0] {
+                    b'D' => {
+                        let mut n = [0u8; 8];
+                        s.read_exact(&mut n).unwrap();
+                        let mut left = u64::from_le_bytes(n);
+                        let buf = vec![0x33u8; 256 * 1024];
+                        while left > 0 {
+                            let k = left.min(buf.len() as u64) as usize;
+                            if s.write_all(&buf[..k]).is_err() {
+                                return;
+                            }
+                            left -= k as u64;
+                        }
+                    }
+                    b'U' => {
+                        let mut buf = vec![0u8; 256 * 1024];
+                        let mut n = 0u64;
+                        loop {
+                            match s.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(k) => n += k as u64,
+                            }
+                        }
+                        let _ = s.write_all(&n.to_le_bytes());
+                    }
+                    _ => {
+                        let mut buf = [0u8; 64];
+                        while let Ok(k) = s.read(&mut buf) {
+                            if k == 0 || s.write_all(&buf[..k]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn toxtun(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_toxtun"));
+    c.arg("--data-dir").arg(dir);
+    c
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("toxtun-bench-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// CPU seconds a process used so far (user + system).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Peak resident memory of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Connects through the forwarded port, retrying while the tunnel comes up.
+fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("forward listens");
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+fn download(port: u16, bytes: u64) -> Progress {
+    let mut s = connect(port);
+    s.write_all(b"D").unwrap();
+    s.write_all(&bytes.to_le_bytes()).unwrap();
+    let mut p = Progress::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0;
+    while got < bytes {
+        let k = s.read(&mut buf).unwrap();
+        assert!(k > 0, "the download ended early at {got}");
+        got += k as u64;
+        p.add(got);
+    }
+    p.marks.push((p.start.elapsed(), got));
+    p
+}
+
+fn upload(port: u16, bytes: u64) -> Progress {
+    let mut s = connect(port);
+    s.write_all(b"U").unwrap();
+    let buf = vec![0x44u8; 64 * 1024];
+    let mut p = Progress::new();
+    let mut sent = 0;
+    while sent < bytes {
+        let k = (bytes - sent).min(buf.len() as u64) as usize;
+        s.write_all(&buf[..k]).unwrap();
+        sent += k as u64;
+        // Bytes accepted by the tunnel's local side: within a window of those that arrived.
+        p.add(sent);
+    }
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut n = [0u8; 8];
+    s.read_exact(&mut n).unwrap();
+    assert_eq!(u64::from_le_bytes(n), bytes, "every byte arrived");
+    p.marks.push((p.start.elapsed(), bytes));
+    p
+}
+
+fn round_trips(port: u16, n: usize) -> (Duration, Duration) {
+    let mut s = connect(port);
+    s.write_all(b"E").unwrap();
+    let mut times = Vec::with_capacity(n);
+    let mut b = [0u8; 1];
+    for _ in 0..n {
+        let t = now();
+        s.write_all(b"x").unwrap();
+        s.read_exact(&mut b).unwrap();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    (times[n / 2], times[n * 99 / 100])
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match std::env::var("TOXTUN_BENCH_ROLE").as_deref() {
+        Ok("raw-recv") => return raw_receiver(&args[0], args[1].parse().unwrap()),
+        Ok("raw-send") => return raw_sender(&args[0], &args[1], args[2].parse().unwrap()),
+        _ => {}
+    }
+    if args.iter().any(|a| a == "--list") {
+        return; // cargo bench --list
+    }
+    let mb = total_mb();
+    // A bootstrap node per phase: in a network of a few nodes, the raw phase's processes,
+    // once gone, would fill the DHT with dead nodes that c-toxcore keeps trying for a while
+    // (the tunnel's friend then took minutes to come online).
+    let bootstrap = || {
+        let mut opts = ToxOptions::loopback();
+        opts.tcp_port = 0;
+        let node = ToxTransport::start(ToxConfig::new(opts, vec![])).expect("bootstrap node");
+        let line = node
+            .as_bootstrap_node("127.0.0.1")
+            .expect("UDP bound")
+            .to_string();
+        (node, line)
+    };
+
+    println!("raw c-toxcore, two processes, {mb} MiB of lossless packets one way…");
+    let (raw_boot, boot) = bootstrap();
+    let raw = raw(&boot, mb);
+    drop(raw_boot);
+    let (_boot_node, boot) = bootstrap();
+    let raw_cold = raw.time_to(COLD_MB * 1_000_000);
+    let raw_plateau = raw.plateau();
+
+    println!("toxtun serve + toxtun forward…");
+    let port = target();
+    let (sdir, cdir) = (tmp("serve"), tmp("forward"));
+    let conf = sdir.join("server.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[secret]\nvalue = \"bench secret!\"\nallow = [\"127.0.0.1:{port}\"]\n\
+             [network]\nbootstrap = [\"{boot}\"]\nlan_discovery = false\n"
+        ),
+    )
+    .unwrap();
+    let id = toxtun(&sdir).args(["id", "--no-qr"]).output().unwrap();
+    let server_id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+    let mut serve = Killed(
+        toxtun(&sdir)
+            .args(["--json", "serve", "--config"])
+            .arg(&conf)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Wait until the server is on the Tox network, as a server that has been running is.
+    let mut out = BufReader::new(serve.0.stdout.take().unwrap()).lines();
+    for line in out.by_ref() {
+        if line.unwrap().contains("tox_connected") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in out {});
+    let local = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = now();
+    let forward = Killed(
+        toxtun(&cdir)
+            .arg("forward")
+            .arg("-L")
+            .arg(format!("127.0.0.1:{local}:127.0.0.1:{port}"))
+            .args(["--secret", "bench secret!", "--lan-discovery", "false"])
+            .args(["--bootstrap", &boot, &server_id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (spid, fpid) = (serve.0.id(), forward.0.id());
+    // The listener comes up at once; the stream waits for the session.
+    let mut first = None;
+    for _ in 0..200 {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", local)) {
+            s.write_all(b"D").unwrap();
+            s.write_all(&1u64.to_le_bytes()).unwrap();
+            let mut b = [0u8; 1];
+            if s.read_exact(&mut b).is_ok() {
+                first = Some(start.elapsed());
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let first_byte = first.expect("the tunnel came up");
+
+    let cpu0 = cpu_secs(spid) + cpu_secs(fpid);
+    let down = download(local, mb << 20);
+    let cpu_down = cpu_secs(spid) + cpu_secs(fpid) - cpu0;
+    let up = upload(local, mb << 20);
+    let (rtt_median, rtt_p99) = round_trips(local, 1000);
+    let idle0 = (cpu_secs(spid), cpu_secs(fpid));
+    std::thread::sleep(Duration::from_secs(10));
+    let idle = (
+        (cpu_secs(spid) - idle0.0) / 10.0 * 100.0,
+        (cpu_secs(fpid) - idle0.1) / 10.0 * 100.0,
+    );
+    let rss = (peak_rss_mib(spid), peak_rss_mib(fpid));
+
+    let down_secs = down.marks.last().unwrap().0.as_secs_f64();
+    println!();
+    println!("== toxtun over real Tox, loopback, figures beside c-toxcore's in the same run ==");
+    println!(
+        "steady state (last 40% of {mb} MiB): raw {raw_plateau:.1} MB/s; tunnel download \
+         {:.1} MB/s ({:.2}x), upload {:.1} MB/s ({:.2}x)   (goal >= 0.90x each)",
+        down.plateau(),
+        down.plateau() / raw_plateau,
+        up.plateau(),
+        up.plateau() / raw_plateau
+    );
+    println!(
+        "cold {COLD_MB} MB: raw {:.2} s; tunnel download {:.2} s ({:.2}x faster), upload {:.2} s \
+         ({:.2}x faster)   (goal >= 3x)",
+        raw_cold.as_secs_f64(),
+        down.time_to(COLD_MB * 1_000_000).as_secs_f64(),
+        raw_cold.as_secs_f64() / down.time_to(COLD_MB * 1_000_000).as_secs_f64(),
+        up.time_to(COLD_MB * 1_000_000).as_secs_f64(),
+        raw_cold.as_secs_f64() / up.time_to(COLD_MB * 1_000_000).as_secs_f64()
+    );
+    println!(
+        "1-byte round trip through the tunnel: median {rtt_median:?}, p99 {rtt_p99:?}   \
+         (goal: median < 3 ms, p99 < 10 ms)"
+    );
+    println!("client start -> first byte: {first_byte:?}   (goal < 5 s)");
+    println!(
+        "CPU: idle tunnel serve {:.2}% + forward {:.2}% of a core (goal < 1%); busy: {:.1} MB \
+         per CPU-second (download, both processes)",
+        idle.0,
+        idle.1,
+        (mb << 20) as f64 / 1e6 / cpu_down.max(1e-3)
+    );
+    println!(
+        "peak RSS: serve {:.1} MiB, forward {:.1} MiB ({mb} MiB each way; download took {down_secs:.1} s)",
+        rss.0, rss.1
+    );
+    drop(forward);
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&sdir);
+    let _ = std::fs::remove_dir_all(&cdir);
+}
