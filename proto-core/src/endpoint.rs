@@ -778,26 +778,26 @@ impl Endpoint {
             }
             let (sessions, mut ctx) = self.ctx();
             let s = sessions.get_mut(&peer).expect("present");
-            let code = s.on_timeout(now, &mut ctx);
             let grace = !ctx.config.resume_grace.is_zero();
-            match code {
+            // Timeouts that suspend or retry are handled here; the others end the session.
+            let ending = match s.on_timeout(now, &mut ctx) {
                 Some(SessionCode::HandshakeTimeout) if s.is_suspended() => {
                     // A resume got no answer: try again (with backoff) within the grace.
                     s.schedule_retry(now, ctx.config);
+                    None
                 }
                 Some(SessionCode::IdleTimeout) if grace => {
                     // Silence is an outage too: keep the streams, and a client resumes at
-                    // once (HELLO goes out if the link is really there).
+                    // once (RESUME goes out if the link is really there).
                     s.suspend(now, &mut ctx);
                     if s.role == Role::Initiator && s.link_up {
                         s.send_hello(now, s.id, ctx.config);
                     }
+                    None
                 }
-                _ => {}
-            }
-            if let Some(code) =
-                code.filter(|_| matches!(s.state, State::Established | State::HelloSent { .. }))
-            {
+                other => other,
+            };
+            if let Some(code) = ending {
                 match s.role {
                     Role::Initiator => {
                         s.fail_and_retry(now, code, false, &mut ctx);

@@ -738,7 +738,16 @@ fn silence_suspends_the_session_and_it_resumes_when_the_peer_speaks_again() {
         .app
         .events
         .contains(&Event::SessionSuspended { peer: SERVER }));
-    assert!(p.a.app.ended.is_empty(), "nothing ends within the grace");
+    assert!(
+        p.a.app.ended.is_empty(),
+        "nothing ends within the grace: {:?} {:?}",
+        p.a.app.ended,
+        p.a.app
+            .events
+            .iter()
+            .filter(|e| e.stream().is_none())
+            .collect::<Vec<_>>()
+    );
     p.b.mute = false;
     p.run_until(STEPS, |p| all_done(p, &streams)).unwrap();
     assert_all_arrived(&p, &streams, 512 << 10);
