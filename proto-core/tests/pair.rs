@@ -363,11 +363,7 @@ fn peer_silence_without_resume_grace_ends_every_stream_with_a_reason() {
 #[test]
 fn link_loss_without_resume_grace_ends_streams_and_the_client_reconnects() {
     let mut p = connected(no_grace(client()), no_grace(server_allowing(&["*:*"])), 12);
-    let s =
-        p.a.endpoint
-            .open(p.now, SERVER, target("127.0.0.1:1"))
-            .unwrap();
-    p.settle(STEPS).unwrap();
+    let s = open_one(&mut p);
     p.link_down();
     p.settle(STEPS).unwrap();
     assert_eq!(p.a.app.ended[&s], End::Reset(StreamCode::SessionClosed));
@@ -380,12 +376,7 @@ fn link_loss_without_resume_grace_ends_streams_and_the_client_reconnects() {
     p.link_up();
     p.run_until(STEPS, |p| p.a.endpoint.is_established(SERVER))
         .unwrap();
-    let again =
-        p.a.endpoint
-            .open(p.now, SERVER, target("127.0.0.1:1"))
-            .unwrap();
-    p.settle(STEPS).unwrap();
-    assert!(p.a.app.opened.contains(&again));
+    assert_a_new_stream_opens(&mut p);
 }
 
 #[test]
@@ -534,6 +525,22 @@ fn a_seed_replays_exactly() {
     assert_ne!(first.0, run(43).0, "another seed draws other stream ids");
 }
 
+/// Opens one stream from the client and lets it settle.
+fn open_one(p: &mut Pair) -> StreamId {
+    let s =
+        p.a.endpoint
+            .open(p.now, SERVER, target("127.0.0.1:1"))
+            .unwrap();
+    p.settle(STEPS).unwrap();
+    s
+}
+
+/// A stream opened now gets its OPEN_OK: the session in use works.
+fn assert_a_new_stream_opens(p: &mut Pair) {
+    let s = open_one(p);
+    assert!(p.a.app.opened.contains(&s));
+}
+
 fn count(events: &[Event], want: &Event) -> usize {
     events.iter().filter(|e| *e == want).count()
 }
@@ -604,11 +611,7 @@ fn streams_ride_through_link_flaps_with_nothing_lost() {
 #[test]
 fn an_outage_past_the_grace_ends_streams_with_link_lost() {
     let mut p = connected(client(), server_allowing(&["*:*"]), 22);
-    let s =
-        p.a.endpoint
-            .open(p.now, SERVER, target("127.0.0.1:1"))
-            .unwrap();
-    p.settle(STEPS).unwrap();
+    let s = open_one(&mut p);
     p.link_down();
     p.advance(Duration::from_secs(119), STEPS).unwrap();
     assert!(p.a.app.ended.is_empty() && p.b.app.ended.is_empty());
@@ -634,22 +637,13 @@ fn an_outage_past_the_grace_ends_streams_with_link_lost() {
     p.link_up();
     p.run_until(STEPS, |p| p.a.endpoint.is_established(SERVER))
         .unwrap();
-    let again =
-        p.a.endpoint
-            .open(p.now, SERVER, target("127.0.0.1:1"))
-            .unwrap();
-    p.settle(STEPS).unwrap();
-    assert!(p.a.app.opened.contains(&again));
+    assert_a_new_stream_opens(&mut p);
 }
 
 #[test]
 fn a_server_that_restarted_is_detected_when_the_link_returns() {
     let mut p = connected(client(), server_allowing(&["*:*"]), 23);
-    let s =
-        p.a.endpoint
-            .open(p.now, SERVER, target("127.0.0.1:1"))
-            .unwrap();
-    p.settle(STEPS).unwrap();
+    let s = open_one(&mut p);
     p.link_down();
     p.advance(Duration::from_secs(5), STEPS).unwrap();
     p.restart_b(99);
@@ -670,22 +664,13 @@ fn a_server_that_restarted_is_detected_when_the_link_returns() {
     // The new session the server started is the one in use.
     p.settle(STEPS).unwrap();
     assert!(p.a.endpoint.is_established(SERVER) && p.b.endpoint.is_established(CLIENT));
-    let again =
-        p.a.endpoint
-            .open(p.now, SERVER, target("127.0.0.1:1"))
-            .unwrap();
-    p.settle(STEPS).unwrap();
-    assert!(p.a.app.opened.contains(&again));
+    assert_a_new_stream_opens(&mut p);
 }
 
 #[test]
 fn a_client_that_restarted_ends_its_old_streams_on_the_server() {
     let mut p = connected(client(), server_allowing(&["*:*"]), 24);
-    let s =
-        p.a.endpoint
-            .open(p.now, SERVER, target("127.0.0.1:1"))
-            .unwrap();
-    p.settle(STEPS).unwrap();
+    let s = open_one(&mut p);
     assert_eq!(p.b.app.incoming.len(), 1);
     p.link_down();
     p.restart_a(77);

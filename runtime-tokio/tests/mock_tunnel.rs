@@ -248,6 +248,17 @@ async fn forward_carries_a_local_tcp_connection() {
     assert_eq!(&got[19..], &reply[..]);
 }
 
+/// Opens a stream to the target on `port` and sends a request, half-closing.
+async fn request(client: &Node, server: PeerId, port: u16) -> toxtun_tokio::TunnelStream {
+    let mut s = client
+        .open(server, format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    s.write_all(b"GET /\r\n\r\n").await.unwrap();
+    s.shutdown().await.unwrap();
+    s
+}
+
 /// Waits for the first event `want` picks out.
 async fn wait_event<T>(
     events: &mut tokio::sync::broadcast::Receiver<NodeEvent>,
@@ -271,13 +282,7 @@ async fn a_link_outage_mid_download_loses_nothing() {
     let port = serve_once(reply.clone()).await;
     let t = setup(&[&format!("127.0.0.1:{port}")]).await;
     let mut events = t.client.events();
-    let mut s = t
-        .client
-        .open(t.server_pk, format!("127.0.0.1:{port}").parse().unwrap())
-        .await
-        .unwrap();
-    s.write_all(b"GET /\r\n\r\n").await.unwrap();
-    s.shutdown().await.unwrap();
+    let mut s = request(&t.client, t.server_pk, port).await;
     let mut got = vec![0u8; 1 << 20];
     s.read_exact(&mut got).await.unwrap();
     // The Tox link drops in the middle of the download (a NAT rebinding, a relay switch)
@@ -312,13 +317,7 @@ async fn a_server_process_restart_mid_transfer_ends_the_stream_with_a_code_never
     let port = serve_once(reply).await;
     let t = setup(&[&format!("127.0.0.1:{port}")]).await;
     let mut events = t.client.events();
-    let mut s = t
-        .client
-        .open(t.server_pk, format!("127.0.0.1:{port}").parse().unwrap())
-        .await
-        .unwrap();
-    s.write_all(b"GET /\r\n\r\n").await.unwrap();
-    s.shutdown().await.unwrap();
+    let mut s = request(&t.client, t.server_pk, port).await;
     let mut first = vec![0u8; 1 << 20];
     s.read_exact(&mut first).await.unwrap();
     // The server process crashes (its link drops, its state is gone) and is started again.
@@ -359,13 +358,7 @@ async fn a_server_process_restart_mid_transfer_ends_the_stream_with_a_code_never
         "the restart was detected at the resume handshake"
     );
     // A new session is up at once, and new streams work.
-    let mut s = t
-        .client
-        .open(t.server_pk, format!("127.0.0.1:{port}").parse().unwrap())
-        .await
-        .unwrap();
-    s.write_all(b"GET /\r\n\r\n").await.unwrap();
-    s.shutdown().await.unwrap();
+    let mut s = request(&t.client, t.server_pk, port).await;
     let mut head = [0u8; 17];
     s.read_exact(&mut head).await.unwrap();
     assert_eq!(&head, b"HTTP/1.0 200 OK\r\n");
