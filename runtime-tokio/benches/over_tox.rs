@@ -337,6 +337,30 @@ fn round_trips(port: u16, n: usize) -> (Duration, Duration) {
     (times[n / 2], times[n * 99 / 100])
 }
 
+/// `n` downloads of `each` bytes at once: (aggregate MB/s, slowest/fastest throughput).
+fn concurrent(port: u16, n: usize, each: u64) -> (f64, f64) {
+    let start = now();
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let t = now();
+                let p = download(port, each);
+                assert_eq!(p.marks.last().map(|m| m.1), Some(each));
+                each as f64 / 1e6 / t.elapsed().as_secs_f64()
+            })
+        })
+        .collect();
+    let rates: Vec<f64> = threads
+        .into_iter()
+        .map(|t| t.join().expect("every connection succeeds"))
+        .collect();
+    let aggregate = (n as u64 * each) as f64 / 1e6 / start.elapsed().as_secs_f64();
+    let (lo, hi) = rates
+        .iter()
+        .fold((f64::MAX, 0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+    (aggregate, hi / lo)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match std::env::var("TOXTUN_BENCH_ROLE").as_deref() {
@@ -457,6 +481,7 @@ fn main() {
     let cpu_down = cpu_secs(spid) + cpu_secs(fpid) - cpu0;
     let up = upload(local, mb << 20);
     let (rtt_median, rtt_p99) = round_trips(local, 1000);
+    let (aggregate, spread) = concurrent(local, 100, 4 << 20);
     let idle0 = (cpu_secs(spid), cpu_secs(fpid));
     std::thread::sleep(Duration::from_secs(10));
     let idle = (
@@ -488,6 +513,12 @@ fn main() {
     println!(
         "1-byte round trip through the tunnel: median {rtt_median:?}, p99 {rtt_p99:?}   \
          (goal: median < 3 ms, p99 < 10 ms)"
+    );
+    println!(
+        "100 connections at once, 4 MiB each: all succeeded; aggregate {aggregate:.1} MB/s \
+         ({:.2}x the single connection's plateau; goal >= 1x); fastest/slowest {spread:.2} \
+         (goal <= 2)",
+        aggregate / down.plateau()
     );
     let steps: Vec<String> = steps_rx
         .try_iter()
