@@ -274,8 +274,14 @@ impl Session {
                 .push_back(Event::SessionSuspended { peer: self.peer });
         }
         self.state = State::Idle { retry_at: None };
-        self.urgent.clear();
-        self.advisory_queued = 0;
+        // PONGs go with the link; RSTs for unknown streams are sequenced and stay queued,
+        // still counted against the advisory bound.
+        let pongs = self
+            .urgent
+            .drain(..)
+            .filter(|f| matches!(f, Frame::Pong { .. }))
+            .count();
+        self.advisory_queued = self.advisory_queued.saturating_sub(pongs);
         self.ack_due = None;
         self.ack_now = false;
         self.awaiting_peer_count = false;
