@@ -301,6 +301,26 @@ fn download(port: u16, bytes: u64) -> Progress {
     p
 }
 
+/// A 1 GiB-style download whose reader is slow for its first `slow` bytes (64 KiB every
+/// 10 ms, about 6.5 MB/s), then reads at full speed.
+fn slow_then_fast_download(port: u16, bytes: u64, slow: u64) -> Duration {
+    let start = now();
+    let mut s = connect(port);
+    s.write_all(b"D").unwrap();
+    s.write_all(&bytes.to_le_bytes()).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0;
+    while got < bytes {
+        let k = s.read(&mut buf).unwrap();
+        assert!(k > 0, "the download ended early at {got}");
+        got += k as u64;
+        if got < slow {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    start.elapsed()
+}
+
 fn upload(port: u16, bytes: u64) -> Progress {
     let mut s = connect(port);
     s.write_all(b"U").unwrap();
@@ -482,6 +502,8 @@ fn main() {
     let up = upload(local, mb << 20);
     let (rtt_median, rtt_p99) = round_trips(local, 1000);
     let (aggregate, spread) = concurrent(local, 100, 4 << 20);
+    let rss_before_gib = (peak_rss_mib(spid), peak_rss_mib(fpid));
+    let gib_took = slow_then_fast_download(local, 1 << 30, 64 << 20);
     let idle0 = (cpu_secs(spid), cpu_secs(fpid));
     std::thread::sleep(Duration::from_secs(10));
     let idle = (
@@ -539,6 +561,16 @@ fn main() {
     println!(
         "peak RSS: serve {:.1} MiB, forward {:.1} MiB ({mb} MiB each way; download took {down_secs:.1} s)",
         rss.0, rss.1
+    );
+    println!(
+        "1 GiB download, the reader slow (6.5 MB/s) for its first 64 MiB: {:.1} s; peak RSS \
+         before it serve {:.1} / forward {:.1} MiB, after it serve {:.1} / forward {:.1} MiB \
+         (bound: about 1.1 MiB per stream beside the process, node.rs)",
+        gib_took.as_secs_f64(),
+        rss_before_gib.0,
+        rss_before_gib.1,
+        rss.0,
+        rss.1
     );
     drop(forward);
     drop(serve);
