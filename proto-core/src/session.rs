@@ -800,10 +800,14 @@ impl Session {
             self.reset_stream(stream, StreamCode::StreamState, true, ctx);
             return Ok(());
         }
-        let received = match s.recv.on_data(offset, payload).and_then(|r| {
-            s.send.on_ack(ack)?;
-            Ok(r)
-        }) {
+        // The ACK first: bytes accepted into the buffer must be counted in the session's
+        // total, and a frame refused after its bytes went in would leave them uncounted
+        // (and their credit returned twice when the stream is freed).
+        let received = match s
+            .send
+            .on_ack(ack)
+            .and_then(|()| s.recv.on_data(offset, payload))
+        {
             Ok(r) => r,
             Err(code) => {
                 self.reset_stream(stream, code, true, ctx);

@@ -960,3 +960,37 @@ fn giant_truncated_and_unknown_frames_close_only_their_session() {
         assert!(ep.is_established(ALICE), "the other client is unaffected");
     }
 }
+
+#[test]
+fn data_with_an_impossible_ack_is_refused_whole_and_returns_no_credit() {
+    let (mut ep, now) = server_with_alice();
+    open(&mut ep, now, ALICE, 1, "127.0.0.1:22");
+    ep.accept(sid(1)).unwrap();
+    drain(&mut ep, now);
+    // DATA acknowledging bytes the server never sent: the stream is reset, and its bytes
+    // were never taken in, so the session's accounting is untouched.
+    let d = packet(
+        &mut ep,
+        now,
+        ALICE,
+        Frame::Data {
+            stream: sid(1),
+            offset: 0,
+            ack: 500,
+            payload: Bytes::from(vec![1; 100]),
+        },
+    );
+    assert!(d.frames_to(ALICE).contains(&Frame::Rst {
+        stream: sid(1),
+        code: StreamCode::StreamState,
+        offset: 0
+    }));
+    let ss = ep.session_stats(ALICE).unwrap();
+    assert_eq!((ss.received, ss.recv_buffered), (0, 0));
+    assert!(
+        !d.frames_to(ALICE)
+            .iter()
+            .any(|f| matches!(f, Frame::SessionWindow { .. })),
+        "no credit handed back for bytes never counted"
+    );
+}
