@@ -292,9 +292,9 @@ struct StreamRec {
     seen_by_acceptor: bool,
     down_plan: (u64, bool),
     stalled: [bool; 2],
-    /// What could end the stream's session when it opened: restarts of its two nodes and
-    /// outages of its link longer than the resume grace. Flaps within the grace cannot.
-    excuses_at_open: (u64, u64, u64),
+    /// Restarts of its two nodes when it opened: a restart may end it. (So may its session
+    /// staying suspended past the resume grace; link flaps within the grace may not.)
+    restarts_at_open: (u64, u64),
 }
 
 impl StreamRec {
@@ -357,8 +357,10 @@ pub struct Sim {
     pub stats: SimStats,
     seed: u64,
     start: Instant,
-    /// Per (client, server): outages of the link longer than the resume grace.
-    long_outages: BTreeMap<(usize, usize), u64>,
+    /// Per (node, peer): since when the node's session with the peer has been suspended,
+    /// as its own events tell (back-to-back flaps that never let the link come up count as
+    /// one outage).
+    suspended_since: BTreeMap<(usize, PeerId), Instant>,
 }
 
 const ALLOWED_PORTS: &str = "127.0.0.1:1-30000";
@@ -415,7 +417,7 @@ impl Sim {
             stats: SimStats::default(),
             seed,
             start,
-            long_outages: BTreeMap::new(),
+            suspended_since: BTreeMap::new(),
         };
         for c in 0..cfg.clients {
             for s in cfg.clients..cfg.clients + cfg.servers {
@@ -482,7 +484,7 @@ impl Sim {
                     seen_by_acceptor: false,
                     down_plan: (*down, *fin_down),
                     stalled: [false, false],
-                    excuses_at_open: self.excuses(c, s),
+                    restarts_at_open: (self.nodes[c].restarts, self.nodes[s].restarts),
                 };
                 rec.flows[0].seed = self.seed ^ (n << 1);
                 rec.flows[1].seed = self.seed ^ (n << 1 | 1);
@@ -535,9 +537,6 @@ impl Sim {
                 outage,
             } => {
                 let (c, s) = (NodeId(*client), NodeId(self.clients + server));
-                if *outage >= EndpointConfig::new(PeerId([0; 32])).resume_grace {
-                    *self.long_outages.entry((c.0, s.0)).or_default() += 1;
-                }
                 self.net.link_down(c, s);
                 self.run_for(*outage)?;
                 self.net.link_up(c, s);
@@ -549,15 +548,26 @@ impl Sim {
         self.run_for(Duration::from_millis(20))
     }
 
-    fn excuses(&self, client: usize, server: usize) -> (u64, u64, u64) {
-        (
-            self.nodes[client].restarts,
-            self.nodes[server].restarts,
-            self.long_outages
-                .get(&(client, server))
-                .copied()
-                .unwrap_or(0),
-        )
+    /// Whether stream `ix` may have lost its session at node `i` now: one of its nodes
+    /// restarted since it opened, or the node's session with the other end has been
+    /// suspended for at least the resume grace.
+    fn session_end_excused(&self, i: usize, ix: usize) -> bool {
+        let rec = &self.streams[ix];
+        let restarted = (
+            self.nodes[rec.opener].restarts,
+            self.nodes[rec.acceptor].restarts,
+        ) != rec.restarts_at_open;
+        let other = if i == rec.opener {
+            rec.acceptor
+        } else {
+            rec.opener
+        };
+        let grace = self.nodes[i].config.resume_grace;
+        let outlasted = self
+            .suspended_since
+            .get(&(i, self.net.peer_id(NodeId(other))))
+            .is_some_and(|since| self.now - *since >= grace);
+        restarted || outlasted
     }
 
     /// The node and flow index for one end of stream `i`, if that end is still live.
@@ -580,6 +590,7 @@ impl Sim {
         n.restarts += 1;
         n.endpoint = Endpoint::new(n.config.clone(), node_seed(self.seed, node, n.restarts))
             .expect("config");
+        self.suspended_since.retain(|(n, _), _| *n != node);
         n.held.clear();
         n.timeout = None;
         n.try_read.clear();
@@ -752,6 +763,17 @@ impl Sim {
     }
 
     fn on_event(&mut self, i: usize, e: Event) -> Result<(), SimFailure> {
+        match &e {
+            Event::SessionSuspended { peer } => {
+                self.suspended_since.entry((i, *peer)).or_insert(self.now);
+            }
+            Event::SessionResumed { peer }
+            | Event::SessionEstablished { peer }
+            | Event::SessionClosed { peer, .. } => {
+                self.suspended_since.remove(&(i, *peer));
+            }
+            _ => {}
+        }
         match e {
             Event::FriendRequest {
                 peer,
@@ -803,10 +825,7 @@ impl Sim {
                     fail!("node {i}: stream {stream} reset with {code}: correct peers never violate the protocol");
                 }
                 let ix = self.index(stream)?;
-                let rec = &self.streams[ix];
-                if code == StreamCode::SessionClosed
-                    && self.excuses(rec.opener, rec.acceptor) == rec.excuses_at_open
-                {
+                if code == StreamCode::SessionClosed && !self.session_end_excused(i, ix) {
                     fail!(
                         "node {i}: stream {stream} ended with {code}, yet neither node restarted \
                          and no outage outlasted the resume grace: link flaps must not end streams"
