@@ -292,9 +292,10 @@ struct StreamRec {
     seen_by_acceptor: bool,
     down_plan: (u64, bool),
     stalled: [bool; 2],
-    /// Restarts of its two nodes when it opened: a restart may end it. (So may its session
-    /// staying suspended past the resume grace; link flaps within the grace may not.)
-    restarts_at_open: (u64, u64),
+    /// Restarts of its two nodes, and sessions between them that expired after a suspension
+    /// as long as the resume grace, when it opened: either may end it. Link flaps within
+    /// the grace may not.
+    excuses_at_open: (u64, u64, u64),
 }
 
 impl StreamRec {
@@ -361,6 +362,10 @@ pub struct Sim {
     /// as its own events tell (back-to-back flaps that never let the link come up count as
     /// one outage).
     suspended_since: BTreeMap<(usize, PeerId), Instant>,
+    /// Per (client, server): sessions either side ended after a suspension of at least the
+    /// grace (its resume never completed from its own point of view, though the other side
+    /// may have seen one).
+    expiries: BTreeMap<(usize, usize), u64>,
 }
 
 const ALLOWED_PORTS: &str = "127.0.0.1:1-30000";
@@ -418,6 +423,7 @@ impl Sim {
             seed,
             start,
             suspended_since: BTreeMap::new(),
+            expiries: BTreeMap::new(),
         };
         for c in 0..cfg.clients {
             for s in cfg.clients..cfg.clients + cfg.servers {
@@ -484,7 +490,7 @@ impl Sim {
                     seen_by_acceptor: false,
                     down_plan: (*down, *fin_down),
                     stalled: [false, false],
-                    restarts_at_open: (self.nodes[c].restarts, self.nodes[s].restarts),
+                    excuses_at_open: self.excuses(c, s),
                 };
                 rec.flows[0].seed = self.seed ^ (n << 1);
                 rec.flows[1].seed = self.seed ^ (n << 1 | 1);
@@ -548,15 +554,20 @@ impl Sim {
         self.run_for(Duration::from_millis(20))
     }
 
+    fn excuses(&self, client: usize, server: usize) -> (u64, u64, u64) {
+        (
+            self.nodes[client].restarts,
+            self.nodes[server].restarts,
+            self.expiries.get(&(client, server)).copied().unwrap_or(0),
+        )
+    }
+
     /// Whether stream `ix` may have lost its session at node `i` now: one of its nodes
-    /// restarted since it opened, or the node's session with the other end has been
-    /// suspended for at least the resume grace.
+    /// restarted since it opened, a session between them expired after the grace, or the
+    /// node's session with the other end has been suspended for at least the grace.
     fn session_end_excused(&self, i: usize, ix: usize) -> bool {
         let rec = &self.streams[ix];
-        let restarted = (
-            self.nodes[rec.opener].restarts,
-            self.nodes[rec.acceptor].restarts,
-        ) != rec.restarts_at_open;
+        let restarted = self.excuses(rec.opener, rec.acceptor) != rec.excuses_at_open;
         let other = if i == rec.opener {
             rec.acceptor
         } else {
@@ -770,7 +781,26 @@ impl Sim {
             Event::SessionResumed { peer }
             | Event::SessionEstablished { peer }
             | Event::SessionClosed { peer, .. } => {
-                self.suspended_since.remove(&(i, *peer));
+                let since = self.suspended_since.remove(&(i, *peer));
+                let grace = self.nodes[i].config.resume_grace;
+                let expired = matches!(
+                    e,
+                    Event::SessionClosed {
+                        code: SessionCode::LinkLost,
+                        ..
+                    }
+                ) && since.is_some_and(|t| self.now - t >= grace);
+                if expired {
+                    let other = (0..self.nodes.len())
+                        .find(|&n| self.net.peer_id(NodeId(n)) == *peer)
+                        .expect("a node of the scenario");
+                    let pair = if i < self.clients {
+                        (i, other)
+                    } else {
+                        (other, i)
+                    };
+                    *self.expiries.entry(pair).or_default() += 1;
+                }
             }
             _ => {}
         }
