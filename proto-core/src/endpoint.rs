@@ -390,15 +390,9 @@ impl Endpoint {
                             let s = self.sessions.get_mut(&peer).expect("present");
                             s.send_hello(now, id, &self.config);
                         }
-                        (Role::Responder(_), _) if s.is_suspended() && !s.resume_asked => {
-                            // The client may not have seen the link drop: ask it to resume.
-                            s.resume_asked = true;
-                            self.send_stray(
-                                peer,
-                                Frame::Close {
-                                    code: SessionCode::ResumeRequired,
-                                },
-                            );
+                        (Role::Responder(_), _) if s.is_suspended() => {
+                            // The client may not have seen the link drop.
+                            self.ask_for_resume(peer);
                         }
                         _ => {}
                     }
@@ -525,24 +519,15 @@ impl Endpoint {
     fn on_stream_frame(&mut self, now: Instant, peer: PeerId, frame: Frame, reply: bool) {
         let (sessions, mut ctx) = self.ctx();
         let Some(s) = sessions.get_mut(&peer).filter(|s| s.is_established()) else {
-            let (idle_initiator, suspended) = match self.sessions.get_mut(&peer) {
+            let (idle_initiator, suspended) = match self.sessions.get(&peer) {
                 Some(s) => (s.role == Role::Initiator, s.is_suspended()),
                 None => (false, false),
             };
             // An initiator between sessions drops stale frames (a resume resends what
-            // counts). A suspended server asks once for a resume: the client did not see
-            // the link drop. Anyone else is told that the handshake must come first.
+            // counts). A suspended server asks for a resume: the client did not see the
+            // link drop. Anyone else is told that the handshake must come first.
             if suspended && !idle_initiator {
-                let s = self.sessions.get_mut(&peer).expect("present");
-                if !s.resume_asked {
-                    s.resume_asked = true;
-                    self.send_stray(
-                        peer,
-                        Frame::Close {
-                            code: SessionCode::ResumeRequired,
-                        },
-                    );
-                }
+                self.ask_for_resume(peer);
             } else if !idle_initiator {
                 self.send_stray(
                     peer,
@@ -564,6 +549,22 @@ impl Endpoint {
             return self.protocol_violation(now, peer, code);
         }
         self.mark_ready(peer);
+    }
+
+    /// A suspended server asks its client to resume (CLOSE 1013), once per outage.
+    fn ask_for_resume(&mut self, peer: PeerId) {
+        let Some(s) = self.sessions.get_mut(&peer) else {
+            return;
+        };
+        if !s.resume_asked {
+            s.resume_asked = true;
+            self.send_stray(
+                peer,
+                Frame::Close {
+                    code: SessionCode::ResumeRequired,
+                },
+            );
+        }
     }
 
     /// The peer broke the protocol: CLOSE with the code, end the session. Other peers
