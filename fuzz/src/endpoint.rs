@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
-use toxtun_proto::frame::{Hello, HelloAck};
+use toxtun_proto::frame::{self, Hello, HelloAck};
 use toxtun_proto::{
     ClientRule, Endpoint, EndpointConfig, Frame, Input, Limits, Output, PeerId, ServerPolicy,
     SessionCode, SessionId, SharedSecret, StreamCode, StreamId, Target, TargetRules,
@@ -84,6 +84,17 @@ enum PeerFrame {
         max_offset: u32,
         ack: u32,
     },
+    /// RST with settlement counts (final size, highest offset received).
+    RstCounts(u8, u16, u32, u32),
+    /// Fast-path bytes.
+    LossyData {
+        packet: u16,
+        stream: u8,
+        offset: u32,
+        len: u16,
+    },
+    /// Fast-path acknowledgement: range starts and lengths, made descending and disjoint.
+    LossyAck(u16, Vec<(u8, u8)>),
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -115,6 +126,8 @@ enum Op {
     AdvanceMs(u16),
     AdvanceSecs(u8),
     Shutdown,
+    /// The transport reports the link direct (or relayed).
+    Path(u8, bool),
 }
 
 fn origin() -> Instant {
@@ -181,7 +194,8 @@ impl Harness {
         let hello = |session: u8, min: u8, max: u8, proof: Proof| Hello {
             min_version: u16::from(min % 3),
             max_version: u16::from(max % 3).max(u16::from(min % 3)),
-            capabilities: 0,
+            // Odd sessions offer the fast path.
+            capabilities: u64::from(session & 1),
             session: SessionId([session; 16]),
             stream_window: 4096,
             session_window: 16384,
@@ -210,7 +224,7 @@ impl Harness {
                 version,
             } => Frame::HelloAck(HelloAck {
                 version: u16::from(version % 3),
-                capabilities: 0,
+                capabilities: u64::from(session & 1),
                 session: match (ours, self.offered[peer]) {
                     (true, Some(s)) => s,
                     _ => SessionId([session; 16]),
@@ -272,7 +286,49 @@ impl Harness {
                 stream: self.stream(s),
                 code: StreamCode::from_code(code),
                 offset: 0,
+                received: 0,
             },
+            PeerFrame::RstCounts(s, code, offset, received) => Frame::Rst {
+                stream: self.stream(s),
+                code: StreamCode::from_code(code),
+                offset: u64::from(offset % 65536),
+                received: u64::from(received % 65536),
+            },
+            PeerFrame::LossyData {
+                packet,
+                stream,
+                offset,
+                len,
+            } => Frame::LossyData {
+                packet: u64::from(packet),
+                stream: self.stream(stream),
+                offset: u64::from(offset % 65536),
+                payload: Bytes::from(vec![0x3C; usize::from(len) % 1341]),
+            },
+            PeerFrame::LossyAck(top, pairs) => {
+                // Build descending, disjoint ranges below `top` (one at least).
+                let mut ranges = Vec::new();
+                let mut end = u64::from(top) + 1;
+                for (gap, len) in pairs.into_iter().take(frame::MAX_ACK_RANGES) {
+                    let len = u64::from(len).max(1);
+                    if end < len + u64::from(gap) {
+                        break;
+                    }
+                    let e = end - u64::from(gap);
+                    ranges.push((e - len, e));
+                    match (e - len).checked_sub(1) {
+                        Some(next) if next > 0 => end = next,
+                        _ => break,
+                    }
+                }
+                if ranges.is_empty() {
+                    ranges.push((u64::from(top), u64::from(top) + 1));
+                }
+                Frame::LossyAck {
+                    delay_us: u32::from(top),
+                    ranges,
+                }
+            }
             PeerFrame::Window {
                 stream,
                 max_offset,
@@ -366,6 +422,13 @@ impl Harness {
             Op::AdvanceMs(ms) => self.advance(Duration::from_millis(u64::from(ms))),
             Op::AdvanceSecs(s) => self.advance(Duration::from_secs(u64::from(s % 200))),
             Op::Shutdown => self.ep.shutdown(),
+            Op::Path(p, direct) => self.ep.handle_input(
+                now,
+                Input::PathChanged {
+                    peer: PEERS[peer(p)],
+                    direct,
+                },
+            ),
         }
         self.drain();
     }

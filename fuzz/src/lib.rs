@@ -128,6 +128,17 @@ mod tests {
                 stream: s,
                 code: StreamCode::Cancelled,
                 offset: 5,
+                received: 3,
+            },
+            Frame::LossyData {
+                packet: 9,
+                stream: s,
+                offset: 5,
+                payload: Bytes::from_static(b"fast"),
+            },
+            Frame::LossyAck {
+                delay_us: 250,
+                ranges: vec![(12, 20), (3, 10)],
             },
             Frame::Window {
                 stream: s,

@@ -18,6 +18,9 @@ pub struct Capabilities(pub u64);
 impl Capabilities {
     /// No optional capability.
     pub const NONE: Capabilities = Capabilities(0);
+    /// The fast path: stream bytes in lossy packets (LDATA, LACK) with toxtun's own
+    /// reliability and congestion control, used while the link is direct UDP.
+    pub const LOSSY_DATA: Capabilities = Capabilities(1);
 }
 
 /// How an endpoint behaves. Build one with [`EndpointConfig::new`] and adjust its fields.
@@ -50,6 +53,10 @@ pub struct EndpointConfig {
     /// missed; nothing is lost. Past it, every stream ends (`LinkLost`). Zero: a lost link
     /// ends the session at once.
     pub resume_grace: Duration,
+    /// Offer the fast path (lossy packets with toxtun's own congestion control) in the
+    /// handshake. It is used only when both sides offer it and the transport reports a
+    /// direct UDP link; otherwise every byte goes in c-toxcore's lossless packets.
+    pub fast_path: bool,
     /// As a client: the shared secret to prove to servers, if any.
     pub client_secret: Option<SharedSecret>,
     /// As a server: who is admitted and what they may reach. `None`: accept no sessions.
@@ -70,8 +77,18 @@ impl EndpointConfig {
             open_timeout: Duration::from_secs(30),
             reconnect_delay: Duration::from_secs(1),
             resume_grace: Duration::from_secs(120),
+            fast_path: true,
             client_secret: None,
             server: None,
+        }
+    }
+
+    /// The capability bits this endpoint offers.
+    pub fn capabilities(&self) -> Capabilities {
+        if self.fast_path {
+            Capabilities::LOSSY_DATA
+        } else {
+            Capabilities::NONE
         }
     }
 

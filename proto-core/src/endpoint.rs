@@ -10,10 +10,12 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::codes::{SessionCode, StatusCode, StreamCode};
 use crate::collections::{hasher, Map, Set};
-use crate::config::{ConfigError, EndpointConfig, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use crate::config::{
+    Capabilities, ConfigError, EndpointConfig, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 use crate::frame::{DecodeError, Frame, HelloAck};
 use crate::ids::{PeerId, SessionId, StreamId};
-use crate::session::{Ctx, Role, Session, State};
+use crate::session::{Ctx, Gone, Role, Session, State};
 use crate::stream::{OpenState, Origin, Stream};
 use crate::target::Target;
 
@@ -48,17 +50,28 @@ pub enum Input {
     SendBlocked(PeerId),
     /// The transport's send queue for the peer has room again.
     SendReady(PeerId),
+    /// The friend link's path changed: `direct` when it runs over UDP straight between the
+    /// two (lossy packets travel, so the fast path may be used), not when it goes through a
+    /// TCP relay. A link that comes up without this input counts as not direct.
+    PathChanged {
+        /// The friend.
+        peer: PeerId,
+        /// Whether the link is direct UDP.
+        direct: bool,
+    },
 }
 
 /// What the endpoint wants done. Drain with [`Endpoint::poll_output`] after every input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub enum Output {
-    /// Send this packet to the peer as one lossless custom packet.
+    /// Send this packet to the peer as one custom packet: lossless if its first byte is in
+    /// 160..=191, lossy if in 192..=254 (the fast path's LDATA and LACK, which the transport
+    /// may drop, and should rather drop than queue behind a full send queue).
     Transmit {
         /// The friend to send to.
         peer: PeerId,
-        /// The packet, at most the configured `max_packet_size`, first byte in 160..=191.
+        /// The packet, at most the configured `max_packet_size`.
         packet: Bytes,
     },
     /// Tell the application something.
@@ -282,6 +295,23 @@ pub struct SessionStats {
     pub acks_sent: u64,
     /// Frames resent after link outages in this session.
     pub frames_resent: u64,
+    /// Stream bytes go on the fast path now (negotiated, direct link, lossy packets get
+    /// through).
+    pub fast_path: bool,
+    /// LDATA packets sent in this session.
+    pub lossy_packets_sent: u64,
+    /// LDATA packets declared lost (their bytes were sent again).
+    pub lossy_packets_lost: u64,
+    /// Stream bytes sent again after a loss (on either path).
+    pub lossy_bytes_resent: u64,
+    /// LDATA packets received, and how many of them were duplicates.
+    pub lossy_packets_received: u64,
+    /// Duplicate LDATA packets received (ignored).
+    pub lossy_duplicates: u64,
+    /// The fast path's smoothed round trip, once measured.
+    pub rtt: Option<std::time::Duration>,
+    /// The fast path's congestion window, in bytes.
+    pub congestion_window: usize,
 }
 
 /// The toxtun protocol state machine for one Tox identity. No I/O: see the crate docs for
@@ -294,6 +324,8 @@ pub struct Endpoint {
     /// Which session owns each stream, so commands need only the stream ID.
     index: Map<StreamId, PeerId>,
     online: Set<PeerId>,
+    /// Peers whose link the transport reports as direct UDP.
+    direct: Set<PeerId>,
     events: VecDeque<Event>,
     /// Sessions that may have packets to send, served round-robin.
     ready: VecDeque<PeerId>,
@@ -312,6 +344,7 @@ impl Endpoint {
             sessions: Map::with_hasher(hasher(&mut rng)),
             index: Map::with_hasher(hasher(&mut rng)),
             online: Set::with_hasher(hasher(&mut rng)),
+            direct: Set::with_hasher(hasher(&mut rng)),
             rng,
             events: VecDeque::new(),
             ready: VecDeque::new(),
@@ -401,6 +434,10 @@ impl Endpoint {
             }
             Input::PeerOffline(peer) => {
                 self.online.remove(&peer);
+                self.direct.remove(&peer);
+                if let Some(s) = self.sessions.get_mut(&peer) {
+                    s.set_path(false);
+                }
                 self.events.push_back(Event::PeerOffline { peer });
                 self.link_lost(now, peer);
             }
@@ -423,6 +460,17 @@ impl Endpoint {
             Input::SendReady(peer) => {
                 if let Some(s) = self.sessions.get_mut(&peer) {
                     s.send_blocked = false;
+                }
+                self.mark_ready(peer);
+            }
+            Input::PathChanged { peer, direct } => {
+                if direct {
+                    self.direct.insert(peer);
+                } else {
+                    self.direct.remove(&peer);
+                }
+                if let Some(s) = self.sessions.get_mut(&peer) {
+                    s.set_path(direct);
                 }
                 self.mark_ready(peer);
             }
@@ -542,10 +590,24 @@ impl Endpoint {
         if frame.is_sequenced() {
             s.count_received(now);
         }
-        if reply {
+        let result = match frame {
             // A frame we answer directly (OPEN_ERR for an undecodable OPEN).
-            s.queue_control(frame);
-        } else if let Err(code) = s.on_frame(frame, &mut ctx) {
+            frame if reply => {
+                s.queue_control(frame);
+                Ok(())
+            }
+            Frame::LossyData {
+                packet,
+                stream,
+                offset,
+                payload,
+            } => s.on_lossy_data(now, packet, stream, offset, payload, &mut ctx),
+            Frame::LossyAck { delay_us, ranges } => {
+                s.on_lossy_ack(now, delay_us, &ranges, &mut ctx)
+            }
+            frame => s.on_frame(frame, &mut ctx),
+        };
+        if let Err(code) = result {
             return self.protocol_violation(now, peer, code);
         }
         self.mark_ready(peer);
@@ -618,6 +680,7 @@ impl Endpoint {
             return reject(self, SessionCode::TooManyPeers);
         }
         let stream_hasher = hasher(&mut self.rng);
+        let direct = self.direct.contains(&peer);
         let (sessions, mut ctx) = self.ctx();
         if resume {
             let Some(s) = sessions
@@ -631,9 +694,14 @@ impl Endpoint {
             s.role = Role::Responder(admission);
             s.link_up = true;
             s.suspend(now, &mut ctx);
+            let capabilities = if s.lossy_negotiated {
+                Capabilities::LOSSY_DATA.0
+            } else {
+                0
+            };
             s.queue_control(Frame::HelloAck(HelloAck {
                 version,
-                capabilities: 0,
+                capabilities,
                 session: h.session,
                 resumed: true,
                 stream_window: ctx.config.stream_window,
@@ -662,17 +730,20 @@ impl Endpoint {
                 )
             }),
         };
+        session.set_path(direct);
         session.id = h.session;
         session.link_up = true;
+        let capabilities = h.capabilities & ctx.config.capabilities().0;
         session.queue_control(Frame::HelloAck(HelloAck {
             version,
-            capabilities: 0,
+            capabilities,
             session: h.session,
             resumed: false,
             stream_window: ctx.config.stream_window,
             session_window: ctx.config.session_window,
         }));
-        session.establish(now, h.stream_window, h.session_window, &mut ctx);
+        let lossy = capabilities & Capabilities::LOSSY_DATA.0 != 0;
+        session.establish(now, h.stream_window, h.session_window, lossy, &mut ctx);
         self.mark_ready(peer);
     }
 
@@ -698,7 +769,11 @@ impl Endpoint {
             (true, true) => s.resume(now, &mut ctx),
             // A server answers RESUME with resumed set, or refuses it.
             (true, false) => return self.resume_refused(now, peer),
-            _ => s.establish(now, a.stream_window, a.session_window, &mut ctx),
+            _ => {
+                let caps = a.capabilities & ctx.config.capabilities().0;
+                let lossy = caps & Capabilities::LOSSY_DATA.0 != 0;
+                s.establish(now, a.stream_window, a.session_window, lossy, &mut ctx)
+            }
         }
         self.mark_ready(peer);
     }
@@ -829,6 +904,7 @@ impl Endpoint {
         let id = self.new_session_id();
         let stream_hasher = hasher(&mut self.rng);
         let mut s = Session::new(peer, Role::Initiator, id, now, &self.config, stream_hasher);
+        s.path_direct = self.direct.contains(&peer);
         if self.online.contains(&peer) {
             s.link_up = true;
             s.send_hello(now, id, &self.config);
@@ -1004,7 +1080,7 @@ impl Endpoint {
         if s.streams.get(&stream).map(|st| st.state) != Some(OpenState::Incoming) {
             return Err(StreamError::WrongState);
         }
-        s.remove_stream(stream, &mut ctx);
+        s.remove_stream(stream, Gone::Refused, &mut ctx);
         s.queue_control(Frame::OpenErr { stream, code });
         let peer = s.peer;
         self.mark_ready(peer);
@@ -1044,7 +1120,7 @@ impl Endpoint {
     /// The next thing to do. **Drain rule:** after every call that changes state
     /// (`handle_input`, `handle_timeout` and the stream commands), call this until it returns
     /// `None` or `Some(Output::Timeout(_))`; then wait for input or that instant.
-    pub fn poll_output(&mut self, _now: Instant) -> Option<Output> {
+    pub fn poll_output(&mut self, now: Instant) -> Option<Output> {
         if let Some(e) = self.events.pop_front() {
             return Some(Output::Event(e));
         }
@@ -1056,7 +1132,7 @@ impl Endpoint {
             let Some(s) = sessions.get_mut(&peer) else {
                 continue;
             };
-            if let Some(packet) = s.poll_transmit(&mut ctx) {
+            if let Some(packet) = s.poll_transmit(now, &mut ctx) {
                 // Back of the queue: peers take turns, one packet each.
                 self.ready.push_back(peer);
                 return Some(Output::Transmit { peer, packet });
@@ -1109,6 +1185,14 @@ impl Endpoint {
             retransmit_buffered: s.log_bytes(),
             acks_sent: s.acks_sent,
             frames_resent: s.frames_resent,
+            fast_path: s.lossy_active(),
+            lossy_packets_sent: s.lossy_tx.packets_sent,
+            lossy_packets_lost: s.lossy_tx.packets_lost,
+            lossy_bytes_resent: s.lossy_tx.bytes_resent,
+            lossy_packets_received: s.lossy_rx.packets_received,
+            lossy_duplicates: s.lossy_rx.duplicates,
+            rtt: s.lossy_tx.rtt.smoothed,
+            congestion_window: s.lossy_tx.window,
         })
     }
 

@@ -1,8 +1,9 @@
-//! The wire codec: every frame of the protocol, encoded into one Tox lossless custom packet.
+//! The wire codec: every frame of the protocol, encoded into one Tox custom packet.
 //!
-//! A frame's first byte is its type, an id in `160..=191` as c-toxcore requires of lossless
-//! custom packets; the whole frame is at most [`MAX_PACKET_SIZE`] bytes. Integers are
-//! big-endian. Layouts are tabled in PROTOCOL.md.
+//! A frame's first byte is its type: an id in `160..=191` for frames sent as lossless
+//! custom packets, in `192..=254` for the fast path's frames sent as lossy ones (LDATA,
+//! LACK), as c-toxcore requires of each kind. The whole frame is at most
+//! [`MAX_PACKET_SIZE`] bytes. Integers are big-endian. Layouts are tabled in PROTOCOL.md.
 //!
 //! Decoding is total: any byte string yields a [`Frame`] or a [`DecodeError`], never a panic,
 //! and allocates nothing beyond the frame (a DATA payload is a zero-copy slice of the packet).
@@ -19,6 +20,15 @@ pub const MAX_PACKET_SIZE: usize = 1373;
 pub const FIRST_FRAME_ID: u8 = 160;
 /// The highest first byte of a lossless custom packet.
 pub const LAST_FRAME_ID: u8 = 191;
+/// The lowest first byte of a lossy custom packet.
+pub const FIRST_LOSSY_ID: u8 = 192;
+/// The highest first byte of a lossy custom packet.
+pub const LAST_LOSSY_ID: u8 = 254;
+/// The bytes of an LDATA frame before its payload: type, packet number, stream, offset.
+pub const LOSSY_DATA_HEADER_LEN: usize = 1 + 8 + 16 + 8;
+/// The most packet-number ranges one LACK carries (newest first); older ones are implied
+/// by earlier LACKs, and a packet whose every acknowledgement was lost is simply resent.
+pub const MAX_ACK_RANGES: usize = 16;
 /// The bytes of a DATA frame before its payload: type, stream, offset, ack.
 pub const DATA_HEADER_LEN: usize = 1 + 16 + 8 + 8;
 /// The largest DATA payload that fits a maximum-size packet.
@@ -60,6 +70,10 @@ pub mod kind {
     pub const WINDOW: u8 = 0xAE;
     /// RESUME: the initiator resumes a session after a link outage (HELLO's layout).
     pub const RESUME: u8 = 0xAF;
+    /// LDATA: stream bytes on the fast path, in a lossy packet with a packet number.
+    pub const LOSSY_DATA: u8 = 0xC0;
+    /// LACK: which LDATA packet numbers arrived, in a lossy packet.
+    pub const LOSSY_ACK: u8 = 0xC1;
 }
 
 /// The initiator's handshake: what it speaks and what it grants.
@@ -188,8 +202,33 @@ pub enum Frame {
         stream: StreamId,
         /// Why.
         code: StreamCode,
-        /// Bytes the sender had sent on the stream (for session credit accounting).
+        /// Bytes the sender had sent on the stream: its direction's final size, which the
+        /// receiver counts against session credit whatever reached it.
         offset: u64,
+        /// The highest offset the sender had received of the other direction: what it
+        /// counted against the session credit it grants, and will ever count.
+        received: u64,
+    },
+    /// Stream bytes on the fast path (a lossy packet). Sent only on an open stream whose
+    /// peer has it open too; the receiver acknowledges the packet number with LACK.
+    LossyData {
+        /// The packet number: unique in the session's direction, never reused (a resent
+        /// range goes out under a new number).
+        packet: u64,
+        /// The stream.
+        stream: StreamId,
+        /// Offset of the payload's first byte in the sender's direction.
+        offset: u64,
+        /// The bytes.
+        payload: Bytes,
+    },
+    /// Which LDATA packets arrived (a lossy packet).
+    LossyAck {
+        /// How long the receiver held the newest packet before acknowledging it, in µs.
+        delay_us: u32,
+        /// Received packet numbers as half-open ranges `[start, end)`, newest first,
+        /// disjoint and descending; 1 to [`MAX_ACK_RANGES`] of them.
+        ranges: Vec<(u64, u64)>,
     },
     /// Raise the stream's credit: the peer may send up to this offset.
     Window {
@@ -212,9 +251,9 @@ pub enum DecodeError {
     /// The packet is longer than a lossless custom packet can be.
     #[error("packet of {0} bytes exceeds the maximum of {MAX_PACKET_SIZE}")]
     TooLarge(usize),
-    /// The first byte is outside 160..=191, so it is not a lossless custom packet.
-    #[error("first byte {0} is not a lossless custom packet id (160..=191)")]
-    NotLossless(u8),
+    /// The first byte is outside 160..=254, so it is not a custom packet toxtun sends.
+    #[error("first byte {0} is not a custom packet id (160..=191 lossless, 192..=254 lossy)")]
+    NotCustomPacket(u8),
     /// The first byte names no frame type this version knows.
     #[error("unknown frame type {0:#04x}")]
     UnknownType(u8),
@@ -319,7 +358,14 @@ impl Frame {
             Frame::Fin { .. } => kind::FIN,
             Frame::Rst { .. } => kind::RST,
             Frame::Window { .. } => kind::WINDOW,
+            Frame::LossyData { .. } => kind::LOSSY_DATA,
+            Frame::LossyAck { .. } => kind::LOSSY_ACK,
         }
+    }
+
+    /// Whether the frame travels as a lossy packet (the fast path's LDATA and LACK).
+    pub fn is_lossy(&self) -> bool {
+        self.kind() >= FIRST_LOSSY_ID
     }
 
     /// Whether the frame is counted in the session's frame sequence: kept until the peer
@@ -338,6 +384,7 @@ impl Frame {
             | Frame::Data { stream, .. }
             | Frame::Fin { stream, .. }
             | Frame::Rst { stream, .. }
+            | Frame::LossyData { stream, .. }
             | Frame::Window { stream, .. } => Some(*stream),
             _ => None,
         }
@@ -361,7 +408,9 @@ impl Frame {
             Frame::OpenErr { .. } => 16 + 2,
             Frame::Data { payload, .. } => 16 + 8 + 8 + payload.len(),
             Frame::Fin { .. } | Frame::Window { .. } => 16 + 8 + 8,
-            Frame::Rst { .. } => 16 + 2 + 8,
+            Frame::Rst { .. } => 16 + 2 + 8 + 8,
+            Frame::LossyData { payload, .. } => 8 + 16 + 8 + payload.len(),
+            Frame::LossyAck { ranges, .. } => 4 + 1 + 16 * ranges.len(),
         }
     }
 
@@ -446,10 +495,31 @@ impl Frame {
                 stream,
                 code,
                 offset,
+                received,
             } => {
                 buf.put_slice(stream.as_bytes());
                 buf.put_u16(code.code());
                 buf.put_u64(*offset);
+                buf.put_u64(*received);
+            }
+            Frame::LossyData {
+                packet,
+                stream,
+                offset,
+                payload,
+            } => {
+                buf.put_u64(*packet);
+                buf.put_slice(stream.as_bytes());
+                buf.put_u64(*offset);
+                buf.put_slice(payload);
+            }
+            Frame::LossyAck { delay_us, ranges } => {
+                buf.put_u32(*delay_us);
+                buf.put_u8(ranges.len() as u8);
+                for &(start, end) in ranges {
+                    buf.put_u64(start);
+                    buf.put_u64(end);
+                }
             }
             Frame::Window {
                 stream,
@@ -476,8 +546,8 @@ impl Frame {
         if packet.len() > MAX_PACKET_SIZE {
             return Err(DecodeError::TooLarge(packet.len()));
         }
-        if !(FIRST_FRAME_ID..=LAST_FRAME_ID).contains(&first) {
-            return Err(DecodeError::NotLossless(first));
+        if !(FIRST_FRAME_ID..=LAST_LOSSY_ID).contains(&first) {
+            return Err(DecodeError::NotCustomPacket(first));
         }
         let frame = kind_name(first).ok_or(DecodeError::UnknownType(first))?;
         let mut r = Reader {
@@ -591,7 +661,42 @@ impl Frame {
                 stream: r.stream()?,
                 code: StreamCode::from_code(r.u16()?),
                 offset: r.u64()?,
+                received: r.u64()?,
             },
+            kind::LOSSY_DATA => {
+                let number = r.u64()?;
+                let stream = r.stream()?;
+                let offset = r.u64()?;
+                let payload = packet.slice(r.pos..);
+                if offset.checked_add(payload.len() as u64).is_none() {
+                    return Err(r.invalid("offset"));
+                }
+                return Ok(Frame::LossyData {
+                    packet: number,
+                    stream,
+                    offset,
+                    payload,
+                });
+            }
+            kind::LOSSY_ACK => {
+                let delay_us = r.u32()?;
+                let n = r.u8()? as usize;
+                if n == 0 || n > MAX_ACK_RANGES {
+                    return Err(r.invalid("range count"));
+                }
+                let mut ranges = Vec::with_capacity(n);
+                let mut floor = u64::MAX;
+                for _ in 0..n {
+                    let (start, end) = (r.u64()?, r.u64()?);
+                    // Non-empty, descending, disjoint (and not merely touching).
+                    if start >= end || end >= floor {
+                        return Err(r.invalid("ranges"));
+                    }
+                    floor = start;
+                    ranges.push((start, end));
+                }
+                Frame::LossyAck { delay_us, ranges }
+            }
             kind::WINDOW => Frame::Window {
                 stream: r.stream()?,
                 max_offset: r.u64()?,
@@ -627,8 +732,18 @@ fn kind_name(k: u8) -> Option<&'static str> {
         kind::FIN => "FIN",
         kind::RST => "RST",
         kind::WINDOW => "WINDOW",
+        kind::LOSSY_DATA => "LDATA",
+        kind::LOSSY_ACK => "LACK",
         _ => return None,
     })
+}
+
+/// Writes an LDATA frame header; the caller appends the payload (one copy, as for DATA).
+pub fn encode_lossy_data_header(buf: &mut BytesMut, packet: u64, stream: StreamId, offset: u64) {
+    buf.put_u8(kind::LOSSY_DATA);
+    buf.put_u64(packet);
+    buf.put_slice(stream.as_bytes());
+    buf.put_u64(offset);
 }
 
 /// Writes a DATA frame header; the caller appends the payload. Used on the hot path so that
@@ -743,11 +858,46 @@ mod tests {
                     ack,
                 }
             }),
-            (arb_stream(), arb_code(), any::<u64>()).prop_map(|(stream, c, offset)| Frame::Rst {
-                stream,
-                code: StreamCode::from_code(c),
-                offset
-            }),
+            (arb_stream(), arb_code(), any::<u64>(), any::<u64>()).prop_map(
+                |(stream, c, offset, received)| Frame::Rst {
+                    stream,
+                    code: StreamCode::from_code(c),
+                    offset,
+                    received,
+                }
+            ),
+            (
+                any::<u64>(),
+                arb_stream(),
+                0u64..u64::MAX / 2,
+                proptest::collection::vec(any::<u8>(), 0..=MAX_DATA_PAYLOAD)
+            )
+                .prop_map(|(packet, stream, offset, p)| Frame::LossyData {
+                    packet,
+                    stream,
+                    offset,
+                    payload: Bytes::from(p)
+                }),
+            (
+                any::<u32>(),
+                proptest::collection::btree_set(any::<u64>(), 2..=2 * MAX_ACK_RANGES)
+            )
+                .prop_map(|(delay_us, points)| {
+                    // Pair sorted points into disjoint, non-touching ranges, newest first.
+                    let mut v: Vec<u64> = points.into_iter().collect();
+                    v.truncate(v.len() / 2 * 2);
+                    let mut ranges: Vec<(u64, u64)> = v
+                        .chunks(2)
+                        .map(|c| (c[0], c[1]))
+                        .filter(|&(a, b)| a < b && b < u64::MAX)
+                        .collect();
+                    ranges.dedup_by(|later, earlier| later.0 <= earlier.1);
+                    ranges.reverse();
+                    if ranges.is_empty() {
+                        ranges.push((0, 1));
+                    }
+                    Frame::LossyAck { delay_us, ranges }
+                }),
             (arb_stream(), any::<u64>(), any::<u64>()).prop_map(|(stream, max_offset, ack)| {
                 Frame::Window {
                     stream,
@@ -764,7 +914,12 @@ mod tests {
             let bytes = frame.to_bytes();
             prop_assert_eq!(bytes.len(), frame.encoded_len());
             prop_assert!(bytes.len() <= MAX_PACKET_SIZE);
-            prop_assert!((FIRST_FRAME_ID..=LAST_FRAME_ID).contains(&bytes[0]));
+            let ids = if frame.is_lossy() {
+                FIRST_LOSSY_ID..=LAST_LOSSY_ID
+            } else {
+                FIRST_FRAME_ID..=LAST_FRAME_ID
+            };
+            prop_assert!(ids.contains(&bytes[0]));
             prop_assert_eq!(Frame::decode(&bytes).unwrap(), frame);
         }
 
@@ -780,7 +935,7 @@ mod tests {
             let prefix = bytes.slice(..bytes.len() - cut);
             match Frame::decode(&prefix) {
                 Ok(f) => {
-                    let is_data = matches!(f, Frame::Data { .. });
+                    let is_data = matches!(f, Frame::Data { .. } | Frame::LossyData { .. });
                     prop_assert!(cut == 0 || is_data);
                 }
                 Err(_) => prop_assert!(cut > 0),
@@ -789,7 +944,7 @@ mod tests {
 
         #[test]
         fn lossless_ids_with_garbage_never_panic(
-            kind in FIRST_FRAME_ID..=LAST_FRAME_ID,
+            kind in FIRST_FRAME_ID..=LAST_LOSSY_ID,
             rest in proptest::collection::vec(any::<u8>(), 0..300),
         ) {
             let mut v = vec![kind];
@@ -894,14 +1049,73 @@ mod tests {
                     stream: s,
                     code: StreamCode::Cancelled,
                     offset: 0,
+                    received: 0,
                 },
-                27,
+                35,
+            ),
+            (
+                Frame::LossyData {
+                    packet: 0,
+                    stream: s,
+                    offset: 0,
+                    payload: Bytes::new(),
+                },
+                LOSSY_DATA_HEADER_LEN,
+            ),
+            (
+                Frame::LossyAck {
+                    delay_us: 0,
+                    ranges: vec![(5, 9), (0, 3)],
+                },
+                38,
             ),
         ];
         for (f, n) in sizes {
             assert_eq!(f.to_bytes().len(), n, "{}", f.name());
         }
         assert_eq!(MAX_DATA_PAYLOAD, 1340);
+        assert_eq!(
+            LOSSY_DATA_HEADER_LEN, DATA_HEADER_LEN,
+            "the same payload fits both"
+        );
+    }
+
+    #[test]
+    fn lossy_frames_use_lossy_ids_and_check_their_ranges() {
+        let ack = |ranges: Vec<(u64, u64)>| Frame::LossyAck {
+            delay_us: 7,
+            ranges,
+        };
+        let f = ack(vec![(10, 12), (4, 8)]);
+        assert!(f.is_lossy() && !f.is_sequenced());
+        assert!((FIRST_LOSSY_ID..=LAST_LOSSY_ID).contains(&f.to_bytes()[0]));
+        assert_eq!(Frame::decode(&f.to_bytes()), Ok(f));
+        for bad in [
+            vec![],
+            vec![(4, 4)],
+            vec![(4, 8), (10, 12)],
+            vec![(8, 12), (4, 8)],
+            vec![(0, 1); MAX_ACK_RANGES + 1],
+        ] {
+            let mut b = BytesMut::new();
+            b.put_u8(kind::LOSSY_ACK);
+            b.put_u32(0);
+            b.put_u8(bad.len() as u8);
+            for (x, y) in &bad {
+                b.put_u64(*x);
+                b.put_u64(*y);
+            }
+            assert!(
+                matches!(
+                    Frame::decode(&b.freeze()),
+                    Err(DecodeError::InvalidField {
+                        field: "ranges" | "range count",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
@@ -929,11 +1143,19 @@ mod tests {
         assert_eq!(Frame::decode(&Bytes::new()), Err(DecodeError::Empty));
         assert_eq!(
             Frame::decode(&Bytes::from_static(&[0x10])),
-            Err(DecodeError::NotLossless(0x10))
+            Err(DecodeError::NotCustomPacket(0x10))
         );
         assert_eq!(
             Frame::decode(&Bytes::from_static(&[0xBF])),
             Err(DecodeError::UnknownType(0xBF))
+        );
+        assert_eq!(
+            Frame::decode(&Bytes::from_static(&[0xFF])),
+            Err(DecodeError::NotCustomPacket(0xFF))
+        );
+        assert_eq!(
+            Frame::decode(&Bytes::from_static(&[0xC7])),
+            Err(DecodeError::UnknownType(0xC7))
         );
         assert_eq!(
             Frame::decode(&Bytes::from_static(&[kind::PING, 1, 2])),

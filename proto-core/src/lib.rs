@@ -61,6 +61,7 @@ pub mod ids;
 #[cfg(feature = "testing")]
 pub mod pair;
 pub mod policy;
+mod recovery;
 mod session;
 mod stream;
 pub mod target;

@@ -1,7 +1,10 @@
 //! A deterministic pair harness: two endpoints joined by in-memory packet queues with
 //! latency, a per-direction capacity (a full queue is `SendBlocked` backpressure) and the
 //! transport's packet-size limit, under a virtual clock that jumps to the next event.
-//! Each side has a small scripted application that accepts, writes, reads and records.
+//! Lossy packets (the fast path) take a second channel, open only while the link is marked
+//! direct, which can lose, duplicate and reorder them and has a bottleneck with a drop-tail
+//! buffer ([`LossyLink`]). Each side has a small scripted application that accepts, writes,
+//! reads and records.
 //!
 //! After every step the harness checks the flow-control bounds: no stream holds more than
 //! its window, no peer more than its budget, no sender more than the peer's credit.
@@ -12,6 +15,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::codes::StreamCode;
 use crate::endpoint::{Endpoint, Event, Input, Output, ReadError, WriteError};
@@ -210,6 +215,33 @@ impl App {
     }
 }
 
+/// How the lossy channel (direct UDP) behaves, per direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LossyLink {
+    /// Packets lost at random, per thousand.
+    pub loss_per_mille: u32,
+    /// Packets delivered twice, per thousand.
+    pub duplicate_per_mille: u32,
+    /// Extra random delay per packet, up to this much (packets overtake each other).
+    pub reorder: Duration,
+    /// The bottleneck's rate in bytes per second (`None`: no limit).
+    pub bandwidth: Option<u64>,
+    /// Packets the bottleneck queues before it drops (drop-tail).
+    pub buffer: usize,
+}
+
+impl Default for LossyLink {
+    fn default() -> Self {
+        LossyLink {
+            loss_per_mille: 0,
+            duplicate_per_mille: 0,
+            reorder: Duration::ZERO,
+            bandwidth: None,
+            buffer: 64,
+        }
+    }
+}
+
 /// One endpoint with its application and its outgoing link.
 #[derive(Debug)]
 pub struct Side {
@@ -221,6 +253,14 @@ pub struct Side {
     pub app: App,
     /// Packets on their way to the other side, with arrival times.
     inflight: VecDeque<(Instant, Bytes)>,
+    /// Lossy packets on their way, with arrival times (in any order).
+    lossy_inflight: Vec<(Instant, Bytes)>,
+    /// When the lossy bottleneck is free again.
+    lossy_busy_until: Option<Instant>,
+    /// Lossy packets sent, and lost (at random or at the bottleneck).
+    pub lossy_sent: u64,
+    /// Lossy packets the channel dropped.
+    pub lossy_dropped: u64,
     /// A packet the full queue refused; sent first when there is room.
     held: Option<Bytes>,
     timeout: Option<Instant>,
@@ -239,6 +279,10 @@ impl Side {
             endpoint,
             app: App::new(),
             inflight: VecDeque::new(),
+            lossy_inflight: Vec::new(),
+            lossy_busy_until: None,
+            lossy_sent: 0,
+            lossy_dropped: 0,
             held: None,
             timeout: None,
             mute: false,
@@ -255,6 +299,7 @@ impl Side {
         let config = self.endpoint.config().clone();
         self.endpoint = Endpoint::new(config, s).expect("the same config is valid");
         self.inflight.clear();
+        self.lossy_inflight.clear();
         self.held = None;
         self.timeout = None;
     }
@@ -288,7 +333,11 @@ pub struct Pair {
     pub max_packet: usize,
     /// Check the flow-control bounds after every step.
     pub check_invariants: bool,
+    /// The lossy channel's behaviour (used while the link is direct).
+    pub lossy: LossyLink,
     link_up: bool,
+    direct: bool,
+    rng: ChaCha8Rng,
     start: Instant,
 }
 
@@ -310,9 +359,29 @@ impl Pair {
             queue_capacity: 64,
             max_packet: crate::MAX_PACKET_SIZE,
             check_invariants: true,
+            lossy: LossyLink::default(),
             link_up: false,
+            direct: false,
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed),
             start: now,
         }
+    }
+
+    /// Marks the link direct UDP (lossy packets travel) or relayed (they are dropped), and
+    /// tells both sides, as the transport would.
+    pub fn set_direct(&mut self, direct: bool) {
+        self.direct = direct;
+        if !direct {
+            self.a.lossy_inflight.clear();
+            self.b.lossy_inflight.clear();
+        }
+        let (a, b) = (self.a.id, self.b.id);
+        self.a
+            .endpoint
+            .handle_input(self.now, Input::PathChanged { peer: b, direct });
+        self.b
+            .endpoint
+            .handle_input(self.now, Input::PathChanged { peer: a, direct });
     }
 
     /// Virtual time elapsed since the pair was made.
@@ -333,6 +402,7 @@ impl Pair {
         self.link_up = false;
         for side in [&mut self.a, &mut self.b] {
             side.inflight.clear();
+            side.lossy_inflight.clear();
             side.held = None;
         }
         let (a, b) = (self.a.id, self.b.id);
@@ -371,6 +441,7 @@ impl Pair {
             .handle_input(self.now, Input::Packet { peer: from, packet });
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn drain(
         side: &mut Side,
         to: PeerId,
@@ -379,7 +450,9 @@ impl Pair {
         cap: usize,
         max_packet: usize,
         link_up: bool,
+        lossy: Option<(&LossyLink, &mut ChaCha8Rng)>,
     ) -> Result<bool, PairError> {
+        let mut lossy = lossy;
         let mut progress = false;
         loop {
             match side.endpoint.poll_output(now) {
@@ -401,7 +474,7 @@ impl Pair {
                         // Stray packets to peers other than the pair's are not carried.
                         continue;
                     }
-                    if packet.len() > max_packet || !(160..=191).contains(&packet[0]) {
+                    if packet.len() > max_packet || !(160..=254).contains(&packet[0]) {
                         return Err(PairError::Invariant(format!(
                             "packet of {} bytes with id {} breaks the transport's rules",
                             packet.len(),
@@ -410,6 +483,13 @@ impl Pair {
                     }
                     if !link_up || side.mute {
                         continue; // friend offline, or a silent peer
+                    }
+                    if packet[0] >= 192 {
+                        // Lossy: only on a direct link, never backpressure.
+                        if let Some((link, rng)) = lossy.as_mut() {
+                            Self::send_lossy(side, now, latency, link, rng, packet);
+                        }
+                        continue;
                     }
                     side.packets_sent += 1;
                     side.bytes_sent += packet.len() as u64;
@@ -431,6 +511,47 @@ impl Pair {
         Ok(progress)
     }
 
+    fn send_lossy(
+        side: &mut Side,
+        now: Instant,
+        latency: Duration,
+        link: &LossyLink,
+        rng: &mut ChaCha8Rng,
+        packet: Bytes,
+    ) {
+        side.lossy_sent += 1;
+        let mut depart = now;
+        if let Some(bw) = link.bandwidth {
+            let start = side.lossy_busy_until.map_or(now, |b| b.max(now));
+            let queued = side
+                .lossy_inflight
+                .iter()
+                .filter(|(t, _)| *t > now + latency)
+                .count();
+            if queued >= link.buffer {
+                side.lossy_dropped += 1;
+                return; // drop-tail at the bottleneck
+            }
+            let serialise = Duration::from_nanos(packet.len() as u64 * 1_000_000_000 / bw.max(1));
+            depart = start + serialise;
+            side.lossy_busy_until = Some(depart);
+        }
+        if (rng.next_u32() % 1000) < link.loss_per_mille {
+            side.lossy_dropped += 1;
+            return;
+        }
+        let jitter = |rng: &mut ChaCha8Rng| {
+            let max = link.reorder.as_nanos() as u64;
+            Duration::from_nanos(if max == 0 { 0 } else { rng.next_u64() % max })
+        };
+        let arrive = depart + latency + jitter(rng);
+        if (rng.next_u32() % 1000) < link.duplicate_per_mille {
+            let again = depart + latency + jitter(rng);
+            side.lossy_inflight.push((again, packet.clone()));
+        }
+        side.lossy_inflight.push((arrive, packet));
+    }
+
     /// One round at the current instant: applications act, outputs drain, due packets
     /// arrive, due timers fire. Returns whether anything happened.
     pub fn step(&mut self) -> Result<bool, PairError> {
@@ -443,6 +564,7 @@ impl Pair {
                 side.endpoint.handle_timeout(now);
                 progress = true;
             }
+            let lossy = self.direct.then_some((&self.lossy, &mut self.rng));
             progress |= Self::drain(
                 side,
                 to,
@@ -451,6 +573,7 @@ impl Pair {
                 self.queue_capacity,
                 self.max_packet,
                 self.link_up,
+                lossy,
             )?;
         }
         // Deliver what has arrived, and let blocked senders move on.
@@ -482,6 +605,28 @@ impl Pair {
         cap: usize,
     ) -> bool {
         let mut progress = false;
+        if from.lossy_inflight.iter().any(|(t, _)| *t <= now) {
+            let mut due: Vec<(Instant, Bytes)> = Vec::new();
+            from.lossy_inflight.retain(|(t, p)| {
+                if *t <= now {
+                    due.push((*t, p.clone()));
+                    false
+                } else {
+                    true
+                }
+            });
+            due.sort_by_key(|(t, _)| *t);
+            for (_, packet) in due {
+                to.endpoint.handle_input(
+                    now,
+                    Input::Packet {
+                        peer: from.id,
+                        packet,
+                    },
+                );
+            }
+            progress = true;
+        }
         while from.inflight.front().is_some_and(|(t, _)| *t <= now) {
             let (_, packet) = from.inflight.pop_front().expect("front exists");
             to.endpoint.handle_input(
@@ -552,16 +697,43 @@ impl Pair {
         Ok(())
     }
 
-    fn next_event_time(&self) -> Option<Instant> {
+    fn next_packet_time(&self) -> Option<Instant> {
         [
             self.a.inflight.front().map(|(t, _)| *t),
             self.b.inflight.front().map(|(t, _)| *t),
-            self.a.timeout,
-            self.b.timeout,
+            self.a.lossy_inflight.iter().map(|(t, _)| *t).min(),
+            self.b.lossy_inflight.iter().map(|(t, _)| *t).min(),
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    fn next_event_time(&self) -> Option<Instant> {
+        [self.next_packet_time(), self.a.timeout, self.b.timeout]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Session credit agrees on both sides: what each sent is what the other counted.
+    /// Holds whenever nothing is in flight (after [`Pair::settle`]).
+    pub fn credit_agrees(&self) -> Result<(), PairError> {
+        for (me, other) in [(&self.a, &self.b), (&self.b, &self.a)] {
+            let (Some(mine), Some(theirs)) = (
+                me.endpoint.session_stats(other.id),
+                other.endpoint.session_stats(me.id),
+            ) else {
+                continue;
+            };
+            if mine.sent != theirs.received {
+                return Err(PairError::Invariant(format!(
+                    "{} counts {} bytes sent, its peer {} received",
+                    me.id, mine.sent, theirs.received
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Runs until nothing moves: no packet in flight and no application progress. Timers
@@ -571,13 +743,7 @@ impl Pair {
             if self.step()? {
                 continue;
             }
-            let next_packet = [
-                self.a.inflight.front().map(|(t, _)| *t),
-                self.b.inflight.front().map(|(t, _)| *t),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let next_packet = self.next_packet_time();
             // Timers due before the next packet fire too: they are part of "now".
             let next_timer = [self.a.timeout, self.b.timeout].into_iter().flatten().min();
             match next_packet {

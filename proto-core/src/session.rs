@@ -10,9 +10,10 @@ use crate::codes::{SessionCode, StreamCode};
 use crate::collections::{Hasher, Map};
 use crate::config::{EndpointConfig, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::endpoint::Event;
-use crate::frame::{self, Frame, Hello, DATA_HEADER_LEN};
+use crate::frame::{self, Frame, Hello, DATA_HEADER_LEN, LOSSY_DATA_HEADER_LEN};
 use crate::ids::{PeerId, SessionId, StreamId};
 use crate::policy::Admission;
+use crate::recovery::{Chunk, LossyReceiver, LossySender};
 use crate::stream::{OpenState, Origin, Stream};
 
 /// How many recently closed stream IDs a session remembers, so that frames still in flight
@@ -26,6 +27,29 @@ const MAX_ADVISORY_QUEUED: usize = 256;
 const ACK_EVERY: u64 = 32;
 /// ... and at most this long after a frame arrived, so a trickle is acknowledged too.
 const ACK_DELAY: Duration = Duration::from_millis(20);
+
+/// How a recently freed stream went, which decides what its late frames still count for.
+///
+/// Session credit counts each stream's bytes once on both sides. On the ordered path that
+/// is simple: every DATA arrives once, so even bytes for a freed stream are counted when
+/// they arrive. Fast-path bytes may arrive twice or never, so a stream freed by a reset
+/// settles instead: each RST carries the sender's final size and the highest offset it
+/// received, and each side adjusts its count to those (see PROTOCOL.md, "Fast path").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Gone {
+    /// We refused it (OPEN_ERR): its bytes were all ordered (no fast path before OPEN_OK),
+    /// and late ones still count, as they do at the sender.
+    Refused,
+    /// We never knew it and said so (RST with zero counts): nothing of it counts here.
+    Unknown,
+    /// Freed after both FINs; a late RST from the peer still settles both directions.
+    Closed { sent: u64, received: u64 },
+    /// We reset it (our RST carried our counts); a crossing RST from the peer settles our
+    /// receive direction.
+    Reset { received: u64 },
+    /// Settled: nothing of it counts any more.
+    Settled,
+}
 
 /// Which side of the handshake this endpoint took.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +106,7 @@ pub(crate) struct Session {
     sched: VecDeque<StreamId>,
     /// Local streams waiting for OPEN_OK, by deadline (deadlines grow, so the front is next).
     open_deadlines: VecDeque<(Instant, StreamId)>,
-    recently_closed: VecDeque<StreamId>,
+    recently_closed: VecDeque<(StreamId, Gone)>,
 
     /// Credit the peer grants each new stream of ours.
     pub peer_stream_window: u64,
@@ -129,6 +153,17 @@ pub(crate) struct Session {
     /// Counters for the stats: ACK frames sent, frames resent.
     pub acks_sent: u64,
     pub frames_resent: u64,
+
+    /// Both sides speak the fast path (negotiated in the handshake).
+    pub lossy_negotiated: bool,
+    /// The transport says the friend link is direct UDP, where lossy packets travel.
+    pub path_direct: bool,
+    /// The fast path's sending side: packets in flight, losses, window, pacer.
+    pub lossy_tx: LossySender,
+    /// The fast path's receiving side: packet numbers seen, acknowledgements due.
+    pub lossy_rx: LossyReceiver,
+    /// The pacer holds the next LDATA until then.
+    pace_until: Option<Instant>,
 }
 
 impl Session {
@@ -180,7 +215,38 @@ impl Session {
             resume_asked: false,
             acks_sent: 0,
             frames_resent: 0,
+            lossy_negotiated: false,
+            path_direct: false,
+            lossy_tx: LossySender::default(),
+            lossy_rx: LossyReceiver::default(),
+            pace_until: None,
         }
+    }
+
+    /// Whether stream bytes go on the fast path now: both sides speak it, the link is
+    /// direct, lossy packets got through so far, and the session is up.
+    pub fn lossy_active(&self) -> bool {
+        self.lossy_negotiated
+            && self.path_direct
+            && !self.lossy_tx.broken
+            && self.is_established()
+            && !self.awaiting_peer_count
+    }
+
+    /// The transport reports whether the link is direct UDP. Leaving it sends whatever is
+    /// in flight on the fast path again, losslessly; a new direct path starts its window
+    /// and round trip afresh.
+    pub fn set_path(&mut self, direct: bool) {
+        if direct == self.path_direct {
+            return;
+        }
+        self.path_direct = direct;
+        if direct {
+            self.lossy_tx.new_path();
+        } else {
+            self.lossy_tx.abandon_in_flight();
+        }
+        self.pace_until = None;
     }
 
     /// Whether the session is suspended, waiting for its link and a resume.
@@ -223,7 +289,7 @@ impl Session {
         let hello = Hello {
             min_version: MIN_PROTOCOL_VERSION,
             max_version: PROTOCOL_VERSION,
-            capabilities: 0,
+            capabilities: config.capabilities().0,
             session: id,
             stream_window: config.stream_window,
             session_window: config.session_window,
@@ -263,6 +329,10 @@ impl Session {
         self.awaiting_peer_count = false;
         self.resume_by = None;
         self.resume_asked = false;
+        self.lossy_negotiated = false;
+        self.lossy_tx = LossySender::default();
+        self.lossy_rx = LossyReceiver::default();
+        self.pace_until = None;
     }
 
     /// The link was lost (or went silent) while established: keep every stream and the
@@ -286,6 +356,9 @@ impl Session {
         self.ack_now = false;
         self.awaiting_peer_count = false;
         self.last_ping = None;
+        // Whatever was in flight on the fast path is sent again after the resume.
+        self.lossy_tx.new_path();
+        self.pace_until = None;
     }
 
     /// The resume handshake completed (either way): tell the peer how many of its frames
@@ -347,9 +420,11 @@ impl Session {
         now: Instant,
         peer_stream_window: u32,
         peer_session_window: u64,
+        lossy: bool,
         ctx: &mut Ctx<'_>,
     ) {
         self.state = State::Established;
+        self.lossy_negotiated = lossy;
         self.failures = 0;
         self.last_recv = now;
         self.last_ping = None;
@@ -493,25 +568,68 @@ impl Session {
             .push_back((now + config.open_timeout, id));
     }
 
-    /// Removes a stream: unread bytes count as consumed (returning their credit), and the
-    /// ID is remembered so late frames for it are dropped quietly.
-    pub fn remove_stream(&mut self, id: StreamId, ctx: &mut Ctx<'_>) -> Option<Stream> {
+    /// Removes a stream: bytes counted and not read count as consumed (returning their
+    /// credit), and the ID is remembered with how it went, so late frames for it are
+    /// dropped quietly (and counted or settled as `gone` says).
+    pub fn remove_stream(&mut self, id: StreamId, gone: Gone, ctx: &mut Ctx<'_>) -> Option<Stream> {
         let s = self.streams.remove(&id)?;
         ctx.index.remove(&id);
-        self.consume(s.recv.buffered as u64, ctx.config);
-        self.remember_closed(id);
+        self.consume(s.recv.hi - s.recv.read, ctx.config);
+        self.remember_closed(id, gone);
+        if !matches!(gone, Gone::Closed { .. }) {
+            // Reset, refused or settled: nothing of it is sent again.
+            self.lossy_tx.forget_stream(id);
+        }
         Some(s)
     }
 
-    fn remember_closed(&mut self, id: StreamId) {
+    fn remember_closed(&mut self, id: StreamId, gone: Gone) {
         if self.recently_closed.len() == RECENTLY_CLOSED {
             self.recently_closed.pop_front();
         }
-        self.recently_closed.push_back(id);
+        self.recently_closed.push_back((id, gone));
     }
 
     fn was_closed(&self, id: &StreamId) -> bool {
-        self.recently_closed.contains(id)
+        self.gone(id).is_some()
+    }
+
+    fn gone(&self, id: &StreamId) -> Option<Gone> {
+        self.recently_closed
+            .iter()
+            .rev()
+            .find(|(s, _)| s == id)
+            .map(|&(_, g)| g)
+    }
+
+    fn set_gone(&mut self, id: &StreamId, gone: Gone) {
+        if let Some(e) = self.recently_closed.iter_mut().rev().find(|(s, _)| s == id) {
+            e.1 = gone;
+        }
+    }
+
+    /// The peer's RST settles session credit: its direction counts as `final_size` here
+    /// (whatever reached us), and, if `refund`, ours counts as `peer_received` there.
+    fn settle(
+        &mut self,
+        counted_here: u64,
+        final_size: u64,
+        refund: Option<(u64, u64)>,
+        config: &EndpointConfig,
+    ) -> Result<(), SessionCode> {
+        let extra = final_size.saturating_sub(counted_here);
+        self.recv_total += extra;
+        if self.recv_total > self.recv_max {
+            return Err(SessionCode::FlowControl);
+        }
+        self.consume(extra, config);
+        if let Some((sent, peer_received)) = refund {
+            // What we sent past what the peer counted never used its credit.
+            if peer_received <= sent {
+                self.send_total -= (sent - peer_received).min(self.send_total);
+            }
+        }
+        Ok(())
     }
 
     /// Counts bytes as consumed for session credit and queues SESSION_WINDOW when half of
@@ -567,8 +685,12 @@ impl Session {
 
     /// Frees a stream whose both directions are done.
     pub fn maybe_close(&mut self, id: StreamId, ctx: &mut Ctx<'_>) {
-        if self.streams.get(&id).is_some_and(Stream::is_finished) {
-            self.remove_stream(id, ctx);
+        if let Some(s) = self.streams.get(&id).filter(|s| s.is_finished()) {
+            let gone = Gone::Closed {
+                sent: s.send.sent,
+                received: s.recv.hi,
+            };
+            self.remove_stream(id, gone, ctx);
             ctx.events.push_back(Event::StreamClosed { stream: id });
         }
     }
@@ -582,7 +704,11 @@ impl Session {
         announce: bool,
         ctx: &mut Ctx<'_>,
     ) {
-        let Some(s) = self.remove_stream(id, ctx) else {
+        let received = match self.streams.get(&id) {
+            Some(s) => s.recv.hi,
+            None => return,
+        };
+        let Some(s) = self.remove_stream(id, Gone::Reset { received }, ctx) else {
             return;
         };
         if !matches!(s.state, OpenState::Opening { open_sent: false }) {
@@ -590,6 +716,7 @@ impl Session {
                 stream: id,
                 code,
                 offset: s.send.sent,
+                received,
             });
         }
         if announce {
@@ -637,13 +764,18 @@ impl Session {
                 Some(s) if s.state == (OpenState::Opening { open_sent: true }) => {
                     s.state = OpenState::Open;
                     ctx.events.push_back(Event::StreamOpened { stream });
+                    if s.recv.buffered > 0 && !s.recv.readable_signaled {
+                        // Fast-path bytes overtook the OPEN_OK.
+                        s.recv.readable_signaled = true;
+                        ctx.events.push_back(Event::StreamReadable { stream });
+                    }
                 }
                 Some(_) => self.reset_stream(stream, StreamCode::StreamState, true, ctx),
                 None => self.unknown_stream(stream),
             },
             Frame::OpenErr { stream, code } => match self.streams.get(&stream) {
                 Some(s) if s.state == (OpenState::Opening { open_sent: true }) => {
-                    self.remove_stream(stream, ctx);
+                    self.remove_stream(stream, Gone::Settled, ctx);
                     ctx.events.push_back(Event::StreamRefused { stream, code });
                 }
                 Some(_) => self.reset_stream(stream, StreamCode::StreamState, true, ctx),
@@ -667,7 +799,9 @@ impl Session {
                 let res = if matches!(s.state, OpenState::Opening { .. }) {
                     Err(StreamCode::StreamState)
                 } else {
-                    s.recv.on_fin(offset).and_then(|()| s.send.on_ack(ack))
+                    s.recv
+                        .on_fin(offset, self.lossy_negotiated)
+                        .and_then(|()| s.send.on_ack(ack))
                 };
                 match res {
                     Err(code) => self.reset_stream(stream, code, true, ctx),
@@ -679,14 +813,38 @@ impl Session {
                     }
                 }
             }
-            Frame::Rst { stream, code, .. } => {
-                if self.remove_stream(stream, ctx).is_some() {
+            Frame::Rst {
+                stream,
+                code,
+                offset,
+                received,
+            } => {
+                if let Some(s) = self.streams.get(&stream) {
+                    let (hi, sent) = (s.recv.hi, s.send.sent);
+                    self.remove_stream(stream, Gone::Settled, ctx);
                     ctx.events.push_back(Event::StreamReset {
                         stream,
                         code,
                         remote: true,
                     });
+                    self.settle(hi, offset, Some((sent, received)), ctx.config)?;
+                } else {
+                    match self.gone(&stream) {
+                        Some(Gone::Closed { sent, received: hi }) => {
+                            self.set_gone(&stream, Gone::Settled);
+                            self.settle(hi, offset, Some((sent, received)), ctx.config)?;
+                        }
+                        Some(Gone::Reset { received: hi }) => {
+                            // Both reset at once: each settles its receive direction.
+                            self.set_gone(&stream, Gone::Settled);
+                            self.settle(hi, offset, None, ctx.config)?;
+                        }
+                        _ => {}
+                    }
                 }
+            }
+            Frame::LossyData { .. } | Frame::LossyAck { .. } => {
+                // The endpoint routes the fast path's frames to their own handlers.
             }
             Frame::Window {
                 stream,
@@ -719,18 +877,21 @@ impl Session {
     /// frame was simply in flight) — never a new connection.
     fn unknown_stream(&mut self, stream: StreamId) {
         if !self.was_closed(&stream) {
-            self.remember_closed(stream);
+            self.remember_closed(stream, Gone::Unknown);
+            // Zero counts: nothing of this stream was counted here, so the peer refunds
+            // whatever it sent.
             self.queue_advisory(Frame::Rst {
                 stream,
                 code: StreamCode::UnknownStream,
                 offset: 0,
+                received: 0,
             });
         }
     }
 
     fn on_open(&mut self, stream: StreamId, target: crate::Target, ctx: &mut Ctx<'_>) {
         let refuse = |this: &mut Self, code: StreamCode| {
-            this.remember_closed(stream);
+            this.remember_closed(stream, Gone::Refused);
             this.control.push_back(Frame::OpenErr { stream, code });
         };
         let Role::Responder(admission) = self.role else {
@@ -784,15 +945,20 @@ impl Session {
         ctx: &mut Ctx<'_>,
     ) -> Result<(), SessionCode> {
         let Some(s) = self.streams.get_mut(&stream) else {
-            // Bytes for a stream we do not have still used the peer's session credit:
-            // count them as received and at once consumed, so both sides agree.
-            let n = payload.len() as u64;
-            self.recv_total += n;
-            if self.recv_total > self.recv_max {
-                return Err(SessionCode::FlowControl);
+            match self.gone(&stream) {
+                Some(Gone::Refused) => {
+                    // Ordered bytes for a stream we refused still used the peer's session
+                    // credit: count them as received and at once consumed, as it does.
+                    let n = payload.len() as u64;
+                    self.recv_total += n;
+                    if self.recv_total > self.recv_max {
+                        return Err(SessionCode::FlowControl);
+                    }
+                    self.consume(n, ctx.config);
+                }
+                Some(_) => {} // settled by RST counts (ours or the peer's)
+                None => self.unknown_stream(stream),
             }
-            self.consume(n, ctx.config);
-            self.unknown_stream(stream);
             return Ok(());
         };
         if matches!(s.state, OpenState::Opening { .. }) {
@@ -803,10 +969,11 @@ impl Session {
         // The ACK first: bytes accepted into the buffer must be counted in the session's
         // total, and a frame refused after its bytes went in would leave them uncounted
         // (and their credit returned twice when the stream is freed).
+        let allow_gaps = self.lossy_negotiated;
         let received = match s
             .send
             .on_ack(ack)
-            .and_then(|()| s.recv.on_data(offset, payload))
+            .and_then(|()| s.recv.on_data(offset, payload, allow_gaps))
         {
             Ok(r) => r,
             Err(code) => {
@@ -818,9 +985,90 @@ impl Session {
         if self.recv_total > self.recv_max {
             return Err(SessionCode::FlowControl);
         }
-        if received.new_bytes > 0 && !s.recv.readable_signaled && s.state == OpenState::Open {
+        if received.readable && !s.recv.readable_signaled && s.state == OpenState::Open {
             s.recv.readable_signaled = true;
             ctx.events.push_back(Event::StreamReadable { stream });
+        }
+        Ok(())
+    }
+
+    // ----- the fast path ------------------------------------------------------------------
+
+    /// LDATA: stream bytes in a lossy packet. The packet number is recorded (and
+    /// acknowledged) whatever becomes of the bytes: a packet is either used or useless,
+    /// never worth sending again.
+    pub fn on_lossy_data(
+        &mut self,
+        now: Instant,
+        packet: u64,
+        stream: StreamId,
+        offset: u64,
+        payload: Bytes,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), SessionCode> {
+        if !self.lossy_negotiated {
+            return Err(SessionCode::ProtocolViolation);
+        }
+        if !self.lossy_rx.on_packet(now, packet) {
+            return Ok(()); // a duplicate packet
+        }
+        let Some(s) = self.streams.get_mut(&stream) else {
+            if self.gone(&stream).is_none() {
+                self.unknown_stream(stream);
+            }
+            return Ok(()); // freed: settled by RST counts, or a late duplicate
+        };
+        // The sender uses the fast path only on a stream open at both ends; its bytes may
+        // overtake our OPEN_OK's arrival at the opener, never the OPEN at the acceptor.
+        if !matches!(
+            s.state,
+            OpenState::Open | OpenState::Opening { open_sent: true }
+        ) {
+            self.reset_stream(stream, StreamCode::StreamState, true, ctx);
+            return Ok(());
+        }
+        let received = match s.recv.on_data(offset, payload, true) {
+            Ok(r) => r,
+            Err(code) => {
+                self.reset_stream(stream, code, true, ctx);
+                return Ok(());
+            }
+        };
+        self.recv_total += received.new_bytes;
+        if self.recv_total > self.recv_max {
+            return Err(SessionCode::FlowControl);
+        }
+        if received.readable && !s.recv.readable_signaled && s.state == OpenState::Open {
+            s.recv.readable_signaled = true;
+            ctx.events.push_back(Event::StreamReadable { stream });
+        }
+        Ok(())
+    }
+
+    /// LACK: packets of ours that arrived. Their bytes are acknowledged; streams waiting
+    /// only for that are freed.
+    pub fn on_lossy_ack(
+        &mut self,
+        now: Instant,
+        delay_us: u32,
+        ranges: &[(u64, u64)],
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), SessionCode> {
+        if !self.lossy_negotiated {
+            return Err(SessionCode::ProtocolViolation);
+        }
+        let delay = Duration::from_micros(u64::from(delay_us));
+        let acked = self
+            .lossy_tx
+            .on_ack(now, ranges, delay)
+            .map_err(|()| SessionCode::ProtocolViolation)?;
+        for (id, n) in acked.streams {
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.send.lossy_unacked = s.send.lossy_unacked.saturating_sub(n);
+                if s.send.lossy_unacked == 0 {
+                    self.maybe_close(id, ctx);
+                }
+            }
         }
         Ok(())
     }
@@ -839,6 +1087,15 @@ impl Session {
                 consider(self.last_recv + config.idle_timeout);
                 consider(self.next_ping(config));
                 if let Some(t) = self.ack_due {
+                    consider(t);
+                }
+                if let Some(t) = self.lossy_rx.deadline() {
+                    consider(t);
+                }
+                if let Some(t) = self.lossy_tx.deadline() {
+                    consider(t);
+                }
+                if let Some(t) = self.pace_until {
                     consider(t);
                 }
             }
@@ -886,6 +1143,15 @@ impl Session {
                     self.ack_due = None;
                     self.ack_now = true;
                 }
+                if self.pace_until.is_some_and(|t| now >= t) {
+                    self.pace_until = None;
+                }
+                self.lossy_rx.on_timeout(now);
+                self.lossy_tx.on_timeout(now);
+                if self.lossy_tx.broken {
+                    // Lossy packets do not get through: what is in flight goes lossless.
+                    self.lossy_tx.abandon_in_flight();
+                }
                 if now >= self.next_ping(ctx.config) {
                     self.last_ping = Some(now);
                     self.ping_token = self.ping_token.wrapping_add(1);
@@ -901,11 +1167,12 @@ impl Session {
 
     // ----- outgoing packets --------------------------------------------------------------
 
-    /// The next packet to send to this peer, if any: unsequenced frames first, then an ACK
-    /// if one is due, then frames to resend, then new sequenced frames — control frames,
-    /// credit updates, stream data round-robin across streams — while the frame log has
-    /// room.
-    pub fn poll_transmit(&mut self, ctx: &mut Ctx<'_>) -> Option<Bytes> {
+    /// The next packet to send to this peer, if any: unsequenced frames first, then
+    /// acknowledgements due (LACK, ACK), then frames to resend, then the fast path's lost
+    /// payloads, then new sequenced frames — control frames, credit updates — while the
+    /// frame log has room, and stream data round-robin across streams: as LDATA within the
+    /// congestion window and the pacer when the fast path is on, as DATA otherwise.
+    pub fn poll_transmit(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<Bytes> {
         if !self.can_send() {
             return None;
         }
@@ -921,6 +1188,10 @@ impl Session {
         }
         if !self.is_established() {
             return None;
+        }
+        if self.lossy_rx.wants_ack() {
+            let (delay_us, ranges) = self.lossy_rx.take_ack(now);
+            return Some(Frame::LossyAck { delay_us, ranges }.to_bytes());
         }
         if self.rx_seq > self.rx_acked && (self.ack_now || self.rx_seq - self.rx_acked >= ACK_EVERY)
         {
@@ -943,19 +1214,97 @@ impl Session {
             self.frames_resent += 1;
             return Some(p.clone());
         }
-        if self.log_bytes as u64 >= ctx.config.session_window {
-            return None; // the peer's ACK makes room
+        let lossy = self.lossy_active();
+        if lossy && !self.lossy_tx.lost.is_empty() && self.lossy_may_send(now) {
+            if let Some(p) = self.resend_lossy(now) {
+                return Some(p);
+            }
         }
-        let p = self.poll_sequenced(ctx)?;
+        let log_room = (self.log_bytes as u64) < ctx.config.session_window;
+        if log_room {
+            let p = self.poll_control(ctx).or_else(|| {
+                if lossy {
+                    None
+                } else {
+                    self.resend_lossless(ctx)
+                }
+            });
+            if let Some(p) = p {
+                return Some(self.log_frame(p));
+            }
+        }
+        self.poll_data(now, ctx, lossy, log_room)
+    }
+
+    /// Keeps a sequenced frame in the log until acknowledged.
+    fn log_frame(&mut self, p: Bytes) -> Bytes {
         self.tx_seq += 1;
         self.log_bytes += p.len();
         self.log.push_back(p.clone());
         self.resend_from = self.log.len();
-        Some(p)
+        p
     }
 
-    /// The next new sequenced frame: control frames, credit updates, then stream data.
-    fn poll_sequenced(&mut self, ctx: &mut Ctx<'_>) -> Option<Bytes> {
+    /// Whether the congestion window and the pacer let one more LDATA out now.
+    fn lossy_may_send(&mut self, now: Instant) -> bool {
+        if !self.lossy_tx.window_open() {
+            return false; // an acknowledgement makes room
+        }
+        match self.lossy_tx.pacing_delay(now, crate::recovery::SEGMENT) {
+            None => {
+                self.pace_until = None;
+                true
+            }
+            Some(t) => {
+                self.pace_until = Some(t);
+                false
+            }
+        }
+    }
+
+    /// A lost fast-path payload, sent again under a new packet number.
+    fn resend_lossy(&mut self, now: Instant) -> Option<Bytes> {
+        while let Some(c) = self.lossy_tx.lost.pop_front() {
+            if !self.streams.contains_key(&c.stream) {
+                continue;
+            }
+            let mut buf = BytesMut::with_capacity(LOSSY_DATA_HEADER_LEN + c.payload.len());
+            frame::encode_lossy_data_header(
+                &mut buf,
+                self.lossy_tx.peek_number(),
+                c.stream,
+                c.offset,
+            );
+            buf.extend_from_slice(&c.payload);
+            self.lossy_tx.on_sent(now, c, true);
+            return Some(buf.freeze());
+        }
+        None
+    }
+
+    /// A lost fast-path payload, sent as ordinary DATA now that the fast path is off: the
+    /// frame log carries it from here, and the stream no longer waits for its LACK.
+    fn resend_lossless(&mut self, ctx: &mut Ctx<'_>) -> Option<Bytes> {
+        while let Some(c) = self.lossy_tx.lost.pop_front() {
+            let Some(s) = self.streams.get_mut(&c.stream) else {
+                continue;
+            };
+            let n = c.payload.len() as u64;
+            let mut buf = BytesMut::with_capacity(DATA_HEADER_LEN + c.payload.len());
+            frame::encode_data_header(&mut buf, c.stream, c.offset, s.recv.received);
+            buf.extend_from_slice(&c.payload);
+            self.lossy_tx.bytes_resent += n;
+            s.send.lossy_unacked = s.send.lossy_unacked.saturating_sub(n);
+            if s.send.lossy_unacked == 0 {
+                self.maybe_close(c.stream, ctx);
+            }
+            return Some(buf.freeze());
+        }
+        None
+    }
+
+    /// The next new control frame or credit update.
+    fn poll_control(&mut self, ctx: &mut Ctx<'_>) -> Option<Bytes> {
         if let Some(f) = self.control.pop_front() {
             if matches!(f, Frame::Rst { .. }) {
                 self.advisory_queued = self.advisory_queued.saturating_sub(1);
@@ -982,27 +1331,62 @@ impl Session {
             self.recv_max = self.recv_consumed + ctx.config.session_window;
             return Some(Frame::SessionWindow { max: self.recv_max }.to_bytes());
         }
-        self.poll_data(ctx)
+        None
     }
 
-    fn poll_data(&mut self, ctx: &mut Ctx<'_>) -> Option<Bytes> {
+    /// New stream bytes, round-robin across streams: LDATA for open streams when the fast
+    /// path is on (within window and pacer), DATA in the frame log otherwise (while it has
+    /// room). A stream that cannot go now keeps its turn.
+    fn poll_data(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        lossy: bool,
+        log_room: bool,
+    ) -> Option<Bytes> {
         let credit = self.send_max.saturating_sub(self.send_total);
         if credit == 0 {
             return None;
         }
         let max_payload = ctx.config.max_packet_size - DATA_HEADER_LEN;
-        while let Some(id) = self.sched.pop_front() {
-            let Some(s) = self.streams.get_mut(&id) else {
+        let mut lossy_checked: Option<bool> = None;
+        let mut skipped = 0;
+        while skipped < self.sched.len() {
+            let id = *self.sched.front()?;
+            let Some(s) = self.streams.get(&id) else {
+                self.sched.pop_front();
                 continue;
             };
+            let fast = lossy && s.state == OpenState::Open;
+            let can = if fast {
+                *lossy_checked.get_or_insert_with(|| self.lossy_may_send(now))
+            } else {
+                log_room
+            };
+            if !can {
+                // Keep its turn; another stream may take the other path.
+                self.sched.rotate_left(1);
+                skipped += 1;
+                continue;
+            }
+            self.sched.pop_front();
+            let s = self.streams.get_mut(&id).expect("present");
             s.scheduled = false;
             let n = s.send.unsent_len().min(max_payload).min(credit as usize);
             if n == 0 {
                 continue;
             }
+            let offset = s.send.sent;
             let mut buf = BytesMut::with_capacity(DATA_HEADER_LEN + n);
-            frame::encode_data_header(&mut buf, id, s.send.sent, s.recv.received);
+            if fast {
+                frame::encode_lossy_data_header(&mut buf, self.lossy_tx.peek_number(), id, offset);
+            } else {
+                frame::encode_data_header(&mut buf, id, offset, s.recv.received);
+            }
             let n = s.send.take_into(n, &mut buf);
+            if fast {
+                s.send.lossy_unacked += n as u64;
+            }
             self.send_total += n as u64;
             if s.send.unsent_len() > 0 {
                 s.scheduled = true;
@@ -1010,7 +1394,17 @@ impl Session {
             } else {
                 self.maybe_send_fin(id, ctx);
             }
-            return Some(buf.freeze());
+            let packet = buf.freeze();
+            if fast {
+                let chunk = Chunk {
+                    stream: id,
+                    offset,
+                    payload: packet.slice(LOSSY_DATA_HEADER_LEN..),
+                };
+                self.lossy_tx.on_sent(now, chunk, false);
+                return Some(packet);
+            }
+            return Some(self.log_frame(packet));
         }
         None
     }

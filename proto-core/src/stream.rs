@@ -1,10 +1,12 @@
 //! One stream's two directions: the send half (bytes the application wrote, kept until they
-//! are sent; the session's frame log keeps sent frames until the peer acknowledges them) and
-//! the receive half (bytes from the peer, kept until the
-//! application reads them). Both are bounded by credit: the send half accepts no more than
-//! the peer granted, the receive half refuses bytes past what this side granted.
+//! are sent; the session's frame log keeps sent frames until the peer acknowledges them, and
+//! the fast path's recovery keeps sent LDATA payloads until their packets are acknowledged)
+//! and the receive half (bytes from the peer, kept until the application reads them; bytes
+//! that arrive ahead of a gap on the fast path wait in a reorder buffer). Both are bounded by
+//! credit: the send half accepts no more than the peer granted, the receive half refuses
+//! bytes past what this side granted.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -52,6 +54,10 @@ pub(crate) struct SendHalf {
     pub fin_sent: bool,
     /// A write came back short; announce `StreamWritable` when credit grows.
     pub want_writable: bool,
+    /// Bytes sent on the fast path whose packets are not acknowledged yet (in flight or
+    /// waiting to be resent). The stream is not freed before this is zero: a lost LDATA is
+    /// resent from the session's recovery state, and the peer may still reset the stream.
+    pub lossy_unacked: u64,
 }
 
 impl SendHalf {
@@ -126,13 +132,23 @@ impl SendHalf {
     }
 }
 
+/// The most separate byte ranges a receive half holds ahead of a gap. An honest sender's
+/// ranges are whole packets, so a stream window holds about 200; more is a broken or
+/// hostile peer cutting its bytes small to make us spend memory on bookkeeping.
+const MAX_REORDER_RANGES: usize = 1024;
+
 #[derive(Debug, Default)]
 pub(crate) struct RecvHalf {
     chunks: VecDeque<Bytes>,
+    /// Bytes past a gap (fast path only), by offset; disjoint.
+    reorder: BTreeMap<u64, Bytes>,
     /// Bytes held, unread.
     pub buffered: usize,
     /// Bytes received so far (the next expected offset); this is the ACK we send.
     pub received: u64,
+    /// The highest offset received, gaps included: what this stream counts against the
+    /// session credit we grant (duplicates and reordering cannot change it).
+    pub hi: u64,
     /// Bytes the application read (or that were discarded).
     pub read: u64,
     /// The credit we granted: the peer may send up to this offset.
@@ -149,8 +165,11 @@ pub(crate) struct RecvHalf {
 
 /// What a DATA frame did to the receive half.
 pub(crate) struct Received {
-    /// Bytes new to this stream (duplicates excluded).
+    /// How far the highest offset received moved: bytes this stream newly counts against
+    /// session credit.
     pub new_bytes: u64,
+    /// Whether bytes became readable in order.
+    pub readable: bool,
 }
 
 impl RecvHalf {
@@ -162,13 +181,20 @@ impl RecvHalf {
     }
 
     /// Accepts a DATA payload at `offset`. Bytes already received are dropped (a
-    /// retransmission); a gap, bytes past FIN or past the granted credit are violations.
-    pub fn on_data(&mut self, offset: u64, payload: Bytes) -> Result<Received, StreamCode> {
+    /// retransmission); bytes past FIN or past the granted credit are violations. A gap is a
+    /// violation too unless `allow_gaps` (the fast path is on: its packets may arrive out of
+    /// order, and bytes past a gap wait in the reorder buffer).
+    pub fn on_data(
+        &mut self,
+        offset: u64,
+        payload: Bytes,
+        allow_gaps: bool,
+    ) -> Result<Received, StreamCode> {
         let end = offset + payload.len() as u64;
         if end > self.max_offset {
             return Err(StreamCode::FlowControl);
         }
-        if offset > self.received {
+        if offset > self.received && !allow_gaps {
             return Err(StreamCode::StreamState);
         }
         if let Some(fin) = self.fin_offset {
@@ -176,26 +202,97 @@ impl RecvHalf {
                 return Err(StreamCode::StreamState);
             }
         }
+        let (old_hi, old_received) = (self.hi, self.received);
         if end <= self.received {
-            return Ok(Received { new_bytes: 0 });
+            return Ok(Received {
+                new_bytes: 0,
+                readable: false,
+            });
         }
-        let skip = (self.received - offset) as usize;
-        let fresh = payload.slice(skip..);
-        let n = fresh.len();
-        self.chunks.push_back(fresh);
-        self.buffered += n;
-        self.received = end;
+        if offset > self.received {
+            self.hold(offset, payload)?;
+        } else {
+            let skip = (self.received - offset) as usize;
+            self.append(payload.slice(skip..));
+            self.drain_reorder();
+        }
+        self.hi = self.hi.max(end);
         Ok(Received {
-            new_bytes: n as u64,
+            new_bytes: self.hi - old_hi,
+            readable: self.received > old_received,
         })
     }
 
-    /// Records FIN at `offset`; on an ordered transport it follows the last byte exactly.
-    pub fn on_fin(&mut self, offset: u64) -> Result<(), StreamCode> {
+    fn append(&mut self, fresh: Bytes) {
+        let n = fresh.len();
+        if n > 0 {
+            self.chunks.push_back(fresh);
+            self.buffered += n;
+            self.received += n as u64;
+        }
+    }
+
+    /// Keeps the parts of `[offset, offset + len)` not held yet, past a gap.
+    fn hold(&mut self, offset: u64, payload: Bytes) -> Result<(), StreamCode> {
+        let end = offset + payload.len() as u64;
+        let mut pieces: Vec<(u64, u64)> = Vec::new();
+        let mut cur = offset;
+        let from = self
+            .reorder
+            .range(..=offset)
+            .next_back()
+            .map_or(offset, |(&k, _)| k);
+        for (&start, held) in self.reorder.range(from..end) {
+            let held_end = start + held.len() as u64;
+            if held_end <= cur {
+                continue;
+            }
+            if start > cur {
+                pieces.push((cur, start));
+            }
+            cur = held_end;
+            if cur >= end {
+                break;
+            }
+        }
+        if cur < end {
+            pieces.push((cur, end));
+        }
+        if self.reorder.len() + pieces.len() > MAX_REORDER_RANGES {
+            return Err(StreamCode::FlowControl);
+        }
+        for (a, b) in pieces {
+            let piece = payload.slice((a - offset) as usize..(b - offset) as usize);
+            self.reorder.insert(a, piece);
+        }
+        Ok(())
+    }
+
+    /// Moves held bytes that now follow on in order into the readable chunks.
+    fn drain_reorder(&mut self) {
+        while let Some(entry) = self.reorder.first_entry() {
+            let start = *entry.key();
+            if start > self.received {
+                break;
+            }
+            let held = entry.remove();
+            let end = start + held.len() as u64;
+            if end > self.received {
+                let skip = (self.received - start) as usize;
+                self.append(held.slice(skip..));
+            }
+        }
+    }
+
+    /// Records FIN at `offset`: the final size, which no byte received may pass. On the
+    /// ordered path it follows the last byte exactly; on the fast path bytes before it may
+    /// still be on their way.
+    pub fn on_fin(&mut self, offset: u64, allow_gaps: bool) -> Result<(), StreamCode> {
+        let complete = offset == self.received;
         match self.fin_offset {
             Some(f) if f == offset => Ok(()),
             Some(_) => Err(StreamCode::StreamState),
-            None if offset == self.received => {
+            None if complete || (allow_gaps && offset >= self.hi) => {
                 self.fin_offset = Some(offset);
                 Ok(())
             }
@@ -260,9 +357,10 @@ impl Stream {
         }
     }
 
-    /// Both directions are done: our FIN went out and the peer's FIN was read.
+    /// Both directions are done: our FIN went out, the peer's FIN was read, and no byte we
+    /// sent on the fast path still waits for its acknowledgement.
     pub fn is_finished(&self) -> bool {
-        self.send.fin_sent && self.recv.fin_read
+        self.send.fin_sent && self.recv.fin_read && self.send.lossy_unacked == 0
     }
 }
 
@@ -300,27 +398,36 @@ mod tests {
     fn recv_half_enforces_order_window_and_fin() {
         let mut r = RecvHalf::new(8);
         assert_eq!(
-            r.on_data(0, Bytes::from_static(b"123456789")).err(),
+            r.on_data(0, Bytes::from_static(b"123456789"), false).err(),
             Some(StreamCode::FlowControl)
         );
         assert_eq!(
-            r.on_data(0, Bytes::from_static(b"1234")).unwrap().new_bytes,
+            r.on_data(0, Bytes::from_static(b"1234"), false)
+                .unwrap()
+                .new_bytes,
             4
         );
         assert_eq!(
-            r.on_data(5, Bytes::from_static(b"6")).err(),
+            r.on_data(5, Bytes::from_static(b"6"), false).err(),
             Some(StreamCode::StreamState),
             "a gap is a violation"
         );
         // A retransmission overlapping what we have keeps only the new bytes.
         assert_eq!(
-            r.on_data(2, Bytes::from_static(b"3456")).unwrap().new_bytes,
+            r.on_data(2, Bytes::from_static(b"3456"), false)
+                .unwrap()
+                .new_bytes,
             2
         );
-        assert_eq!(r.on_fin(5).err(), Some(StreamCode::StreamState));
-        r.on_fin(6).unwrap();
+        assert_eq!(r.on_fin(5, false).err(), Some(StreamCode::StreamState));
         assert_eq!(
-            r.on_data(6, Bytes::from_static(b"7")).err(),
+            r.on_fin(7, false).err(),
+            Some(StreamCode::StreamState),
+            "on the ordered path FIN follows the last byte"
+        );
+        r.on_fin(6, false).unwrap();
+        assert_eq!(
+            r.on_data(6, Bytes::from_static(b"7"), false).err(),
             Some(StreamCode::StreamState),
             "no data after FIN"
         );
@@ -328,5 +435,48 @@ mod tests {
         assert_eq!(&r.read(10).unwrap()[..], b"4");
         assert_eq!(&r.read(10).unwrap()[..], b"56");
         assert!(r.at_end());
+    }
+
+    #[test]
+    fn recv_half_reorders_and_deduplicates_on_the_fast_path() {
+        let mut r = RecvHalf::new(64);
+        let data: Vec<u8> = (0..40).collect();
+        let seg = |a: usize, b: usize| Bytes::copy_from_slice(&data[a..b]);
+        // Arrives out of order, with overlaps and duplicates.
+        let got = r.on_data(20, seg(20, 30), true).unwrap();
+        assert_eq!((got.new_bytes, got.readable), (30, false));
+        assert_eq!(r.on_data(25, seg(25, 35), true).unwrap().new_bytes, 5);
+        assert_eq!(r.on_data(22, seg(22, 28), true).unwrap().new_bytes, 0);
+        r.on_fin(40, true).unwrap();
+        assert_eq!(r.on_fin(39, true).err(), Some(StreamCode::StreamState));
+        assert_eq!(r.received, 0);
+        let got = r.on_data(0, seg(0, 10), true).unwrap();
+        assert_eq!((got.new_bytes, got.readable), (0, true));
+        assert_eq!(r.received, 10);
+        assert!(!r.at_end());
+        r.on_data(8, seg(8, 22), true).unwrap();
+        assert_eq!(r.received, 35, "the held ranges follow on");
+        r.on_data(35, seg(35, 40), true).unwrap();
+        let mut out = Vec::new();
+        while let Some(c) = r.read(7) {
+            out.extend_from_slice(&c);
+        }
+        assert_eq!(out, data);
+        assert!(r.at_end());
+        assert_eq!(r.hi, 40);
+    }
+
+    #[test]
+    fn recv_half_bounds_its_reorder_buffer() {
+        let mut r = RecvHalf::new(1 << 20);
+        let one = Bytes::from_static(b"x");
+        for i in 0..MAX_REORDER_RANGES as u64 {
+            r.on_data(2 + 2 * i, one.clone(), true).unwrap();
+        }
+        assert_eq!(
+            r.on_data(1 << 19, one, true).err(),
+            Some(StreamCode::FlowControl),
+            "a peer cutting bytes small cannot grow the bookkeeping without bound"
+        );
     }
 }

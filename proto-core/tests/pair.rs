@@ -574,7 +574,8 @@ fn assert_all_arrived(p: &Pair, streams: &[(StreamId, Bytes)], reply_len: usize)
     for (s, data) in streams {
         assert_eq!(p.b.app.received[s].len(), data.len(), "upload of {s}");
         assert!(p.b.app.received[s] == data[..], "upload of {s} differs");
-        assert!(p.a.app.received[s] == reply[..], "download of {s} differs");
+        let got = p.a.app.received.get(s).map_or(&[][..], |v| &v[..]);
+        assert!(got == &reply[..], "download of {s} differs");
         assert_eq!(p.a.app.ended.get(s), Some(&End::Closed), "{s} ends cleanly");
     }
 }
@@ -749,4 +750,254 @@ fn acks_cost_little() {
     println!("ACK overhead: {acks} ACKs for 8 MiB, {per_mib:.0} bytes per MiB moved");
     // One ACK per 32 max-size frames: about 25 per MiB, 9 bytes each.
     assert!(per_mib < 400.0, "{per_mib} bytes of ACK per MiB");
+}
+
+// ----- the fast path (lossy packets with toxtun's own recovery) ------------------------------
+
+use toxtun_proto::pair::LossyLink;
+
+/// A connected pair whose link is direct UDP with the given lossy channel.
+fn direct(lossy: LossyLink, seed: u64) -> Pair {
+    let mut p = connected(client(), server_allowing(&["*:*"]), seed);
+    p.lossy = lossy;
+    p.set_direct(true);
+    p
+}
+
+fn lossy_stats(p: &Pair) -> (toxtun_proto::SessionStats, toxtun_proto::SessionStats) {
+    (
+        p.a.endpoint.session_stats(SERVER).unwrap(),
+        p.b.endpoint.session_stats(CLIENT).unwrap(),
+    )
+}
+
+#[test]
+fn the_fast_path_carries_bulk_both_ways_byte_exact_through_loss_duplication_and_reordering() {
+    let mut p = direct(
+        LossyLink {
+            loss_per_mille: 30,
+            duplicate_per_mille: 20,
+            reorder: Duration::from_millis(3),
+            ..LossyLink::default()
+        },
+        31,
+    );
+    let streams = bulk_streams(&mut p, 6, 1 << 20, 1 << 20);
+    p.run_until(STEPS, |p| all_done(p, &streams)).unwrap();
+    assert_all_arrived(&p, &streams, 1 << 20);
+    let (sa, sb) = lossy_stats(&p);
+    for s in [&sa, &sb] {
+        assert!(s.fast_path, "{s:?}");
+        assert!(
+            s.lossy_packets_sent > 700,
+            "bulk went on the fast path: {s:?}"
+        );
+        assert!(
+            s.lossy_packets_lost > 0 && s.lossy_bytes_resent > 0,
+            "{s:?}"
+        );
+    }
+    assert!(sa.lossy_duplicates + sb.lossy_duplicates > 0);
+    p.settle(STEPS).unwrap();
+    p.credit_agrees().unwrap();
+}
+
+#[test]
+fn the_fast_path_is_used_only_when_both_offer_it_and_the_link_is_direct() {
+    // Relayed link: everything lossless.
+    let mut p = connected(client(), server_allowing(&["*:*"]), 32);
+    let streams = bulk_streams(&mut p, 2, 256 << 10, 256 << 10);
+    p.run_until(STEPS, |p| all_done(p, &streams)).unwrap();
+    assert_all_arrived(&p, &streams, 256 << 10);
+    assert_eq!(p.a.lossy_sent + p.b.lossy_sent, 0);
+    // Direct, but the server does not offer it.
+    let mut server = server_allowing(&["*:*"]);
+    server.fast_path = false;
+    let mut p = connected(client(), server, 33);
+    p.set_direct(true);
+    let streams = bulk_streams(&mut p, 2, 256 << 10, 256 << 10);
+    p.run_until(STEPS, |p| all_done(p, &streams)).unwrap();
+    assert_all_arrived(&p, &streams, 256 << 10);
+    assert_eq!(p.a.lossy_sent + p.b.lossy_sent, 0);
+    assert!(!lossy_stats(&p).0.fast_path);
+}
+
+#[test]
+fn the_window_grows_per_round_trip_and_backs_off_at_a_bottleneck() {
+    // 20 MB/s bottleneck with a 64-packet buffer, 5 ms each way.
+    let mut p = direct(
+        LossyLink {
+            bandwidth: Some(20_000_000),
+            buffer: 64,
+            ..LossyLink::default()
+        },
+        34,
+    );
+    let start = p.now;
+    let streams = bulk_streams(&mut p, 1, 16 << 20, 0);
+    p.run_until(STEPS, |p| all_done(p, &streams)).unwrap();
+    let took = p.now - start;
+    assert_all_arrived(&p, &streams, 0);
+    let (sa, _) = lossy_stats(&p);
+    eprintln!("16 MiB through 20 MB/s in {took:?}: {sa:?}");
+    // 16 MiB at 20 MB/s is 0.84 s; a start-up that grew per second would take several.
+    assert!(
+        took < Duration::from_millis(1500),
+        "16 MiB through a 20 MB/s bottleneck took {took:?}: {sa:?}"
+    );
+    assert!(
+        sa.lossy_packets_lost > 0,
+        "the bottleneck dropped packets: {sa:?}"
+    );
+    // Pacing and backing off keep losses a small share of what was sent.
+    assert!(
+        sa.lossy_packets_lost * 20 < sa.lossy_packets_sent,
+        "losses {} of {} packets",
+        sa.lossy_packets_lost,
+        sa.lossy_packets_sent
+    );
+    p.settle(STEPS).unwrap();
+    p.credit_agrees().unwrap();
+}
+
+#[test]
+fn leaving_the_direct_path_mid_transfer_loses_no_byte() {
+    let mut p = direct(
+        LossyLink {
+            loss_per_mille: 10,
+            reorder: Duration::from_millis(2),
+            ..LossyLink::default()
+        },
+        35,
+    );
+    let streams = bulk_streams(&mut p, 4, 2 << 20, 1 << 20);
+    for i in 0..6u64 {
+        p.advance(Duration::from_millis(30 + 11 * i), STEPS)
+            .unwrap();
+        p.set_direct(i % 2 == 1);
+    }
+    if let Err(e) = p.run_until(STEPS, |p| all_done(p, &streams)) {
+        for (s, _) in &streams {
+            eprintln!(
+                "{s}: a {:?} b {:?} a-ended {:?} b-eof {}",
+                p.a.endpoint.stream_stats(*s),
+                p.b.endpoint.stream_stats(*s),
+                p.a.app.ended.get(s),
+                p.b.app.eof.contains(s)
+            );
+        }
+        eprintln!("{:#?}", lossy_stats(&p));
+        panic!("{e} at {:?}", p.elapsed());
+    }
+    assert_all_arrived(&p, &streams, 1 << 20);
+    let (sa, sb) = lossy_stats(&p);
+    assert!(sa.lossy_packets_sent > 0 && sb.lossy_packets_sent > 0);
+    assert!(
+        sa.lossy_bytes_resent > 0 || sb.lossy_bytes_resent > 0,
+        "packets in flight at a switch were sent again: {sa:?} {sb:?}"
+    );
+    p.settle(STEPS).unwrap();
+    p.credit_agrees().unwrap();
+}
+
+#[test]
+fn a_direct_link_that_drops_every_lossy_packet_falls_back_to_lossless() {
+    let mut p = direct(
+        LossyLink {
+            loss_per_mille: 1000,
+            ..LossyLink::default()
+        },
+        36,
+    );
+    let streams = bulk_streams(&mut p, 2, 512 << 10, 512 << 10);
+    p.run_until(STEPS, |p| all_done(p, &streams)).unwrap();
+    assert_all_arrived(&p, &streams, 512 << 10);
+    let (sa, sb) = lossy_stats(&p);
+    assert!(!sa.fast_path && !sb.fast_path, "marked broken: {sa:?}");
+    assert!(
+        p.elapsed() < Duration::from_secs(5),
+        "the fallback came within a few probe timeouts: {:?}",
+        p.elapsed()
+    );
+}
+
+#[test]
+fn flaps_during_a_fast_path_transfer_lose_nothing() {
+    let mut p = direct(
+        LossyLink {
+            loss_per_mille: 20,
+            reorder: Duration::from_millis(2),
+            ..LossyLink::default()
+        },
+        37,
+    );
+    let streams = bulk_streams(&mut p, 4, 2 << 20, 1 << 20);
+    for flap in 0..6u64 {
+        p.advance(Duration::from_millis(40 + flap * 13), STEPS)
+            .unwrap();
+        p.link_down();
+        p.advance(Duration::from_millis(100 + flap * 300), STEPS)
+            .unwrap();
+        p.link_up();
+        p.set_direct(true);
+    }
+    p.run_until(STEPS, |p| all_done(p, &streams)).unwrap();
+    assert_all_arrived(&p, &streams, 1 << 20);
+    p.settle(STEPS).unwrap();
+    p.credit_agrees().unwrap();
+}
+
+#[test]
+fn resets_with_fast_path_bytes_in_flight_keep_session_credit_in_agreement() {
+    let mut p = direct(
+        LossyLink {
+            loss_per_mille: 50,
+            duplicate_per_mille: 50,
+            reorder: Duration::from_millis(4),
+            ..LossyLink::default()
+        },
+        38,
+    );
+    // Many streams both ways; resets from either side at staggered times, some crossing.
+    p.b.app.reply = Some((pattern(7, 600 << 10), true));
+    let mut streams = Vec::new();
+    for i in 0..24u64 {
+        let s =
+            p.a.endpoint
+                .open(p.now, SERVER, target(&format!("127.0.0.1:{}", 2000 + i)))
+                .unwrap();
+        p.a.app.send(s, pattern(i, 600 << 10), true);
+        streams.push(s);
+    }
+    for (i, s) in streams.iter().enumerate() {
+        p.advance(Duration::from_millis(3 + (i as u64 % 5)), STEPS)
+            .unwrap();
+        match i % 4 {
+            0 => {
+                let _ = p.a.endpoint.reset(*s, StreamCode::Cancelled);
+            }
+            1 => {
+                let _ = p.b.endpoint.reset(*s, StreamCode::Cancelled);
+            }
+            2 => {
+                // Both at once: the RSTs cross.
+                let _ = p.a.endpoint.reset(*s, StreamCode::Cancelled);
+                let _ = p.b.endpoint.reset(*s, StreamCode::Cancelled);
+            }
+            _ => {}
+        }
+    }
+    p.run_until(STEPS, |p| {
+        streams.iter().all(|s| {
+            p.a.endpoint.stream_stats(*s).is_none() && p.b.endpoint.stream_stats(*s).is_none()
+        })
+    })
+    .unwrap();
+    p.advance(Duration::from_secs(2), STEPS).unwrap();
+    p.credit_agrees().unwrap();
+    // The session still has its whole credit: a new bulk transfer runs at full speed.
+    let more = bulk_streams(&mut p, 2, 2 << 20, 0);
+    p.run_until(STEPS, |p| all_done(p, &more)).unwrap();
+    p.advance(Duration::from_secs(1), STEPS).unwrap();
+    p.credit_agrees().unwrap();
 }

@@ -401,7 +401,8 @@ fn unknown_stream_gets_one_rst_never_a_connection() {
         vec![Frame::Rst {
             stream: sid(5),
             code: StreamCode::UnknownStream,
-            offset: 0
+            offset: 0,
+            received: 0,
         }]
     );
     assert!(
@@ -419,12 +420,14 @@ fn unknown_stream_gets_one_rst_never_a_connection() {
             stream: sid(6),
             code: StreamCode::Cancelled,
             offset: 0,
+            received: 0,
         },
     );
     assert!(d.sent.is_empty() && d.events.is_empty());
-    // The discarded bytes still count against the budget, and are returned at once.
+    // Nothing of a stream we never knew counts against the budget: the RST's zero counts
+    // tell the sender to take back the credit it spent on it.
     assert_eq!(ep.session_stats(ALICE).unwrap().recv_buffered, 0);
-    assert_eq!(ep.session_stats(ALICE).unwrap().received, 200);
+    assert_eq!(ep.session_stats(ALICE).unwrap().received, 0);
 }
 
 #[test]
@@ -466,7 +469,8 @@ fn overrunning_the_stream_window_resets_the_stream() {
     assert!(d.frames_to(ALICE).contains(&Frame::Rst {
         stream: sid(1),
         code: StreamCode::FlowControl,
-        offset: 0
+        offset: 0,
+        received: window as u64,
     }));
     assert!(d.events.contains(&Event::StreamReset {
         stream: sid(1),
@@ -539,7 +543,8 @@ fn data_after_fin_and_bad_acks_reset_the_stream() {
     assert!(d.frames_to(ALICE).contains(&Frame::Rst {
         stream: sid(1),
         code: StreamCode::StreamState,
-        offset: 0
+        offset: 0,
+        received: 10,
     }));
 
     open(&mut ep, now, ALICE, 2, "127.0.0.1:22");
@@ -559,7 +564,8 @@ fn data_after_fin_and_bad_acks_reset_the_stream() {
         d.frames_to(ALICE).contains(&Frame::Rst {
             stream: sid(2),
             code: StreamCode::StreamState,
-            offset: 0
+            offset: 0,
+            received: 0,
         }),
         "acknowledging bytes never sent is a violation"
     );
@@ -857,6 +863,7 @@ fn frames_for_another_peers_stream_touch_nothing_of_it() {
             stream: sid(1),
             code: StreamCode::Cancelled,
             offset: 0,
+            received: 0,
         },
         Frame::Window {
             stream: sid(1),
@@ -983,7 +990,8 @@ fn data_with_an_impossible_ack_is_refused_whole_and_returns_no_credit() {
     assert!(d.frames_to(ALICE).contains(&Frame::Rst {
         stream: sid(1),
         code: StreamCode::StreamState,
-        offset: 0
+        offset: 0,
+        received: 0,
     }));
     let ss = ep.session_stats(ALICE).unwrap();
     assert_eq!((ss.received, ss.recv_buffered), (0, 0));

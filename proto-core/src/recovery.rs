@@ -1,0 +1,691 @@
+//! The fast path's own reliability and congestion control, sans-IO.
+//!
+//! c-toxcore's lossless packets come with its congestion control, whose slow start grows the
+//! rate about 1.6× per *second*: a 50 MB transfer is over before it reaches its plateau.
+//! Lossy packets have none, so on a direct UDP link the session carries stream bytes in LDATA
+//! packets and runs the recovery QUIC runs (RFC 9002), scaled down:
+//!
+//! * every LDATA has a fresh packet number; the receiver acknowledges numbers in ranges
+//!   (LACK), at least every [`ACK_EVERY_PACKETS`] packets or [`MAX_ACK_DELAY`];
+//! * a packet is lost when three later ones were acknowledged, or when it is older than
+//!   9/8 of the round trip and a later one was; a probe timeout (PTO) covers the tail;
+//! * lost payloads are sent again under new numbers — or, if the fast path went away (a
+//!   TCP relay, a suspension, three silent PTOs), as ordinary DATA in the frame log, so no
+//!   byte is lost across the switch;
+//! * a NewReno window (β = 0.7, as CUBIC uses) whose slow start grows per round trip, not
+//!   per second, and a pacer that spreads each window over the round trip rather than
+//!   blasting it (2× the window's rate in slow start, 1.25× after, as Linux paces).
+//!
+//! Everything here takes `now` from the caller and keeps bounded state: the packets in
+//! flight are bounded by the congestion window, itself capped at [`MAX_WINDOW`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::frame::MAX_ACK_RANGES;
+use crate::ids::StreamId;
+
+/// The receiver sends LACK after this many LDATA packets at the latest...
+pub(crate) const ACK_EVERY_PACKETS: u32 = 8;
+/// ... or this long after the first unacknowledged one arrived.
+pub(crate) const MAX_ACK_DELAY: Duration = Duration::from_millis(2);
+/// A packet is lost once this many later packets were acknowledged (RFC 9002's kPacketThreshold).
+const PACKET_THRESHOLD: u64 = 3;
+/// The payload size the window is counted in (a full LDATA payload).
+pub(crate) const SEGMENT: usize = crate::frame::MAX_DATA_PAYLOAD;
+/// The first window: 10 segments, as QUIC and TCP start.
+const INITIAL_WINDOW: usize = 10 * SEGMENT;
+/// The smallest window after losses.
+const MIN_WINDOW: usize = 2 * SEGMENT;
+/// The largest window: 4 MiB in flight, far past any path's needs at Tox's packet rate, so
+/// that memory stays bounded whatever the acknowledgements say.
+pub(crate) const MAX_WINDOW: usize = 4 << 20;
+/// Multiplicative decrease on loss.
+const BETA_NUM: usize = 7;
+const BETA_DEN: usize = 10;
+/// The round trip assumed before the first sample.
+const INITIAL_RTT: Duration = Duration::from_millis(100);
+/// Timer granularity (RFC 9002's kGranularity).
+const GRANULARITY: Duration = Duration::from_millis(1);
+/// Consecutive probe timeouts without any acknowledgement after which the fast path is
+/// declared broken for this link (lossy packets do not get through) and bytes go lossless.
+const PTOS_BEFORE_FALLBACK: u32 = 3;
+/// How many segments the pacer lets out back to back at least.
+const PACER_BURST: usize = 10;
+
+/// A range of stream bytes to send on the fast path (new, or again after a loss).
+#[derive(Debug, Clone)]
+pub(crate) struct Chunk {
+    pub stream: StreamId,
+    pub offset: u64,
+    pub payload: Bytes,
+}
+
+#[derive(Debug)]
+struct SentPacket {
+    time: Instant,
+    chunk: Chunk,
+}
+
+/// Round-trip estimation (RFC 9002 §5).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RttEstimator {
+    pub latest: Duration,
+    pub smoothed: Option<Duration>,
+    pub var: Duration,
+    pub min: Duration,
+}
+
+impl Default for RttEstimator {
+    fn default() -> Self {
+        RttEstimator {
+            latest: INITIAL_RTT,
+            smoothed: None,
+            var: INITIAL_RTT / 2,
+            min: Duration::MAX,
+        }
+    }
+}
+
+impl RttEstimator {
+    fn update(&mut self, sample: Duration, ack_delay: Duration) {
+        self.latest = sample;
+        self.min = self.min.min(sample);
+        // The receiver's delay is taken off, but never below the path's minimum.
+        let adjusted = if sample >= self.min + ack_delay {
+            sample - ack_delay.min(MAX_ACK_DELAY)
+        } else {
+            sample
+        };
+        match self.smoothed {
+            None => {
+                self.smoothed = Some(adjusted);
+                self.var = adjusted / 2;
+            }
+            Some(srtt) => {
+                let diff = srtt.abs_diff(adjusted);
+                self.var = (self.var * 3 + diff) / 4;
+                self.smoothed = Some((srtt * 7 + adjusted) / 8);
+            }
+        }
+    }
+
+    /// The smoothed round trip (the initial guess before a sample).
+    pub fn get(&self) -> Duration {
+        self.smoothed.unwrap_or(INITIAL_RTT)
+    }
+
+    fn pto(&self) -> Duration {
+        self.get() + (self.var * 4).max(GRANULARITY) + MAX_ACK_DELAY
+    }
+
+    fn loss_delay(&self) -> Duration {
+        (self.latest.max(self.get()) * 9 / 8).max(GRANULARITY)
+    }
+}
+
+/// The sending side of the fast path for one session.
+#[derive(Debug)]
+pub(crate) struct LossySender {
+    next_packet: u64,
+    in_flight: BTreeMap<u64, SentPacket>,
+    /// Payload bytes in `in_flight`.
+    pub bytes_in_flight: usize,
+    /// Payloads declared lost, to be sent again (fast path or lossless), oldest first.
+    pub lost: VecDeque<Chunk>,
+    largest_acked: Option<u64>,
+    pub rtt: RttEstimator,
+    pub window: usize,
+    ssthresh: usize,
+    /// Losses of packets sent before this instant belong to the reduction already made.
+    recovery_start: Option<Instant>,
+    /// Bytes acknowledged in congestion avoidance since the window last grew.
+    avoidance_acked: usize,
+    loss_time: Option<Instant>,
+    last_sent: Option<Instant>,
+    pto_count: u32,
+    /// Nothing was acknowledged through several probe timeouts: lossy packets do not get
+    /// through this link, so the session stops using them until the path changes.
+    pub broken: bool,
+    pacer_tokens: usize,
+    pacer_last: Option<Instant>,
+    /// Counters for the stats.
+    pub packets_sent: u64,
+    pub packets_lost: u64,
+    pub bytes_resent: u64,
+}
+
+impl Default for LossySender {
+    fn default() -> Self {
+        LossySender {
+            next_packet: 0,
+            in_flight: BTreeMap::new(),
+            bytes_in_flight: 0,
+            lost: VecDeque::new(),
+            largest_acked: None,
+            rtt: RttEstimator::default(),
+            window: INITIAL_WINDOW,
+            ssthresh: usize::MAX,
+            recovery_start: None,
+            avoidance_acked: 0,
+            loss_time: None,
+            last_sent: None,
+            pto_count: 0,
+            broken: false,
+            pacer_tokens: PACER_BURST * SEGMENT,
+            pacer_last: None,
+            packets_sent: 0,
+            packets_lost: 0,
+            bytes_resent: 0,
+        }
+    }
+}
+
+/// What an acknowledgement did.
+#[derive(Debug, Default)]
+pub(crate) struct Acked {
+    /// Bytes per stream whose packets are now acknowledged.
+    pub streams: Vec<(StreamId, u64)>,
+    /// Whether packets were declared lost.
+    pub lost_any: bool,
+}
+
+impl LossySender {
+    /// Whether the window has room for one more full packet.
+    pub fn window_open(&self) -> bool {
+        self.bytes_in_flight + SEGMENT <= self.window
+    }
+
+    /// When the pacer lets `bytes` go; `None`: now.
+    pub fn pacing_delay(&mut self, now: Instant, bytes: usize) -> Option<Instant> {
+        let Some(srtt) = self.rtt.smoothed else {
+            return None; // no estimate yet: the initial window goes out as it is
+        };
+        let rate = self.pacing_rate(srtt); // bytes per second
+        let capacity = (PACER_BURST * SEGMENT).max((rate / 500) as usize); // 2 ms worth
+        if let Some(last) = self.pacer_last {
+            let gained = (now.saturating_duration_since(last).as_nanos() as u64)
+                .saturating_mul(rate)
+                / 1_000_000_000;
+            self.pacer_tokens = (self.pacer_tokens as u64 + gained).min(capacity as u64) as usize;
+        }
+        self.pacer_last = Some(now);
+        if self.pacer_tokens >= bytes {
+            return None;
+        }
+        let missing = (bytes - self.pacer_tokens) as u64;
+        let wait = Duration::from_nanos(missing.saturating_mul(1_000_000_000) / rate.max(1));
+        Some(now + wait.max(Duration::from_micros(50)))
+    }
+
+    fn pacing_rate(&self, srtt: Duration) -> u64 {
+        let (num, den) = if self.window < self.ssthresh {
+            (2, 1)
+        } else {
+            (5, 4)
+        };
+        let per_rtt = self.window as u64 * num / den;
+        per_rtt.saturating_mul(1_000_000) / (srtt.as_micros() as u64).max(1)
+    }
+
+    /// Takes the number for a packet about to carry `chunk`, and records it in flight.
+    pub fn on_sent(&mut self, now: Instant, chunk: Chunk, resend: bool) -> u64 {
+        let n = self.next_packet;
+        self.next_packet += 1;
+        let len = chunk.payload.len();
+        self.bytes_in_flight += len;
+        self.pacer_tokens = self.pacer_tokens.saturating_sub(len);
+        self.in_flight.insert(n, SentPacket { time: now, chunk });
+        self.last_sent = Some(now);
+        self.packets_sent += 1;
+        if resend {
+            self.bytes_resent += len as u64;
+        }
+        n
+    }
+
+    /// The next packet number (for encoding before [`LossySender::on_sent`]).
+    pub fn peek_number(&self) -> u64 {
+        self.next_packet
+    }
+
+    /// Handles LACK: `ranges` newest first. Returns the bytes acknowledged per stream, or
+    /// `Err` if it acknowledges a number never sent (a protocol violation).
+    pub fn on_ack(
+        &mut self,
+        now: Instant,
+        ranges: &[(u64, u64)],
+        ack_delay: Duration,
+    ) -> Result<Acked, ()> {
+        let mut acked = Acked::default();
+        let Some(&(_, newest_end)) = ranges.first() else {
+            return Ok(acked);
+        };
+        if newest_end > self.next_packet {
+            return Err(());
+        }
+        let largest = newest_end - 1;
+        let mut newest_acked: Option<(u64, Instant)> = None;
+        for &(start, end) in ranges {
+            let keys: Vec<u64> = self.in_flight.range(start..end).map(|(&k, _)| k).collect();
+            for k in keys {
+                let Some(p) = self.in_flight.remove(&k) else {
+                    continue;
+                };
+                let len = p.chunk.payload.len();
+                self.bytes_in_flight -= len;
+                self.grow(len, p.time);
+                if newest_acked.is_none_or(|(n, _)| k > n) {
+                    newest_acked = Some((k, p.time));
+                }
+                match acked.streams.last_mut() {
+                    Some((s, n)) if *s == p.chunk.stream => *n += len as u64,
+                    _ => acked.streams.push((p.chunk.stream, len as u64)),
+                }
+            }
+        }
+        let Some((newest, sent_at)) = newest_acked else {
+            return Ok(acked); // nothing new: a duplicate or reordered LACK
+        };
+        if newest == largest {
+            self.rtt
+                .update(now.saturating_duration_since(sent_at), ack_delay);
+        }
+        self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
+        self.pto_count = 0;
+        acked.lost_any = self.detect_lost(now);
+        Ok(acked)
+    }
+
+    fn grow(&mut self, bytes: usize, sent: Instant) {
+        if self.recovery_start.is_some_and(|r| sent <= r) {
+            return; // acknowledged from before the reduction: no growth yet
+        }
+        if self.window < self.ssthresh {
+            self.window += bytes;
+        } else {
+            self.avoidance_acked += bytes;
+            if self.avoidance_acked >= self.window {
+                self.avoidance_acked -= self.window;
+                self.window += SEGMENT;
+            }
+        }
+        self.window = self.window.min(MAX_WINDOW);
+    }
+
+    /// Declares packets lost by the packet and time thresholds; arms the loss timer for the
+    /// others below the largest acknowledged.
+    fn detect_lost(&mut self, now: Instant) -> bool {
+        self.loss_time = None;
+        let Some(largest) = self.largest_acked else {
+            return false;
+        };
+        let delay = self.rtt.loss_delay();
+        let mut lost: Vec<u64> = Vec::new();
+        for (&k, p) in self.in_flight.range(..largest) {
+            if k + PACKET_THRESHOLD <= largest || p.time + delay <= now {
+                lost.push(k);
+            } else {
+                self.loss_time = Some(p.time + delay);
+                break;
+            }
+        }
+        self.declare_lost(now, &lost);
+        !lost.is_empty()
+    }
+
+    fn declare_lost(&mut self, now: Instant, numbers: &[u64]) {
+        let mut newest_lost_sent: Option<Instant> = None;
+        for k in numbers {
+            if let Some(p) = self.in_flight.remove(k) {
+                self.bytes_in_flight -= p.chunk.payload.len();
+                newest_lost_sent = Some(newest_lost_sent.map_or(p.time, |t| t.max(p.time)));
+                self.lost.push_back(p.chunk);
+                self.packets_lost += 1;
+            }
+        }
+        if let Some(sent) = newest_lost_sent {
+            if self.recovery_start.is_none_or(|r| sent > r) {
+                // One reduction per round of losses (packets sent before it are forgiven).
+                self.recovery_start = Some(now);
+                self.window = (self.window * BETA_NUM / BETA_DEN).max(MIN_WINDOW);
+                self.ssthresh = self.window;
+                self.avoidance_acked = 0;
+            }
+        }
+    }
+
+    /// When the loss or probe timer fires, if armed.
+    pub fn deadline(&self) -> Option<Instant> {
+        if let Some(t) = self.loss_time {
+            return Some(t);
+        }
+        if self.in_flight.is_empty() {
+            return None;
+        }
+        let backoff = 1u32 << self.pto_count.min(6);
+        Some(self.last_sent? + self.rtt.pto() * backoff)
+    }
+
+    /// Fires the loss or probe timer if due. A probe timeout declares everything in flight
+    /// lost (it is resent at once, which is the probe); several in a row with nothing
+    /// acknowledged mark the fast path broken.
+    pub fn on_timeout(&mut self, now: Instant) {
+        if self.loss_time.is_some_and(|t| now >= t) {
+            self.detect_lost(now);
+            return;
+        }
+        if self.deadline().is_some_and(|t| now >= t) {
+            let all: Vec<u64> = self.in_flight.keys().copied().collect();
+            self.declare_lost(now, &all);
+            self.pto_count += 1;
+            if self.pto_count >= 2 {
+                // Persistent congestion: start over from the minimum.
+                self.window = MIN_WINDOW;
+            }
+            if self.pto_count >= PTOS_BEFORE_FALLBACK {
+                self.broken = true;
+            }
+        }
+    }
+
+    /// The fast path is going away (relay, suspension, broken): everything in flight is to
+    /// be sent again by whatever path comes next.
+    pub fn abandon_in_flight(&mut self) {
+        let chunks = std::mem::take(&mut self.in_flight);
+        for (_, p) in chunks {
+            self.lost.push_back(p.chunk);
+        }
+        self.bytes_in_flight = 0;
+        self.loss_time = None;
+        self.pto_count = 0;
+    }
+
+    /// A new path: forget the old one's round trip and window, keep the numbering.
+    pub fn new_path(&mut self) {
+        self.abandon_in_flight();
+        let LossySender {
+            next_packet,
+            lost,
+            packets_sent,
+            packets_lost,
+            bytes_resent,
+            ..
+        } = std::mem::take(self);
+        *self = LossySender {
+            next_packet,
+            lost,
+            packets_sent,
+            packets_lost,
+            bytes_resent,
+            ..LossySender::default()
+        };
+    }
+
+    /// Forgets everything of a stream (it was reset: nothing of it is resent).
+    pub fn forget_stream(&mut self, stream: StreamId) {
+        let gone: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, p)| p.chunk.stream == stream)
+            .map(|(&k, _)| k)
+            .collect();
+        for k in gone {
+            if let Some(p) = self.in_flight.remove(&k) {
+                self.bytes_in_flight -= p.chunk.payload.len();
+            }
+        }
+        self.lost.retain(|c| c.stream != stream);
+    }
+}
+
+/// The receiving side of the fast path: which packet numbers arrived, and when to say so.
+#[derive(Debug, Default)]
+pub(crate) struct LossyReceiver {
+    /// Received numbers as disjoint ranges `[start, end)`, newest first, at most
+    /// `MAX_ACK_RANGES` (older ones were acknowledged before, or are resent).
+    ranges: VecDeque<(u64, u64)>,
+    /// When the newest packet arrived.
+    newest_at: Option<Instant>,
+    unacked: u32,
+    ack_due: Option<Instant>,
+    ack_now: bool,
+    /// Counters for the stats.
+    pub packets_received: u64,
+    pub duplicates: u64,
+    pub acks_sent: u64,
+}
+
+impl LossyReceiver {
+    /// Records a packet number. Returns `false` for a duplicate (its bytes are ignored).
+    pub fn on_packet(&mut self, now: Instant, number: u64) -> bool {
+        self.packets_received += 1;
+        let newest_before = self.ranges.front().map(|r| r.1);
+        if !self.insert(number) {
+            self.duplicates += 1;
+            return false;
+        }
+        if newest_before.is_none_or(|end| number + 1 >= end) {
+            self.newest_at = Some(now);
+        }
+        if newest_before.is_some_and(|end| number != end) {
+            // A gap opened or a hole filled: say so at once, so the sender learns fast.
+            self.ack_now = true;
+        }
+        self.unacked += 1;
+        if self.unacked >= ACK_EVERY_PACKETS {
+            self.ack_now = true;
+        }
+        if self.ack_due.is_none() {
+            self.ack_due = Some(now + MAX_ACK_DELAY);
+        }
+        true
+    }
+
+    fn insert(&mut self, n: u64) -> bool {
+        // Find the first range (newest first) that starts at or below n.
+        let i = self.ranges.iter().position(|&(s, _)| s <= n);
+        match i {
+            Some(i) if n < self.ranges[i].1 => return false,
+            _ => {}
+        }
+        if i.is_none()
+            && self.ranges.len() == MAX_ACK_RANGES
+            && self.ranges.back().is_some_and(|r| n < r.0)
+        {
+            // Older than anything we still track: it may be a duplicate; take it (the
+            // stream dedups by offset) and do not acknowledge it again.
+            return true;
+        }
+        let at = i.unwrap_or(self.ranges.len());
+        // Extend the range below (at `at`) or the one above (at `at - 1`), or insert.
+        let joins_below = at < self.ranges.len() && self.ranges[at].1 == n;
+        let joins_above = at > 0 && self.ranges[at - 1].0 == n + 1;
+        match (joins_below, joins_above) {
+            (true, true) => {
+                let above = self.ranges.remove(at - 1).expect("present");
+                self.ranges[at - 1].1 = above.1;
+            }
+            (true, false) => self.ranges[at].1 = n + 1,
+            (false, true) => self.ranges[at - 1].0 = n,
+            (false, false) => {
+                self.ranges.insert(at, (n, n + 1));
+                if self.ranges.len() > MAX_ACK_RANGES {
+                    self.ranges.pop_back();
+                }
+            }
+        }
+        true
+    }
+
+    /// When a LACK falls due, if one is pending.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.ack_due
+    }
+
+    /// The acknowledgement delay ran out: a LACK goes out at the next chance.
+    pub fn on_timeout(&mut self, now: Instant) {
+        if self.ack_due.is_some_and(|t| now >= t) {
+            self.ack_due = None;
+            self.ack_now = true;
+        }
+    }
+
+    /// Whether a LACK should go out now.
+    pub fn wants_ack(&self) -> bool {
+        self.unacked > 0 && self.ack_now
+    }
+
+    /// The LACK to send: ranges newest first, and how long the newest packet waited.
+    pub fn take_ack(&mut self, now: Instant) -> (u32, Vec<(u64, u64)>) {
+        self.unacked = 0;
+        self.ack_now = false;
+        self.ack_due = None;
+        self.acks_sent += 1;
+        let delay = self
+            .newest_at
+            .map_or(0, |t| now.saturating_duration_since(t).as_micros())
+            .min(u128::from(u32::MAX)) as u32;
+        (delay, self.ranges.iter().copied().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tests' origin of virtual time (the one clock read, as the pair harness does).
+    fn origin() -> Instant {
+        #[allow(clippy::disallowed_methods)]
+        Instant::now()
+    }
+
+    fn chunk(offset: u64) -> Chunk {
+        Chunk {
+            stream: StreamId::from_bytes([1; 16]),
+            offset,
+            payload: Bytes::from(vec![0u8; SEGMENT]),
+        }
+    }
+
+    #[test]
+    fn receiver_tracks_ranges_newest_first_and_spots_duplicates() {
+        let t = origin();
+        let mut r = LossyReceiver::default();
+        for n in [0, 1, 2, 5, 6, 4, 9] {
+            assert!(r.on_packet(t, n));
+        }
+        assert!(!r.on_packet(t, 5), "a duplicate");
+        assert!(r.wants_ack(), "gaps are acknowledged at once");
+        let (_, ranges) = r.take_ack(t);
+        assert_eq!(ranges, vec![(9, 10), (4, 7), (0, 3)]);
+        assert!(r.on_packet(t, 3));
+        assert!(r.on_packet(t, 7));
+        assert!(r.on_packet(t, 8));
+        assert_eq!(r.take_ack(t).1, vec![(0, 10)]);
+        assert!(!r.wants_ack());
+        assert!(r.on_packet(t, 10));
+        assert!(!r.wants_ack(), "in order: wait for more, or the delay");
+        r.on_timeout(r.deadline().unwrap());
+        assert!(r.wants_ack());
+    }
+
+    #[test]
+    fn receiver_keeps_a_bounded_number_of_ranges() {
+        let t = origin();
+        let mut r = LossyReceiver::default();
+        for n in 0..1000u64 {
+            r.on_packet(t, n * 2);
+        }
+        let (_, ranges) = r.take_ack(t);
+        assert_eq!(ranges.len(), MAX_ACK_RANGES);
+        assert_eq!(ranges[0], (1998, 1999));
+    }
+
+    #[test]
+    fn sender_detects_losses_by_threshold_and_reduces_once() {
+        let t0 = origin();
+        let mut s = LossySender::default();
+        for i in 0..10 {
+            s.on_sent(t0, chunk(i * SEGMENT as u64), false);
+        }
+        let w0 = s.window;
+        let t1 = t0 + Duration::from_millis(10);
+        // Packets 0 and 1 lost; 2..10 acknowledged.
+        let acked = s.on_ack(t1, &[(2, 10)], Duration::ZERO).unwrap();
+        assert!(acked.lost_any);
+        assert_eq!(s.lost.len(), 2);
+        assert_eq!(s.lost[0].offset, 0);
+        assert_eq!(s.rtt.get(), Duration::from_millis(10));
+        assert!(s.window < w0 + 8 * SEGMENT, "reduced after the loss");
+        let reduced = s.window;
+        assert_eq!(s.bytes_in_flight, 0);
+        // A LACK for numbers never sent is a violation.
+        assert!(s.on_ack(t1, &[(0, 11)], Duration::ZERO).is_err());
+        // More losses from the same round do not reduce again.
+        assert_eq!(s.window, reduced);
+    }
+
+    #[test]
+    fn slow_start_doubles_per_round_trip() {
+        let mut t = origin();
+        let mut s = LossySender::default();
+        let rtt = Duration::from_millis(2);
+        for _ in 0..8 {
+            let w = s.window;
+            let first = s.peek_number();
+            while s.window_open() {
+                s.on_sent(t, chunk(0), false);
+            }
+            t += rtt;
+            s.on_ack(t, &[(first, s.peek_number())], Duration::ZERO)
+                .unwrap();
+            assert!(s.window >= 2 * w - SEGMENT, "{} -> {}", w, s.window);
+        }
+        assert!(
+            s.window >= 1 << 20,
+            "16 ms of slow start reach a MiB window"
+        );
+    }
+
+    #[test]
+    fn probe_timeouts_resend_everything_then_declare_the_path_broken() {
+        let t0 = origin();
+        let mut s = LossySender::default();
+        s.on_sent(t0, chunk(0), false);
+        for i in 0..PTOS_BEFORE_FALLBACK {
+            let due = s.deadline().expect("armed");
+            s.on_timeout(due);
+            assert_eq!(s.lost.len(), 1);
+            assert_eq!(s.broken, i + 1 == PTOS_BEFORE_FALLBACK);
+            let c = s.lost.pop_front().unwrap();
+            s.on_sent(due, c, true);
+        }
+    }
+
+    #[test]
+    fn pacer_spreads_a_window_over_the_round_trip() {
+        let t0 = origin();
+        let mut s = LossySender::default();
+        s.rtt.update(Duration::from_millis(10), Duration::ZERO);
+        s.window = 100 * SEGMENT;
+        s.ssthresh = 0; // avoidance: 1.25 windows per round trip
+        let mut t = t0;
+        let mut sent = 0;
+        while t < t0 + Duration::from_millis(10) {
+            match s.pacing_delay(t, SEGMENT) {
+                None => {
+                    s.pacer_tokens -= SEGMENT;
+                    sent += 1;
+                }
+                Some(next) => t = next,
+            }
+        }
+        assert!(
+            (120..=140).contains(&sent),
+            "{sent} segments in one round trip"
+        );
+    }
+}
