@@ -41,12 +41,21 @@ pub enum TransportEvent {
     FriendOnline(PeerId),
     /// A friend's link went down (302).
     FriendOffline(PeerId),
-    /// A lossless custom packet arrived from a friend.
+    /// A custom packet arrived from a friend: lossless (first byte 160..=191) or lossy
+    /// (192..=254).
     Packet {
         /// The friend.
         peer: PeerId,
         /// The packet, first byte included.
         packet: Bytes,
+    },
+    /// A friend's link changed path: `direct` UDP (lossy packets travel) or through a TCP
+    /// relay (they do not). Follows `FriendOnline` when the link comes up direct.
+    FriendPath {
+        /// The friend.
+        peer: PeerId,
+        /// Whether the link is direct UDP.
+        direct: bool,
     },
     /// The send queue to a friend that returned [`SendError::QueueFull`] has room again.
     SendReady(PeerId),
@@ -64,6 +73,7 @@ impl TransportEvent {
             TransportEvent::FriendOffline(p) => Input::PeerOffline(p),
             TransportEvent::Packet { peer, packet } => Input::Packet { peer, packet },
             TransportEvent::SendReady(p) => Input::SendReady(p),
+            TransportEvent::FriendPath { peer, direct } => Input::PathChanged { peer, direct },
         })
     }
 
@@ -189,7 +199,9 @@ pub trait Transport {
     /// Forgets a friend; its link goes down.
     fn remove_friend(&mut self, peer: PeerId) -> Result<(), FriendError>;
 
-    /// Sends one lossless packet (first byte in 160..=191).
+    /// Sends one packet: lossless if its first byte is in 160..=191 (delivered once, in
+    /// order, or `QueueFull` comes back), lossy if in 192..=254 (sent at once on a direct
+    /// link, never queued behind a full queue: dropped instead, as the network may drop it).
     fn send(&mut self, peer: PeerId, packet: Bytes) -> Result<(), SendError>;
 
     /// The next event; `Ready(None)` when the transport has shut down.

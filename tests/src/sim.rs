@@ -122,6 +122,16 @@ pub enum Op {
     },
     /// Let time pass.
     Advance(Duration),
+    /// The link between a client and a server becomes direct UDP (the fast path may run)
+    /// or relayed (lossy packets are dropped).
+    Path {
+        /// Client index.
+        client: usize,
+        /// Server index.
+        server: usize,
+        /// Direct or relayed.
+        direct: bool,
+    },
 }
 
 /// The shape of a scenario.
@@ -154,6 +164,7 @@ impl SimConfig {
                 bandwidth: [None, Some(2_000_000), Some(20_000_000)][(rng.next_u64() % 3) as usize],
                 queue_capacity: [4, 32, 256][(rng.next_u64() % 3) as usize],
                 connect_delay: Duration::from_millis(50 + rng.next_u64() % 500),
+                ..LinkConfig::default()
             },
             stream_window: [4096, 64 * 1024, 256 * 1024][(rng.next_u64() % 3) as usize],
             session_window: [256 * 1024, 1 << 20, 16 << 20][(rng.next_u64() % 3) as usize],
@@ -163,6 +174,17 @@ impl SimConfig {
                 max_down: Duration::from_millis(50 + rng.next_u64() % 3000),
             }),
         }
+        .with_lossy(rng.next_u64())
+    }
+
+    /// Half the shapes start with direct links, whose lossy packets are lost (up to 10%),
+    /// duplicated (up to 5%) and reordered (up to 20 ms) at random.
+    fn with_lossy(mut self, draw: u64) -> Self {
+        self.link.direct = draw % 2 == 0;
+        self.link.lossy_loss_per_mille = [0, 5, 30, 100][((draw >> 8) % 4) as usize];
+        self.link.lossy_duplicate_per_mille = [0, 10, 50][((draw >> 16) % 3) as usize];
+        self.link.lossy_reorder = Duration::from_millis([0, 2, 20][((draw >> 24) % 3) as usize]);
+        self
     }
 }
 
@@ -233,6 +255,12 @@ pub fn random_ops(rng: &mut impl RngCore, cfg: &SimConfig, n: usize) -> Vec<Op> 
         } else if pick < 84 {
             Op::RefuseNext {
                 server: r(rng, cfg.servers as u64) as usize,
+            }
+        } else if pick < 87 {
+            Op::Path {
+                client: r(rng, cfg.clients as u64) as usize,
+                server: r(rng, cfg.servers as u64) as usize,
+                direct: r(rng, 2) == 0,
             }
         } else {
             Op::Advance(Duration::from_millis(r(rng, 3000)))
@@ -343,6 +371,8 @@ pub struct SimStats {
     pub restarts: u64,
     /// Steps run.
     pub steps: u64,
+    /// Lossy packets (the fast path) the network carried or dropped.
+    pub lossy_packets: u64,
 }
 
 /// A running scenario.
@@ -550,6 +580,14 @@ impl Sim {
             Op::Restart { node } => self.restart(*node)?,
             Op::RefuseNext { server } => self.nodes[self.clients + server].refuse_next = true,
             Op::Advance(d) => self.run_for(*d)?,
+            Op::Path {
+                client,
+                server,
+                direct,
+            } => {
+                let (c, s) = (NodeId(*client), NodeId(self.clients + server));
+                self.net.set_direct(c, s, *direct);
+            }
         }
         self.run_for(Duration::from_millis(20))
     }
@@ -1094,6 +1132,7 @@ impl Sim {
     /// and checks that every stream ended on both sides.
     pub fn finish(&mut self) -> Result<(), SimFailure> {
         self.stats.flaps += self.net.stats().link_downs;
+        self.stats.lossy_packets += self.net.stats().lossy_sent;
         self.net.heal();
         for c in 0..self.clients {
             for s in self.clients..self.nodes.len() {

@@ -70,15 +70,16 @@ fn streams_survive_links_that_flap_all_the_time() {
         return;
     }
     let scenarios = (cases() / 5).max(20);
-    let (mut flaps, mut bytes, mut streams) = (0, 0, 0);
+    let (mut flaps, mut bytes, mut streams, mut lossy) = (0, 0, 0, 0);
     for k in 0..scenarios {
         let seed = 0xF1A9_0000 + u64::from(k);
-        let ops = 10 + (k as usize % 25);
+        let ops = 12 + (k as usize % 25);
         match run_flappy_scenario(seed, ops) {
             Ok(stats) => {
                 flaps += stats.flaps;
                 bytes += stats.bytes_checked;
                 streams += stats.streams;
+                lossy += stats.lossy_packets;
             }
             Err(e) => panic!(
                 "{e}\nreplay with: TOXTUN_SIM_FLAPPY=1 TOXTUN_SIM_SEED={seed}:{ops} cargo test -p toxtun-tests --test simulation"
@@ -86,10 +87,15 @@ fn streams_survive_links_that_flap_all_the_time() {
         }
     }
     println!(
-        "{scenarios} flapping scenarios: {flaps} link flaps, {streams} streams, {bytes} bytes checked"
+        "{scenarios} flapping scenarios: {flaps} link flaps, {streams} streams, {bytes} bytes \
+         checked, {lossy} fast-path packets"
     );
     assert!(
         flaps >= 1000,
         "only {flaps} flaps across {scenarios} scenarios"
+    );
+    assert!(
+        lossy >= 10_000,
+        "the fast path ran in these scenarios too: only {lossy} lossy packets"
     );
 }

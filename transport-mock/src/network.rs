@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use toxtun_proto::frame::{FIRST_FRAME_ID, LAST_FRAME_ID};
+use toxtun_proto::frame::{FIRST_FRAME_ID, LAST_FRAME_ID, LAST_LOSSY_ID};
 use toxtun_proto::{
     FriendAdded, FriendError, PeerId, SendError, ToxId, TransportEvent, MAX_PACKET_SIZE,
 };
@@ -32,6 +32,15 @@ pub struct LinkConfig {
     pub queue_capacity: usize,
     /// How long after both sides are friends and reachable the link comes up.
     pub connect_delay: Duration,
+    /// The link is direct UDP: lossy packets travel (else they are dropped, as over a TCP
+    /// relay), and the nodes are told so when it comes up.
+    pub direct: bool,
+    /// Lossy packets lost at random, per thousand.
+    pub lossy_loss_per_mille: u32,
+    /// Lossy packets delivered twice, per thousand.
+    pub lossy_duplicate_per_mille: u32,
+    /// Extra random delay of lossy packets, up to this much (they overtake each other).
+    pub lossy_reorder: Duration,
 }
 
 impl Default for LinkConfig {
@@ -42,6 +51,10 @@ impl Default for LinkConfig {
             bandwidth: None,
             queue_capacity: 256,
             connect_delay: Duration::from_millis(100),
+            direct: false,
+            lossy_loss_per_mille: 0,
+            lossy_duplicate_per_mille: 0,
+            lossy_reorder: Duration::ZERO,
         }
     }
 }
@@ -67,9 +80,15 @@ struct Node {
     group: u32,
 }
 
+/// Past this much queued transmission time a bandwidth-limited link drops lossy packets
+/// (a bottleneck's drop-tail buffer).
+const LOSSY_BUFFER: Duration = Duration::from_millis(20);
+
 #[derive(Debug)]
 struct Dir {
     inflight: VecDeque<(Instant, Bytes)>,
+    /// Lossy packets in flight, in any order.
+    lossy: Vec<(Instant, Bytes)>,
     busy_until: Instant,
     last_arrival: Instant,
     /// The sender was told `QueueFull` and waits for `SendReady`.
@@ -80,6 +99,7 @@ impl Dir {
     fn new(now: Instant) -> Self {
         Dir {
             inflight: VecDeque::new(),
+            lossy: Vec::new(),
             busy_until: now,
             last_arrival: now,
             blocked: false,
@@ -114,6 +134,10 @@ pub struct NetStats {
     pub link_downs: u64,
     /// `send` calls answered with `QueueFull`.
     pub queue_full: u64,
+    /// Lossy packets sent.
+    pub lossy_sent: u64,
+    /// Lossy packets dropped (at random, at a bottleneck, or on a relayed link).
+    pub lossy_dropped: u64,
 }
 
 /// An in-memory Tox-like network.
@@ -302,7 +326,32 @@ impl Network {
         Ok(())
     }
 
-    /// Node `node` sends a lossless packet to `peer`.
+    /// Marks the link between `a` and `b` direct UDP or relayed; if it is up, both nodes are
+    /// told, as c-toxcore reports a change of path.
+    pub fn set_direct(&mut self, a: NodeId, b: NodeId, direct: bool) {
+        let (pa, pb) = (self.peer_id(a), self.peer_id(b));
+        let link = self.link_mut(a, b);
+        if link.config.direct == direct {
+            return;
+        }
+        link.config.direct = direct;
+        if !direct {
+            for d in &mut link.dirs {
+                d.lossy.clear();
+            }
+        }
+        if link.online {
+            self.nodes[a.0]
+                .events
+                .push_back(TransportEvent::FriendPath { peer: pb, direct });
+            self.nodes[b.0]
+                .events
+                .push_back(TransportEvent::FriendPath { peer: pa, direct });
+        }
+    }
+
+    /// Node `node` sends a packet to `peer`: lossless (queued, in order) or lossy (dropped
+    /// unless the link is direct, and maybe lost, duplicated or reordered on the way).
     pub fn send(&mut self, node: NodeId, peer: PeerId, packet: Bytes) -> Result<(), SendError> {
         if !self.nodes[node.0].running {
             return Err(SendError::Failed("node is stopped"));
@@ -313,9 +362,10 @@ impl Network {
         if packet.is_empty() || packet.len() > MAX_PACKET_SIZE {
             return Err(SendError::Failed("packet size outside 1..=1373"));
         }
-        if !(FIRST_FRAME_ID..=LAST_FRAME_ID).contains(&packet[0]) {
-            return Err(SendError::Failed("first byte outside 160..=191"));
+        if !(FIRST_FRAME_ID..=LAST_LOSSY_ID).contains(&packet[0]) {
+            return Err(SendError::Failed("first byte outside 160..=254"));
         }
+        let lossy = packet[0] > LAST_FRAME_ID;
         let Some(other) = self.node_of(peer) else {
             return Err(SendError::Offline);
         };
@@ -328,6 +378,32 @@ impl Network {
         }
         let cfg = link.config;
         let dir = &mut link.dirs[dir_ix];
+        if lossy {
+            let start = dir.busy_until.max(now);
+            let dropped = !cfg.direct
+                || (jitter_draw % 1000) < u64::from(cfg.lossy_loss_per_mille)
+                || (cfg.bandwidth.is_some() && start > now + LOSSY_BUFFER);
+            if !dropped {
+                let serialize = cfg.bandwidth.map_or(Duration::ZERO, |bw| {
+                    Duration::from_nanos(packet.len() as u64 * 1_000_000_000 / bw.max(1))
+                });
+                dir.busy_until = start + serialize;
+                let reorder = cfg.lossy_reorder.as_nanos() as u64;
+                let delay = |draw: u64| {
+                    cfg.latency
+                        + Duration::from_nanos(if reorder == 0 { 0 } else { draw % reorder })
+                };
+                let draw = jitter_draw.rotate_left(17);
+                if ((draw >> 40) % 1000) < u64::from(cfg.lossy_duplicate_per_mille) {
+                    dir.lossy
+                        .push((dir.busy_until + delay(draw.rotate_left(29)), packet.clone()));
+                }
+                dir.lossy.push((dir.busy_until + delay(draw), packet));
+            }
+            self.stats.lossy_sent += 1;
+            self.stats.lossy_dropped += u64::from(dropped);
+            return Ok(());
+        }
         if dir.inflight.len() >= cfg.queue_capacity {
             dir.blocked = true;
             self.stats.queue_full += 1;
@@ -475,6 +551,7 @@ impl Network {
             for d in &mut link.dirs {
                 lost += d.inflight.len() as u64;
                 d.inflight.clear();
+                d.lossy.clear();
                 d.blocked = false;
             }
             self.stats.packets_lost += lost;
@@ -508,6 +585,9 @@ impl Network {
             for d in &link.dirs {
                 if let Some((t, _)) = d.inflight.front() {
                     consider(*t);
+                }
+                if let Some(t) = d.lossy.iter().map(|(t, _)| *t).min() {
+                    consider(t);
                 }
             }
         }
@@ -574,14 +654,49 @@ impl Network {
                 d.busy_until = due;
                 d.last_arrival = due;
             }
+            let direct = link.config.direct;
             self.nodes[a.0]
                 .events
                 .push_back(TransportEvent::FriendOnline(pb));
             self.nodes[b.0]
                 .events
                 .push_back(TransportEvent::FriendOnline(pa));
+            if direct {
+                self.nodes[a.0]
+                    .events
+                    .push_back(TransportEvent::FriendPath {
+                        peer: pb,
+                        direct: true,
+                    });
+                self.nodes[b.0]
+                    .events
+                    .push_back(TransportEvent::FriendPath {
+                        peer: pa,
+                        direct: true,
+                    });
+            }
         }
         for (dir_ix, (from, to, from_pk)) in [(a, b, pa), (b, a, pb)].into_iter().enumerate() {
+            let dir = &mut self.link_mut(a, b).dirs[dir_ix];
+            if dir.lossy.iter().any(|(t, _)| *t <= due) {
+                let mut arrived: Vec<(Instant, Bytes)> = Vec::new();
+                dir.lossy.retain(|(t, p)| {
+                    let now = *t <= due;
+                    if now {
+                        arrived.push((*t, p.clone()));
+                    }
+                    !now
+                });
+                arrived.sort_by_key(|(t, _)| *t);
+                for (_, packet) in arrived {
+                    self.stats.packets_delivered += 1;
+                    self.stats.bytes_delivered += packet.len() as u64;
+                    self.nodes[to.0].events.push_back(TransportEvent::Packet {
+                        peer: from_pk,
+                        packet,
+                    });
+                }
+            }
             loop {
                 let link = self.link_mut(a, b);
                 let cap = link.config.queue_capacity;
