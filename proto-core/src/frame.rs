@@ -71,9 +71,11 @@ pub mod kind {
     /// RESUME: the initiator resumes a session after a link outage (HELLO's layout).
     pub const RESUME: u8 = 0xAF;
     /// LDATA: stream bytes on the fast path, in a lossy packet with a packet number.
-    pub const LOSSY_DATA: u8 = 0xC0;
+    /// (c-toxcore hands lossy ids 192..=199 to toxav's RTP handlers, never to the custom
+    /// packet callback, so the fast path's ids start at 200.)
+    pub const LOSSY_DATA: u8 = 0xC8;
     /// LACK: which LDATA packet numbers arrived, in a lossy packet.
-    pub const LOSSY_ACK: u8 = 0xC1;
+    pub const LOSSY_ACK: u8 = 0xC9;
 }
 
 /// The initiator's handshake: what it speaks and what it grants.
@@ -1154,8 +1156,8 @@ mod tests {
             Err(DecodeError::NotCustomPacket(0xFF))
         );
         assert_eq!(
-            Frame::decode(&Bytes::from_static(&[0xC7])),
-            Err(DecodeError::UnknownType(0xC7))
+            Frame::decode(&Bytes::from_static(&[0xC0])),
+            Err(DecodeError::UnknownType(0xC0))
         );
         assert_eq!(
             Frame::decode(&Bytes::from_static(&[kind::PING, 1, 2])),

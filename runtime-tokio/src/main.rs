@@ -270,6 +270,9 @@ fn event_json(e: &NodeEvent) -> String {
         NodeEvent::Peer { peer, online } => {
             serde_json::json!({"event": if *online {"peer_online"} else {"peer_offline"}, "code": code, "peer": peer.to_string()})
         }
+        NodeEvent::PeerPath { peer, direct } => {
+            serde_json::json!({"event": "peer_path", "direct": direct, "peer": peer.to_string()})
+        }
         NodeEvent::SessionUp { peer } => {
             serde_json::json!({"event": "session_up", "peer": peer.to_string()})
         }
@@ -321,6 +324,13 @@ fn log_event(e: &NodeEvent) {
             peer,
             online: false,
         } => tracing::info!(code = 302, %peer, "peer offline"),
+        NodeEvent::PeerPath { peer, direct: true } => {
+            tracing::info!(%peer, "link is direct UDP: streams take the fast path")
+        }
+        NodeEvent::PeerPath {
+            peer,
+            direct: false,
+        } => tracing::info!(%peer, "link goes through a TCP relay: streams go lossless"),
         NodeEvent::SessionUp { peer } => tracing::info!(%peer, "session established"),
         NodeEvent::SessionSuspended { peer } => tracing::warn!(
             %peer,

@@ -15,8 +15,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use toxtun_proto::{
-    Endpoint, Event, Input, Output, PeerId, SendError, SessionCode, StreamCode, StreamId, Target,
-    ToxId, Transport, TransportEvent, WriteError,
+    Endpoint, Event, Input, Output, PeerId, SendError, SessionCode, SessionStats, StreamCode,
+    StreamId, Target, ToxId, Transport, TransportEvent, WriteError,
 };
 
 // What one stream can hold in this process, whatever its peer or its local side do (a
@@ -68,6 +68,13 @@ pub enum NodeEvent {
         peer: PeerId,
         /// Online or not.
         online: bool,
+    },
+    /// A friend's link changed path: direct UDP (the fast path can run) or a TCP relay.
+    PeerPath {
+        /// Who.
+        peer: PeerId,
+        /// Direct UDP or not.
+        direct: bool,
     },
     /// A session is up.
     SessionUp {
@@ -218,6 +225,7 @@ enum Cmd {
     Befriend(ToxId, Vec<u8>, oneshot::Sender<Result<(), String>>),
     Open(PeerId, Target, oneshot::Sender<Result<StreamPipes, String>>),
     Shutdown(oneshot::Sender<()>),
+    Stats(PeerId, oneshot::Sender<Option<SessionStats>>),
 }
 
 /// A handle to a running node. Cheap to clone. The node runs while any handle lives:
@@ -235,6 +243,7 @@ impl std::fmt::Debug for Cmd {
             Cmd::Befriend(..) => "Befriend",
             Cmd::Open(..) => "Open",
             Cmd::Shutdown(..) => "Shutdown",
+            Cmd::Stats(..) => "Stats",
         })
     }
 }
@@ -346,6 +355,17 @@ impl Node {
         tokio::spawn(run_stream(local, pipes))
             .await
             .map_err(|e| NodeError::Failed(e.to_string()))
+    }
+
+    /// The counters of the session with `peer` (bytes, resends, whether the fast path runs,
+    /// its round trip and window), if there is one.
+    pub async fn session_stats(&self, peer: PeerId) -> Result<Option<SessionStats>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Stats(peer, tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
     }
 
     /// Closes every session (CLOSE with `Shutdown`) and stops the node.
@@ -628,6 +648,10 @@ impl<T: Transport> Driver<T> {
                             online: false,
                         })
                     }
+                    TransportEvent::FriendPath { peer, direct } => self.emit(NodeEvent::PeerPath {
+                        peer: *peer,
+                        direct: *direct,
+                    }),
                     _ => {}
                 }
                 if let Some(input) = other.into_input() {
@@ -852,6 +876,9 @@ impl<T: Transport> Driver<T> {
                     Err(e) => Err(e.to_string()),
                 };
                 let _ = reply.send(r);
+            }
+            Cmd::Stats(peer, reply) => {
+                let _ = reply.send(self.endpoint.session_stats(peer));
             }
             Cmd::Shutdown(_) => unreachable!("handled in run"),
         }

@@ -102,7 +102,7 @@ async fn a_tunnel_over_real_tox_downloads_64_mib_serves_100_connections_and_refu
         }],
         ..Default::default()
     });
-    let (_server, _) = Node::spawn(
+    let (server, _) = Node::spawn(
         Endpoint::new(scfg, [2; 32]).unwrap(),
         server_t,
         NodeOptions {
@@ -160,9 +160,12 @@ async fn a_tunnel_over_real_tox_downloads_64_mib_serves_100_connections_and_refu
         Sha256::digest(&reply),
         "byte for byte"
     );
+    let stats = client.session_stats(sid.public_key).await.unwrap().unwrap();
+    let sstats = server.session_stats(cid.public_key).await.unwrap().unwrap();
+    eprintln!("server: {sstats:?}");
     println!(
         "real Tox: first byte after {first_byte:?} (joining the DHT and befriending included), \
-         64 MiB in {took:?} ({:.1} MB/s)",
+         64 MiB in {took:?} ({:.1} MB/s); client session: {stats:?}",
         reply.len() as f64 / 1e6 / took.as_secs_f64()
     );
 

@@ -198,6 +198,14 @@ extern "C" {
         cb: tox_friend_connection_status_cb,
     );
     pub fn tox_callback_friend_lossless_packet(tox: *mut Tox, cb: tox_friend_lossless_packet_cb);
+    pub fn tox_callback_friend_lossy_packet(tox: *mut Tox, cb: tox_friend_lossless_packet_cb);
+    pub fn tox_friend_send_lossy_packet(
+        tox: *mut Tox,
+        friend_number: u32,
+        data: *const u8,
+        length: usize,
+        error: *mut Tox_Err,
+    ) -> bool;
 
     pub fn tox_friend_send_lossless_packet(
         tox: *mut Tox,

@@ -109,9 +109,20 @@ pub struct Proxy {
 #[derive(Debug)]
 pub(crate) enum RawEvent {
     SelfConnection(bool),
-    FriendRequest { peer: PeerId, message: Bytes },
-    FriendConnection { friend: u32, connected: bool },
-    Packet { friend: u32, data: Bytes },
+    FriendRequest {
+        peer: PeerId,
+        message: Bytes,
+    },
+    /// `connected`: any link; `direct`: the link is UDP (not a TCP relay).
+    FriendConnection {
+        friend: u32,
+        connected: bool,
+        direct: bool,
+    },
+    Packet {
+        friend: u32,
+        data: Bytes,
+    },
 }
 
 /// Where callbacks put what they saw.
@@ -232,7 +243,8 @@ impl RawTox {
             ffi::tox_callback_self_connection_status(ptr.as_ptr(), on_self_connection);
             ffi::tox_callback_friend_request(ptr.as_ptr(), on_friend_request);
             ffi::tox_callback_friend_connection_status(ptr.as_ptr(), on_friend_connection);
-            ffi::tox_callback_friend_lossless_packet(ptr.as_ptr(), on_lossless_packet);
+            ffi::tox_callback_friend_lossless_packet(ptr.as_ptr(), on_packet);
+            ffi::tox_callback_friend_lossy_packet(ptr.as_ptr(), on_packet);
         }
         Ok(RawTox { ptr })
     }
@@ -377,12 +389,26 @@ impl RawTox {
         }
     }
 
-    /// Whether a friend's link is up.
-    pub fn friend_connected(&self, friend: u32) -> bool {
+    /// Whether a friend's link is up, and whether it is direct UDP.
+    pub fn friend_connection(&self, friend: u32) -> (bool, bool) {
         let mut err = 0;
         // SAFETY: live instance; an unknown number is reported through `err`.
         let c = unsafe { ffi::tox_friend_get_connection_status(self.p(), friend, &mut err) };
-        c != ffi::TOX_CONNECTION_NONE
+        (c != ffi::TOX_CONNECTION_NONE, c == ffi::TOX_CONNECTION_UDP)
+    }
+
+    /// Sends a lossy custom packet (first byte 192..=254); `Err` carries c-toxcore's code.
+    pub fn send_lossy(&mut self, friend: u32, data: &[u8]) -> Result<(), ffi::Tox_Err> {
+        let mut err = 0;
+        // SAFETY: `data` is valid for its length; c-toxcore copies it before returning.
+        let ok = unsafe {
+            ffi::tox_friend_send_lossy_packet(self.p(), friend, data.as_ptr(), data.len(), &mut err)
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(err)
+        }
     }
 
     /// Sends a lossless custom packet; `Err` carries c-toxcore's code.
@@ -471,10 +497,12 @@ extern "C" fn on_friend_connection(
     sink.events.push(RawEvent::FriendConnection {
         friend,
         connected: status != ffi::TOX_CONNECTION_NONE,
+        direct: status == ffi::TOX_CONNECTION_UDP,
     });
 }
 
-extern "C" fn on_lossless_packet(
+/// Both custom packet kinds: the first byte tells lossless from lossy.
+extern "C" fn on_packet(
     _: *mut ffi::Tox,
     friend: u32,
     data: *const u8,

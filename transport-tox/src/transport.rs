@@ -6,6 +6,12 @@
 //! interval). When c-toxcore's congestion window is full (`SENDQ`), the packet stays at the
 //! head of its queue and is retried after the next iteration: it is never dropped. When the
 //! friend's queue is full, `send` answers `QueueFull` and later `SendReady`.
+//!
+//! Lossy packets (first byte 192..=254, the fast path) have their own short queue, sent
+//! first on each wake-up; c-toxcore puts them on the wire at once over a direct UDP link.
+//! A full lossy queue drops the packet, as a full network buffer would: the sender's own
+//! recovery notices. Friend links report their path (`FriendPath`) whenever c-toxcore's
+//! connection status moves between TCP and UDP.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -15,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use toxtun_proto::frame::{FIRST_FRAME_ID, LAST_FRAME_ID};
+use toxtun_proto::frame::{FIRST_FRAME_ID, LAST_FRAME_ID, LAST_LOSSY_ID};
 use toxtun_proto::{FriendAdded, FriendError, PeerId, SendError, ToxId, Transport, TransportEvent};
 
 use crate::bootstrap::BootstrapNode;
@@ -90,12 +96,29 @@ pub struct ToxStats {
     pub packets_received: u64,
     /// Packets dropped because their friend went offline while they waited.
     pub dropped_offline: u64,
+    /// Lossy packets handed to c-toxcore.
+    pub lossy_sent: u64,
+    /// Lossy packets received.
+    pub lossy_received: u64,
+    /// Lossy packets dropped here (full lossy queue, or c-toxcore refused them).
+    pub lossy_dropped: u64,
 }
+
+/// How often the Tox thread iterates while packets flow (see `run`).
+const ACTIVE_WAIT: Duration = Duration::from_micros(250);
+/// How long packets flowing keep the Tox thread on `ACTIVE_WAIT`.
+const ACTIVE_SPELL: Duration = Duration::from_millis(100);
+
+/// Lossy packets waiting per friend before more are dropped: at 1373 bytes, 0.35 MiB, a
+/// few milliseconds at c-toxcore's packet rate. The fast path's pacer keeps it near empty.
+const LOSSY_QUEUE: usize = 256;
 
 #[derive(Debug)]
 struct Friend {
     number: u32,
     online: bool,
+    /// The link is direct UDP.
+    direct: bool,
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +126,8 @@ struct Outgoing {
     queue: VecDeque<Bytes>,
     /// `send` answered `QueueFull`; announce `SendReady` when there is room.
     blocked: bool,
+    /// Lossy packets, sent before the lossless ones.
+    lossy: VecDeque<Bytes>,
 }
 
 enum Command {
@@ -199,6 +224,7 @@ impl ToxTransport {
                 Friend {
                     number,
                     online: false,
+                    direct: false,
                 },
             );
         }
@@ -321,9 +347,10 @@ impl Transport for ToxTransport {
         if packet.is_empty() || packet.len() > self.max_packet {
             return Err(SendError::Failed("packet size outside 1..=1373"));
         }
-        if !(FIRST_FRAME_ID..=LAST_FRAME_ID).contains(&packet[0]) {
-            return Err(SendError::Failed("first byte outside 160..=191"));
+        if !(FIRST_FRAME_ID..=LAST_LOSSY_ID).contains(&packet[0]) {
+            return Err(SendError::Failed("first byte outside 160..=254"));
         }
+        let lossy = packet[0] > LAST_FRAME_ID;
         let mut st = self.shared.lock();
         if st.closed {
             return Err(SendError::Failed("transport stopped"));
@@ -335,6 +362,16 @@ impl Transport for ToxTransport {
         }
         let cap = self.shared.capacity;
         let q = st.outq.entry(peer).or_default();
+        if lossy {
+            if q.lossy.len() >= LOSSY_QUEUE {
+                st.stats.lossy_dropped += 1;
+                return Ok(());
+            }
+            q.lossy.push_back(packet);
+            drop(st);
+            self.shared.wake.notify_all();
+            return Ok(());
+        }
         if q.queue.len() >= cap {
             q.blocked = true;
             return Err(SendError::QueueFull(packet));
@@ -364,6 +401,12 @@ fn run(mut tox: RawTox, shared: &Shared, config: ToxConfig) {
     let mut sink = Sink::default();
     #[allow(clippy::disallowed_methods)]
     let mut last_bootstrap = Instant::now();
+    // Packets moved recently: c-toxcore reads its socket only inside `tox_iterate`, and its
+    // own interval (up to 50 ms) would hold every arriving packet that long — fatal to a
+    // fast path that measures the round trip. While traffic flows, iterate every
+    // ACTIVE_WAIT; when it stops, fall back to c-toxcore's interval (idle CPU stays low).
+    #[allow(clippy::disallowed_methods)]
+    let mut active_until = Instant::now();
     let save = |tox: &RawTox| {
         if let Some(p) = &config.identity {
             // A failed save keeps the old file; the friendship still holds in memory.
@@ -372,6 +415,15 @@ fn run(mut tox: RawTox, shared: &Shared, config: ToxConfig) {
     };
     loop {
         tox.iterate(&mut sink);
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        if sink
+            .events
+            .iter()
+            .any(|e| matches!(e, RawEvent::Packet { .. }))
+        {
+            active_until = now + ACTIVE_SPELL;
+        }
         let mut st = shared.lock();
         for ev in sink.events.drain(..) {
             match ev {
@@ -386,18 +438,21 @@ fn run(mut tox: RawTox, shared: &Shared, config: ToxConfig) {
                     st.events
                         .push_back(TransportEvent::FriendRequest { peer, message });
                 }
-                RawEvent::FriendConnection { friend, connected } => {
+                RawEvent::FriendConnection {
+                    friend,
+                    connected,
+                    direct,
+                } => {
                     let Some(&pk) = numbers.get(&friend) else {
                         continue;
                     };
-                    let changed = match st.friends.get_mut(&pk) {
-                        Some(f) if f.online != connected => {
-                            f.online = connected;
-                            true
-                        }
-                        _ => false,
+                    let Some(f) = st.friends.get_mut(&pk) else {
+                        continue;
                     };
-                    if changed {
+                    let (was_online, was_direct) = (f.online, f.direct);
+                    f.online = connected;
+                    f.direct = direct;
+                    if connected != was_online {
                         if connected {
                             st.events.push_back(TransportEvent::FriendOnline(pk));
                         } else {
@@ -407,10 +462,17 @@ fn run(mut tox: RawTox, shared: &Shared, config: ToxConfig) {
                             st.events.push_back(TransportEvent::FriendOffline(pk));
                         }
                     }
+                    if connected && (direct != was_direct || !was_online) {
+                        st.events
+                            .push_back(TransportEvent::FriendPath { peer: pk, direct });
+                    }
                 }
                 RawEvent::Packet { friend, data } => {
                     if let Some(&peer) = numbers.get(&friend) {
                         st.stats.packets_received += 1;
+                        if data.first().is_some_and(|&b| b > LAST_FRAME_ID) {
+                            st.stats.lossy_received += 1;
+                        }
                         st.events
                             .push_back(TransportEvent::Packet { peer, packet: data });
                     }
@@ -428,6 +490,7 @@ fn run(mut tox: RawTox, shared: &Shared, config: ToxConfig) {
                             Friend {
                                 number: n,
                                 online: false,
+                                direct: false,
                             },
                         );
                         save(&tox);
@@ -438,11 +501,13 @@ fn run(mut tox: RawTox, shared: &Shared, config: ToxConfig) {
                 Command::AcceptFriend(pk, reply) => {
                     let r = tox.friend_add_norequest(&pk).map(|n| {
                         numbers.insert(n, pk);
+                        let (online, direct) = tox.friend_connection(n);
                         st.friends.insert(
                             pk,
                             Friend {
                                 number: n,
-                                online: tox.friend_connected(n),
+                                online,
+                                direct,
                             },
                         );
                         save(&tox);
@@ -480,8 +545,19 @@ fn run(mut tox: RawTox, shared: &Shared, config: ToxConfig) {
         for (pk, q) in outq.iter_mut() {
             let Some(f) = friends.get(pk) else {
                 q.queue.clear();
+                q.lossy.clear();
                 continue;
             };
+            // Lossy first: the fast path paced them, and they never wait on SENDQ.
+            if !q.lossy.is_empty() || !q.queue.is_empty() {
+                active_until = now + ACTIVE_SPELL;
+            }
+            for p in q.lossy.drain(..) {
+                match tox.send_lossy(f.number, &p) {
+                    Ok(()) => stats.lossy_sent += 1,
+                    Err(_) => stats.lossy_dropped += 1,
+                }
+            }
             while let Some(front) = q.queue.front() {
                 match tox.send_lossless(f.number, front) {
                     Ok(()) => {
@@ -528,6 +604,11 @@ fn run(mut tox: RawTox, shared: &Shared, config: ToxConfig) {
             Duration::from_millis(1)
         } else {
             Duration::from_millis(u64::from(tox.iteration_interval().clamp(1, 50)))
+        };
+        let wait = if now < active_until {
+            wait.min(ACTIVE_WAIT)
+        } else {
+            wait
         };
         if st.commands.is_empty() {
             drop(
