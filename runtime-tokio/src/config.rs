@@ -17,6 +17,7 @@
 //!
 //! [session]
 //! resume_grace_secs = 120         # streams outlive a lost Tox link this long
+//! fast_path = true                # lossy packets + own congestion control on direct UDP
 //!
 //! [network]
 //! bootstrap = ["host:port:KEY"]   # default: the public list
@@ -79,6 +80,7 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct SessionEntry {
     resume_grace_secs: Option<u64>,
+    fast_path: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +131,8 @@ pub struct ServerConfig {
     pub network: NetworkEntry,
     /// How long streams outlive a lost Tox link (`[session] resume_grace_secs`), if set.
     pub resume_grace_secs: Option<u64>,
+    /// Whether to offer the fast path (`[session] fast_path`), if set.
+    pub fast_path: Option<bool>,
 }
 
 fn rules(path: &Path, who: &str, allow: &[String]) -> Result<TargetRules, ConfigError> {
@@ -213,7 +217,8 @@ impl ServerConfig {
                     .map_err(|e| invalid(format!("network.bootstrap[{i}]: {e}")))?,
             );
         }
-        let resume_grace_secs = file.session.and_then(|s| s.resume_grace_secs);
+        let resume_grace_secs = file.session.as_ref().and_then(|s| s.resume_grace_secs);
+        let fast_path = file.session.as_ref().and_then(|s| s.fast_path);
         if resume_grace_secs.is_some_and(|g| g > 24 * 3600) {
             return Err(invalid(
                 "session.resume_grace_secs: at most 86400 (a day)".into(),
@@ -224,6 +229,7 @@ impl ServerConfig {
             bootstrap,
             network: file.network,
             resume_grace_secs,
+            fast_path,
         })
     }
 }
@@ -242,7 +248,7 @@ mod tests {
         let c = parse(&format!(
             "[[client]]\nkey = \"{k}\"\nallow = [\"127.0.0.1:22\", \"*.lan:*\"]\n\
              [secret]\nvalue = \"a long enough secret\"\nallow = [\"127.0.0.1:80\"]\n\
-             [limits]\nmax_peers = 3\n[session]\nresume_grace_secs = 30\n[network]\nbootstrap = [\"127.0.0.1:33445:{k}\"]\nudp = false\n"
+             [limits]\nmax_peers = 3\n[session]\nresume_grace_secs = 30\nfast_path = false\n[network]\nbootstrap = [\"127.0.0.1:33445:{k}\"]\nudp = false\n"
         ))
         .unwrap();
         assert_eq!(c.policy.clients.len(), 1);
@@ -253,6 +259,7 @@ mod tests {
         assert_eq!(c.bootstrap.len(), 1);
         assert_eq!(c.network.udp, Some(false));
         assert_eq!(c.resume_grace_secs, Some(30));
+        assert_eq!(c.fast_path, Some(false));
     }
 
     #[test]

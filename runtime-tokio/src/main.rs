@@ -126,6 +126,10 @@ struct NetArgs {
     /// resume with nothing lost (0: end them at once).
     #[arg(long, value_name = "SECS", default_value_t = 120)]
     resume_grace: u64,
+    /// Never use the fast path (stream bytes in lossy packets with toxtun's own congestion
+    /// control on a direct UDP link); carry everything in c-toxcore's lossless packets.
+    #[arg(long)]
+    no_fast_path: bool,
 }
 
 /// An error for people: what went wrong and, where possible, what to do.
@@ -399,6 +403,7 @@ async fn client_node(
     let mut cfg = EndpointConfig::new(me);
     cfg.client_secret = secret.clone();
     cfg.resume_grace = Duration::from_secs(net.resume_grace);
+    cfg.fast_path = !net.no_fast_path;
     let message = match &secret {
         Some(s) => s.friend_request(&me, &server.public_key),
         None => "toxtun/1".to_string(),
@@ -496,6 +501,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 lan_discovery: conf.network.lan_discovery.unwrap_or(net.lan_discovery),
                 tcp_only: net.tcp_only || conf.network.udp == Some(false),
                 resume_grace: conf.resume_grace_secs.unwrap_or(net.resume_grace),
+                no_fast_path: net.no_fast_path || conf.fast_path == Some(false),
             };
             net_args
                 .bootstrap
@@ -505,6 +511,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             let mut cfg = EndpointConfig::new(id.public_key);
             cfg.server = Some(conf.policy);
             cfg.resume_grace = Duration::from_secs(net_args.resume_grace);
+            cfg.fast_path = !net_args.no_fast_path;
             let (node, done) = Node::spawn(
                 Endpoint::new(cfg, seed())?,
                 transport,
