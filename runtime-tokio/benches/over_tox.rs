@@ -2,10 +2,12 @@
 //! run, loopback only (a bootstrap node started here on 127.0.0.1, LAN discovery off):
 //!
 //! * raw: two processes moving max-size lossless custom packets one way as fast as
-//!   c-toxcore accepts them (the baseline);
+//!   c-toxcore accepts them (the baseline); then the same with lossy packets, the sender
+//!   backing off whenever its queue overflows (c-toxcore's lossy ceiling here);
 //! * tunnel: `toxtun serve` and `toxtun forward` processes, a download and an upload
 //!   through one forwarded connection, 1-byte round trips, start-up to the first byte,
-//!   CPU and peak memory of both processes.
+//!   CPU and peak memory of both processes; and a cold 50 MB download through a second
+//!   `forward` with `--no-fast-path` (c-toxcore's lossless packets only), for comparison.
 //!
 //! `cargo bench -p toxtun-tokio --bench over_tox` (`TOXTUN_BENCH_MB=400` sets the volume of
 //! each long transfer). Figures and their ratios are printed at the end.
@@ -92,9 +94,16 @@ fn raw_peer(boot: &str) -> ToxTransport {
     ToxTransport::start(ToxConfig::new(ToxOptions::loopback(), vec![node])).expect("Tox starts")
 }
 
+/// The lossless packet that ends a lossy run (lossy packets may be lost, so the receiver
+/// cannot count to the end).
+const END: u8 = 0xAC;
+/// The lossy packets' first byte (200: c-toxcore keeps 192..=199 for toxav).
+const LOSSY: u8 = 0xC8;
+
 /// Child role: receives `mb` MiB of packets from whoever befriends it, printing progress
-/// lines "<micros since first packet> <bytes>" and then "done".
-fn raw_receiver(boot: &str, mb: u64) {
+/// lines "<micros since first packet> <bytes>" and then "done"; for lossy packets, until
+/// the sender's END.
+fn raw_receiver(boot: &str, mb: u64, lossy: bool) {
     let mut t = raw_peer(boot);
     println!("{}", t.id());
     std::io::stdout().flush().unwrap();
@@ -107,7 +116,15 @@ fn raw_receiver(boot: &str, mb: u64) {
             Some(TransportEvent::FriendRequest { peer, .. }) => {
                 t.accept_friend(peer).expect("accept");
             }
-            Some(TransportEvent::Packet { .. }) => {
+            Some(TransportEvent::Packet { packet, .. }) => {
+                if lossy && packet[0] == END {
+                    println!(
+                        "{} {}",
+                        first.map_or(0, |f: Instant| f.elapsed().as_micros()),
+                        got * PACKET as u64
+                    );
+                    break;
+                }
                 let f = *first.get_or_insert_with(now);
                 got += 1;
                 let bytes = got * PACKET as u64;
@@ -123,8 +140,10 @@ fn raw_receiver(boot: &str, mb: u64) {
     println!("done");
 }
 
-/// Child role: befriends `to` and sends `mb` MiB as fast as the transport takes them.
-fn raw_sender(boot: &str, to: &str, mb: u64) {
+/// Child role: befriends `to` and sends `mb` MiB as fast as the transport takes them
+/// (lossy: as fast as c-toxcore sends them, backing off 200 µs whenever the transport's
+/// lossy queue overflowed, then END).
+fn raw_sender(boot: &str, to: &str, mb: u64, lossy: bool) {
     let mut t = raw_peer(boot);
     let to: ToxId = to.parse().expect("Tox ID");
     t.add_friend(&to, b"raw bench").expect("friend request");
@@ -133,18 +152,32 @@ fn raw_sender(boot: &str, to: &str, mb: u64) {
     }
     let pkt = Bytes::from({
         let mut v = vec![0x5Au8; PACKET];
-        v[0] = 0xAB;
+        v[0] = if lossy { LOSSY } else { 0xAB };
         v
     });
     let total = (mb << 20) / PACKET as u64;
     let mut sent = 0;
+    let mut dropped = 0;
     while sent < total {
         match t.send(to.public_key, pkt.clone()) {
             Ok(()) => sent += 1,
             Err(SendError::QueueFull(_)) => std::thread::sleep(Duration::from_micros(200)),
             Err(e) => panic!("send: {e}"),
         }
+        if lossy && t.stats().lossy_dropped > dropped {
+            dropped = t.stats().lossy_dropped;
+            std::thread::sleep(Duration::from_micros(200));
+        }
         while poll(&mut t).is_some() {}
+    }
+    if lossy {
+        std::thread::sleep(Duration::from_millis(500));
+        t.send(to.public_key, Bytes::from_static(&[END]))
+            .expect("END");
+        eprintln!(
+            "raw lossy sender: {sent} packets offered, {} dropped in its own queue",
+            t.stats().lossy_dropped
+        );
     }
     // Let the last packets drain before the process (and its Tox instance) goes.
     std::thread::sleep(Duration::from_secs(5));
@@ -168,11 +201,12 @@ impl Drop for Killed {
     }
 }
 
-fn raw(boot: &str, mb: u64) -> Progress {
-    let mut rx = Killed(spawn_role("raw-recv", &[boot, &mb.to_string()]));
+fn raw(boot: &str, mb: u64, lossy: bool) -> Progress {
+    let kind = if lossy { "lossy" } else { "lossless" };
+    let mut rx = Killed(spawn_role("raw-recv", &[boot, &mb.to_string(), kind]));
     let mut lines = BufReader::new(rx.0.stdout.take().unwrap()).lines();
     let id = lines.next().unwrap().unwrap();
-    let _tx = Killed(spawn_role("raw-send", &[boot, &id, &mb.to_string()]));
+    let _tx = Killed(spawn_role("raw-send", &[boot, &id, &mb.to_string(), kind]));
     let mut p = Progress::new();
     for line in lines {
         let line = line.unwrap();
@@ -384,8 +418,17 @@ fn concurrent(port: u16, n: usize, each: u64) -> (f64, f64) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match std::env::var("TOXTUN_BENCH_ROLE").as_deref() {
-        Ok("raw-recv") => return raw_receiver(&args[0], args[1].parse().unwrap()),
-        Ok("raw-send") => return raw_sender(&args[0], &args[1], args[2].parse().unwrap()),
+        Ok("raw-recv") => {
+            return raw_receiver(&args[0], args[1].parse().unwrap(), args[2] == "lossy")
+        }
+        Ok("raw-send") => {
+            return raw_sender(
+                &args[0],
+                &args[1],
+                args[2].parse().unwrap(),
+                args[3] == "lossy",
+            )
+        }
         _ => {}
     }
     if args.iter().any(|a| a == "--list") {
@@ -408,8 +451,13 @@ fn main() {
 
     println!("raw c-toxcore, two processes, {mb} MiB of lossless packets one way…");
     let (raw_boot, boot) = bootstrap();
-    let raw = raw(&boot, mb);
+    let raw_lossless = raw(&boot, mb, false);
     drop(raw_boot);
+    println!("raw c-toxcore, two processes, {mb} MiB of lossy packets one way…");
+    let (raw_boot, boot) = bootstrap();
+    let raw_lossy = raw(&boot, mb, true);
+    drop(raw_boot);
+    let raw = raw_lossless;
     let (_boot_node, boot) = bootstrap();
     let raw_cold = raw.time_to(COLD_MB * 1_000_000);
     let raw_plateau = raw.plateau();
@@ -504,6 +552,44 @@ fn main() {
     let (aggregate, spread) = concurrent(local, 100, 4 << 20);
     let rss_before_gib = (peak_rss_mib(spid), peak_rss_mib(fpid));
     let gib_took = slow_then_fast_download(local, 1 << 30, 64 << 20);
+
+    // The same server, a second client that does not offer the fast path: c-toxcore's
+    // lossless packets only, from a cold link.
+    let ldir = tmp("forward-lossless");
+    let local2 = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lossless_forward = Killed(
+        toxtun(&ldir)
+            .args(["--json", "forward", "--no-fast-path"])
+            .arg("-L")
+            .arg(format!("127.0.0.1:{local2}:127.0.0.1:{port}"))
+            .args(["--secret", "bench secret!", "--lan-discovery", "false"])
+            .args(["--bootstrap", &boot, &server_id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut up2 = false;
+    for _ in 0..400 {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", local2)) {
+            s.write_all(b"D").unwrap();
+            s.write_all(&1u64.to_le_bytes()).unwrap();
+            let mut b = [0u8; 1];
+            if s.read_exact(&mut b).is_ok() {
+                up2 = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(up2, "the lossless-only tunnel came up");
+    let lossless_cold = download(local2, COLD_MB * 1_000_000);
+    drop(lossless_forward);
+    let _ = std::fs::remove_dir_all(&ldir);
     let idle0 = (cpu_secs(spid), cpu_secs(fpid));
     std::thread::sleep(Duration::from_secs(10));
     let idle = (
@@ -523,14 +609,24 @@ fn main() {
         up.plateau(),
         up.plateau() / raw_plateau
     );
+    let lossy_secs = raw_lossy.marks.last().map_or(0.0, |m| m.0.as_secs_f64());
+    let lossy_bytes = raw_lossy.marks.last().map_or(0, |m| m.1);
+    println!(
+        "raw lossy packets: {:.1} MB/s delivered over {lossy_secs:.2} s ({:.1}% of {mb} MiB \
+         arrived; lossless plateau {raw_plateau:.1} MB/s)",
+        lossy_bytes as f64 / 1e6 / lossy_secs.max(1e-9),
+        lossy_bytes as f64 * 100.0 / (mb << 20) as f64
+    );
     println!(
         "cold {COLD_MB} MB: raw {:.2} s; tunnel download {:.2} s ({:.2}x faster), upload {:.2} s \
-         ({:.2}x faster)   (goal >= 3x)",
+         ({:.2}x faster)   (goal >= 3x); tunnel with --no-fast-path {:.2} s ({:.2}x)",
         raw_cold.as_secs_f64(),
         down.time_to(COLD_MB * 1_000_000).as_secs_f64(),
         raw_cold.as_secs_f64() / down.time_to(COLD_MB * 1_000_000).as_secs_f64(),
         up.time_to(COLD_MB * 1_000_000).as_secs_f64(),
-        raw_cold.as_secs_f64() / up.time_to(COLD_MB * 1_000_000).as_secs_f64()
+        raw_cold.as_secs_f64() / up.time_to(COLD_MB * 1_000_000).as_secs_f64(),
+        lossless_cold.time_to(COLD_MB * 1_000_000).as_secs_f64(),
+        raw_cold.as_secs_f64() / lossless_cold.time_to(COLD_MB * 1_000_000).as_secs_f64()
     );
     println!(
         "1-byte round trip through the tunnel: median {rtt_median:?}, p99 {rtt_p99:?}   \
