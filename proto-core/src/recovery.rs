@@ -28,7 +28,7 @@ use crate::frame::MAX_ACK_RANGES;
 use crate::ids::StreamId;
 
 /// The receiver sends LACK after this many LDATA packets at the latest...
-pub(crate) const ACK_EVERY_PACKETS: u32 = 8;
+pub(crate) const ACK_EVERY_PACKETS: u32 = 32;
 /// ... or this long after the first unacknowledged one arrived.
 pub(crate) const MAX_ACK_DELAY: Duration = Duration::from_millis(2);
 /// A packet is lost once this many later packets were acknowledged (RFC 9002's kPacketThreshold).

@@ -154,6 +154,8 @@ struct State {
     closed: bool,
     connected: bool,
     stats: ToxStats,
+    /// The Tox thread waits on the condition variable (senders must wake it).
+    sleeping: bool,
 }
 
 struct Shared {
@@ -368,17 +370,21 @@ impl Transport for ToxTransport {
                 return Ok(());
             }
             q.lossy.push_back(packet);
-            drop(st);
-            self.shared.wake.notify_all();
-            return Ok(());
+        } else {
+            if q.queue.len() >= cap {
+                q.blocked = true;
+                return Err(SendError::QueueFull(packet));
+            }
+            q.queue.push_back(packet);
         }
-        if q.queue.len() >= cap {
-            q.blocked = true;
-            return Err(SendError::QueueFull(packet));
-        }
-        q.queue.push_back(packet);
+        // Wake the Tox thread only if it sleeps: a condvar notify is a system call, and a
+        // bulk sender makes tens of thousands of sends a second while the thread is busy
+        // (it flushes the queues before it sleeps again).
+        let sleeping = st.sleeping;
         drop(st);
-        self.shared.wake.notify_all();
+        if sleeping {
+            self.shared.wake.notify_all();
+        }
         Ok(())
     }
 
@@ -610,13 +616,17 @@ fn run(mut tox: RawTox, shared: &Shared, config: ToxConfig) {
         } else {
             wait
         };
-        if st.commands.is_empty() {
-            drop(
-                shared
-                    .wake
-                    .wait_timeout(st, wait)
-                    .unwrap_or_else(|e| e.into_inner()),
-            );
+        let queued = st
+            .outq
+            .values()
+            .any(|q| !q.lossy.is_empty() || (!sendq && !q.queue.is_empty()));
+        if st.commands.is_empty() && !queued {
+            st.sleeping = true;
+            let (mut st, _) = shared
+                .wake
+                .wait_timeout(st, wait)
+                .unwrap_or_else(|e| e.into_inner());
+            st.sleeping = false;
         }
     }
     save(&tox);
