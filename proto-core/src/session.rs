@@ -989,15 +989,7 @@ impl Session {
                 return Ok(());
             }
         };
-        self.recv_total += received.new_bytes;
-        if self.recv_total > self.recv_max {
-            return Err(SessionCode::FlowControl);
-        }
-        if received.readable && !s.recv.readable_signaled && s.state == OpenState::Open {
-            s.recv.readable_signaled = true;
-            ctx.events.push_back(Event::StreamReadable { stream });
-        }
-        Ok(())
+        count_received_bytes(&mut self.recv_total, self.recv_max, s, received, ctx.events)
     }
 
     // ----- the fast path ------------------------------------------------------------------
@@ -1042,15 +1034,7 @@ impl Session {
                 return Ok(());
             }
         };
-        self.recv_total += received.new_bytes;
-        if self.recv_total > self.recv_max {
-            return Err(SessionCode::FlowControl);
-        }
-        if received.readable && !s.recv.readable_signaled && s.state == OpenState::Open {
-            s.recv.readable_signaled = true;
-            ctx.events.push_back(Event::StreamReadable { stream });
-        }
-        Ok(())
+        count_received_bytes(&mut self.recv_total, self.recv_max, s, received, ctx.events)
     }
 
     /// LACK: packets of ours that arrived. Their bytes are acknowledged; streams waiting
@@ -1427,4 +1411,24 @@ impl Session {
         }
         None
     }
+}
+
+/// Counts what a DATA or LDATA frame did against the session credit we grant (a peer past
+/// it breaks the session), and announces newly readable bytes of an open stream once.
+fn count_received_bytes(
+    recv_total: &mut u64,
+    recv_max: u64,
+    s: &mut Stream,
+    received: crate::stream::Received,
+    events: &mut VecDeque<Event>,
+) -> Result<(), SessionCode> {
+    *recv_total += received.new_bytes;
+    if *recv_total > recv_max {
+        return Err(SessionCode::FlowControl);
+    }
+    if received.readable && !s.recv.readable_signaled && s.state == OpenState::Open {
+        s.recv.readable_signaled = true;
+        events.push_back(Event::StreamReadable { stream: s.id });
+    }
+    Ok(())
 }
