@@ -285,6 +285,16 @@ impl ToxTransport {
         self.shared.lock().connected
     }
 
+    /// Whether the link to a friend is up and direct UDP (lossy packets travel), as
+    /// c-toxcore last reported it.
+    pub fn is_direct(&self, peer: &PeerId) -> bool {
+        self.shared
+            .lock()
+            .friends
+            .get(peer)
+            .is_some_and(|f| f.online && f.direct)
+    }
+
     /// Counters.
     pub fn stats(&self) -> ToxStats {
         self.shared.lock().stats

@@ -218,6 +218,39 @@ fn two_peers_befriend_and_move_64_mib_each_way_through_our_bootstrap_node() {
         "a bulk send meets SENDQ, and loses nothing to it"
     );
 
+    // Lossy packets (the fast path's) travel once the link is direct UDP, as it is on
+    // loopback: a paced burst arrives nearly whole.
+    let direct_by = now() + Duration::from_secs(30);
+    while !(a.is_direct(&bpk) && b.is_direct(&apk)) {
+        assert!(now() < direct_by, "the loopback link became direct UDP");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    while poll(&mut b).is_some() {}
+    let lossy = {
+        let mut v = vec![0x77u8; PACKET];
+        v[0] = 0xC8;
+        Bytes::from(v)
+    };
+    for i in 0..2000 {
+        a.send(bpk, lossy.clone())
+            .expect("a lossy send is never refused");
+        if i % 50 == 49 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let mut got = 0;
+    let until = now() + Duration::from_secs(3);
+    while now() < until && got < 2000 {
+        match poll(&mut b) {
+            Some(TransportEvent::Packet { packet, .. }) if packet[0] == 0xC8 => got += 1,
+            Some(_) => {}
+            None => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    println!("lossy: {got} of 2000 arrived; sender stats {:?}", a.stats());
+    assert!(got >= 1800, "only {got} of 2000 lossy packets arrived");
+    assert_eq!(b.stats().lossy_received, got);
+
     // A peer that goes away is seen offline.
     drop(b);
     wait_for(&mut a, Duration::from_secs(90), |e| {
@@ -313,6 +346,10 @@ fn interoperates_with_debians_tox_bootstrapd_as_tcp_relay() {
     let message = secret.friend_request(&a.id().public_key, &b.id().public_key);
     let online = befriend(&mut a, &mut b, message.as_bytes());
     println!("via tox-bootstrapd's relay, start to friend online: {online:?}");
+    assert!(
+        !a.is_direct(&b.id().public_key),
+        "with UDP off the link is a TCP relay: no fast path"
+    );
     // 16 MiB, not 64: through tox-bootstrapd 0.2.18's TCP relay one full-suite run saw the
     // flow stall after about 42 MB each way (no packet moved for minutes, the link never
     // reported offline), while two runs alone moved 64 MiB in 15 s. Recorded for the
