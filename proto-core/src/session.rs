@@ -27,11 +27,6 @@ const MAX_ADVISORY_QUEUED: usize = 256;
 const ACK_EVERY: u64 = 32;
 /// ... and at most this long after a frame arrived, so a trickle is acknowledged too.
 const ACK_DELAY: Duration = Duration::from_millis(20);
-/// A stream's turn in the round robin: up to this many bytes (12 full packets) before the
-/// next stream's. Whole runs of one stream let the receiver hand its socket one large write
-/// instead of a write per packet, which with a hundred busy streams is most of the cost;
-/// shares stay equal at this granularity.
-const QUANTUM: usize = 16 * 1024;
 
 /// How a recently freed stream went, which decides what its late frames still count for.
 ///
@@ -109,8 +104,6 @@ pub(crate) struct Session {
     session_window_queued: bool,
     /// Round-robin queue of streams with bytes to send.
     sched: VecDeque<StreamId>,
-    /// The stream whose turn it is, and the bytes it sent in it.
-    turn: Option<(StreamId, usize)>,
     /// Local streams waiting for OPEN_OK, by deadline (deadlines grow, so the front is next).
     open_deadlines: VecDeque<(Instant, StreamId)>,
     recently_closed: VecDeque<(StreamId, Gone)>,
@@ -198,7 +191,6 @@ impl Session {
             window_updates: VecDeque::new(),
             session_window_queued: false,
             sched: VecDeque::new(),
-            turn: None,
             open_deadlines: VecDeque::new(),
             recently_closed: VecDeque::new(),
             peer_stream_window: 0,
@@ -1356,7 +1348,7 @@ impl Session {
                 log_room
             };
             if !can {
-                // Keep its place; another stream may take the other path.
+                // Keep its turn; another stream may take the other path.
                 self.sched.rotate_left(1);
                 skipped += 1;
                 continue;
@@ -1380,21 +1372,10 @@ impl Session {
                 s.send.lossy_unacked += n as u64;
             }
             self.send_total += n as u64;
-            let used = match self.turn {
-                Some((owner, used)) if owner == id => used + n,
-                _ => n,
-            };
             if s.send.unsent_len() > 0 {
                 s.scheduled = true;
-                if used < QUANTUM {
-                    self.turn = Some((id, used));
-                    self.sched.push_front(id); // its turn goes on
-                } else {
-                    self.turn = None;
-                    self.sched.push_back(id);
-                }
+                self.sched.push_back(id);
             } else {
-                self.turn = None;
                 self.maybe_send_fin(id, ctx);
             }
             let packet = buf.freeze();
