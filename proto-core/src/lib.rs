@@ -1,7 +1,8 @@
 //! `toxtun-proto` is the protocol core of toxtun: a sans-IO state machine that multiplexes
 //! TCP-like byte streams, each named by a UUID, over one Tox friend link per peer. It owns
 //! the wire codec, the handshake and server policy, stream routing, flow control, keepalive
-//! and close semantics. It does no I/O at all: no sockets, no threads, no clock reads, no
+//! and close semantics, resumption after link outages, and the fast path's own loss
+//! recovery and congestion control over lossy packets. It does no I/O at all: no sockets, no threads, no clock reads, no
 //! async, no randomness beyond the seed it is given. A runtime (`toxtun-tokio`), a test
 //! harness or your own program feeds it inputs and carries out its outputs.
 //!
@@ -10,14 +11,16 @@
 //! * [`Endpoint::new`]`(config, seed)` — one per Tox identity; a client, a server (with a
 //!   [`ServerPolicy`]) or both.
 //! * [`Endpoint::handle_input`]`(now, Input)` — transport events: a friend came online or
-//!   went offline, a friend request, a packet, the send queue filled or drained.
+//!   went offline, a friend request, a packet, the send queue filled or drained, the link
+//!   became direct UDP or relayed.
 //! * Commands, each with its own error type: [`Endpoint::connect`], [`Endpoint::open`],
 //!   [`Endpoint::write`], [`Endpoint::read`], [`Endpoint::finish`], [`Endpoint::reset`],
 //!   [`Endpoint::accept`], [`Endpoint::refuse`].
 //! * [`Endpoint::handle_timeout`]`(now)` — when the deadline it gave has come.
 //! * [`Endpoint::poll_output`]`(now)` — [`Output::Transmit`] (a packet for a friend, at most
-//!   `max_packet_size` bytes, first byte in 160..=191), [`Output::Event`], or
-//!   [`Output::Timeout`] (the next deadline).
+//!   `max_packet_size` bytes: a lossless custom packet if its first byte is in 160..=191, a
+//!   lossy one if in 200..=254), [`Output::Event`], or [`Output::Timeout`] (the next
+//!   deadline).
 //!
 //! # The drain rule
 //!
@@ -28,7 +31,9 @@
 //!
 //! If the transport cannot take a packet because its send queue is full, keep that packet,
 //! feed [`Input::SendBlocked`], and send the packet first when there is room again, then feed
-//! [`Input::SendReady`]. Nothing is ever dropped.
+//! [`Input::SendReady`]. No lossless packet is ever dropped. Lossy packets (the fast path,
+//! used only after [`Input::PathChanged`] said the link is direct) may be dropped anywhere:
+//! the endpoint's own recovery resends what they carried.
 //!
 //! ```
 //! use std::time::Instant;

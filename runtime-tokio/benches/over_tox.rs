@@ -553,12 +553,23 @@ fn main() {
     }
     let first_byte = first.expect("the tunnel came up");
 
+    let me = std::process::id();
     let cpu0 = cpu_secs(spid) + cpu_secs(fpid);
+    let (bench0, wall0) = (cpu_secs(me), now());
     let down = download(local, mb << 20);
     let cpu_down = cpu_secs(spid) + cpu_secs(fpid) - cpu0;
+    // Cores used by the bench's own TCP ends (target and reader) during the download.
+    let bench_down = (cpu_secs(me) - bench0) / wall0.elapsed().as_secs_f64();
     let up = upload(local, mb << 20);
     let (rtt_median, rtt_p99) = round_trips(local, 1000);
+    let (c0, b0, w0) = ((cpu_secs(spid), cpu_secs(fpid)), cpu_secs(me), now());
     let (aggregate, spread) = concurrent(local, 100, 4 << 20);
+    let wall = w0.elapsed().as_secs_f64();
+    let cores_100 = (
+        (cpu_secs(spid) - c0.0) / wall,
+        (cpu_secs(fpid) - c0.1) / wall,
+        (cpu_secs(me) - b0) / wall,
+    );
     let rss_before_gib = (peak_rss_mib(spid), peak_rss_mib(fpid));
     let gib_took = slow_then_fast_download(local, 1 << 30, 64 << 20);
 
@@ -646,6 +657,12 @@ fn main() {
          ({:.2}x the single connection's plateau; goal >= 1x); fastest/slowest {spread:.2} \
          (goal <= 2)",
         aggregate / down.plateau()
+    );
+    println!(
+        "cores in use: during the download, the bench's TCP ends {bench_down:.2}; during the \
+         100 connections, serve {:.2} + forward {:.2} + the bench's 200 TCP ends {:.2} \
+         (the machine has 2)",
+        cores_100.0, cores_100.1, cores_100.2
     );
     let steps: Vec<String> = steps_rx
         .try_iter()
