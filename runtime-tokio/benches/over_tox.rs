@@ -675,8 +675,7 @@ fn main() {
     );
     println!(
         "CPU: idle tunnel serve {:.2}% + forward {:.2}% of a core (goal < 1%); busy: {:.1} MB \
-         per CPU-second (download, both processes; raw c-toxcore lossless {:.1}, whose two \
-         processes had the cores to themselves, with no TCP ends to serve)",
+         per CPU-second (download, both processes; raw c-toxcore lossless {:.1})",
         idle.0,
         idle.1,
         (mb << 20) as f64 / 1e6 / cpu_down.max(1e-3),
