@@ -13,7 +13,9 @@
 //!   TCP relay, a suspension, three silent PTOs), as ordinary DATA in the frame log, so no
 //!   byte is lost across the switch;
 //! * a NewReno window (β = 0.7, as CUBIC uses) whose slow start grows per round trip, not
-//!   per second, and a pacer that spreads each window over the round trip rather than
+//!   per second, that stops growing while the round trip shows a queue (as HyStart and
+//!   Vegas do: on loopback the queue is c-toxcore's own, and filling it only adds delay
+//!   and drops), and a pacer that spreads each window over the round trip rather than
 //!   blasting it (2× the window's rate in slow start, 1.25× after, as Linux paces).
 //!
 //! Everything here takes `now` from the caller and keeps bounded state: the packets in
@@ -52,6 +54,9 @@ const GRANULARITY: Duration = Duration::from_millis(1);
 /// Consecutive probe timeouts without any acknowledgement after which the fast path is
 /// declared broken for this link (lossy packets do not get through) and bytes go lossless.
 const PTOS_BEFORE_FALLBACK: u32 = 3;
+/// Queueing delay tolerated before the window stops growing: the larger of this and half
+/// the path's minimum round trip.
+const QUEUE_ALLOWANCE: Duration = Duration::from_millis(2);
 /// How many segments the pacer lets out back to back at least.
 const PACER_BURST: usize = 10;
 
@@ -73,6 +78,8 @@ struct SentPacket {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RttEstimator {
     pub latest: Duration,
+    /// The latest sample less the receiver's acknowledgement delay.
+    pub latest_adjusted: Duration,
     pub smoothed: Option<Duration>,
     pub var: Duration,
     pub min: Duration,
@@ -82,6 +89,7 @@ impl Default for RttEstimator {
     fn default() -> Self {
         RttEstimator {
             latest: INITIAL_RTT,
+            latest_adjusted: INITIAL_RTT,
             smoothed: None,
             var: INITIAL_RTT / 2,
             min: Duration::MAX,
@@ -99,6 +107,7 @@ impl RttEstimator {
         } else {
             sample
         };
+        self.latest_adjusted = adjusted;
         match self.smoothed {
             None => {
                 self.smoothed = Some(adjusted);
@@ -302,6 +311,17 @@ impl LossySender {
     fn grow(&mut self, bytes: usize, sent: Instant) {
         if self.recovery_start.is_some_and(|r| sent <= r) {
             return; // acknowledged from before the reduction: no growth yet
+        }
+        if self.rtt.smoothed.is_some() {
+            let queueing = self.rtt.latest_adjusted.saturating_sub(self.rtt.min);
+            if queueing > (self.rtt.min / 2).max(QUEUE_ALLOWANCE) {
+                // Packets wait in a queue on the way (c-toxcore's, the kernel's, a
+                // router's): a larger window would only lengthen it until it overflows.
+                // Leave slow start and hold the window (as HyStart and Vegas do), and let
+                // losses, if any, reduce it.
+                self.ssthresh = self.ssthresh.min(self.window);
+                return;
+            }
         }
         if self.window < self.ssthresh {
             self.window += bytes;
@@ -648,6 +668,35 @@ mod tests {
             s.window >= 1 << 20,
             "16 ms of slow start reach a MiB window"
         );
+    }
+
+    #[test]
+    fn a_growing_queue_stops_slow_start_without_a_loss() {
+        let mut t = origin();
+        let mut s = LossySender::default();
+        // Round trips of 1 ms, then the queue builds: 1, 1, 4, 8 ms.
+        let mut windows = Vec::new();
+        for rtt_ms in [1u64, 1, 4, 8] {
+            let first = s.peek_number();
+            while s.window_open() {
+                s.on_sent(t, chunk(0), false);
+            }
+            t += Duration::from_millis(rtt_ms);
+            // Acknowledged one at a time, as LACKs trickle in.
+            for n in first..s.peek_number() {
+                s.on_ack(t, &[(n, n + 1)], Duration::ZERO).unwrap();
+            }
+            windows.push(s.window);
+        }
+        assert!(
+            windows[1] > windows[0],
+            "slow start while the path is empty"
+        );
+        assert_eq!(
+            windows[3], windows[2],
+            "a queue of 7 ms on a 1 ms path holds the window: {windows:?}"
+        );
+        assert_eq!(s.packets_lost, 0);
     }
 
     #[test]
