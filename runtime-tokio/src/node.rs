@@ -27,6 +27,10 @@ use toxtun_proto::{
 //                      chunks of DOWN_CHUNK, plus a TunnelStream's duplex buffer (64 KiB)
 //                                                                   = 256 KiB + 320 KiB + 64 KiB
 // so about 1.1 MiB per stream at the default 256 KiB windows, beside the kernel's buffers.
+// Sent bytes wait for their acknowledgement inside those windows (the frame log, or the
+// fast path's packets in flight, which are further capped at 4 MiB per peer by its
+// congestion window), and each peer's Tox queue holds at most 128 lossless and 256 lossy
+// packets (0.5 MiB).
 
 /// Bytes read from a local socket at once.
 const READ_CHUNK: usize = 32 * 1024;
