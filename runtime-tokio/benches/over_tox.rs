@@ -321,6 +321,53 @@ fn peak_rss_mib(pid: u32) -> f64 {
 }
 
 /// Connects through the forwarded port, retrying while the tunnel comes up.
+/// A local port nothing listens on (bound, read, released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `toxtun forward` from `local` to the target's `port` through the server, with `extra`
+/// flags; stderr discarded.
+fn forward_cmd(
+    dir: &Path,
+    local: u16,
+    port: u16,
+    boot: &str,
+    server_id: &str,
+    extra: &[&str],
+) -> Command {
+    let mut c = toxtun(dir);
+    c.args(["--json", "forward"])
+        .args(extra)
+        .arg("-L")
+        .arg(format!("127.0.0.1:{local}:127.0.0.1:{port}"))
+        .args(["--secret", "bench secret!", "--lan-discovery", "false"])
+        .args(["--bootstrap", boot, server_id])
+        .stderr(Stdio::null());
+    c
+}
+
+/// Asks the tunnel listening on `local` for one byte every 50 ms until one comes back (the
+/// listener is up at once; the stream waits for the session). Whether it did in `tries`.
+fn one_byte_through(local: u16, tries: usize) -> bool {
+    for _ in 0..tries {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", local)) {
+            s.write_all(b"D").unwrap();
+            s.write_all(&1u64.to_le_bytes()).unwrap();
+            let mut b = [0u8; 1];
+            if s.read_exact(&mut b).is_ok() {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
 fn connect(port: u16) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", port)).expect("forward listens");
     s.set_nodelay(true).unwrap();
@@ -502,21 +549,11 @@ fn main() {
         }
     }
     std::thread::spawn(move || for _ in out {});
-    let local = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let local = free_port();
     let start = now();
     let mut forward = Killed(
-        toxtun(&cdir)
-            .args(["--json", "forward"])
-            .arg("-L")
-            .arg(format!("127.0.0.1:{local}:127.0.0.1:{port}"))
-            .args(["--secret", "bench secret!", "--lan-discovery", "false"])
-            .args(["--bootstrap", &boot, &server_id])
+        forward_cmd(&cdir, local, port, &boot, &server_id, &[])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
@@ -537,21 +574,8 @@ fn main() {
         }
     });
     let (spid, fpid) = (serve.0.id(), forward.0.id());
-    // The listener comes up at once; the stream waits for the session.
-    let mut first = None;
-    for _ in 0..200 {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", local)) {
-            s.write_all(b"D").unwrap();
-            s.write_all(&1u64.to_le_bytes()).unwrap();
-            let mut b = [0u8; 1];
-            if s.read_exact(&mut b).is_ok() {
-                first = Some(start.elapsed());
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let first_byte = first.expect("the tunnel came up");
+    assert!(one_byte_through(local, 200), "the tunnel came up");
+    let first_byte = start.elapsed();
 
     let me = std::process::id();
     let cpu0 = cpu_secs(spid) + cpu_secs(fpid);
@@ -576,37 +600,17 @@ fn main() {
     // The same server, a second client that does not offer the fast path: c-toxcore's
     // lossless packets only, from a cold link.
     let ldir = tmp("forward-lossless");
-    let local2 = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let local2 = free_port();
     let lossless_forward = Killed(
-        toxtun(&ldir)
-            .args(["--json", "forward", "--no-fast-path"])
-            .arg("-L")
-            .arg(format!("127.0.0.1:{local2}:127.0.0.1:{port}"))
-            .args(["--secret", "bench secret!", "--lan-discovery", "false"])
-            .args(["--bootstrap", &boot, &server_id])
+        forward_cmd(&ldir, local2, port, &boot, &server_id, &["--no-fast-path"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let mut up2 = false;
-    for _ in 0..400 {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", local2)) {
-            s.write_all(b"D").unwrap();
-            s.write_all(&1u64.to_le_bytes()).unwrap();
-            let mut b = [0u8; 1];
-            if s.read_exact(&mut b).is_ok() {
-                up2 = true;
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(up2, "the lossless-only tunnel came up");
+    assert!(
+        one_byte_through(local2, 400),
+        "the lossless-only tunnel came up"
+    );
     let lossless_cold = download(local2, COLD_MB * 1_000_000);
     drop(lossless_forward);
     let _ = std::fs::remove_dir_all(&ldir);
