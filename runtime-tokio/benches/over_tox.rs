@@ -42,8 +42,10 @@ fn total_mb() -> u64 {
 struct Progress {
     start: Instant,
     marks: Vec<(Duration, u64)>,
-    /// CPU seconds both processes spent (raw runs).
+    /// CPU seconds both processes spent moving `cpu_bytes` (raw runs: from the first
+    /// progress line to the end, so that their ≈ 10 s of joining the DHT is left out).
     cpu: f64,
+    cpu_bytes: u64,
 }
 
 impl Progress {
@@ -52,6 +54,7 @@ impl Progress {
             start: now(),
             marks: vec![],
             cpu: 0.0,
+            cpu_bytes: 0,
         }
     }
     fn add(&mut self, total: u64) {
@@ -212,6 +215,7 @@ fn raw(boot: &str, mb: u64, lossy: bool) -> Progress {
     let id = lines.next().unwrap().unwrap();
     let tx = Killed(spawn_role("raw-send", &[boot, &id, &mb.to_string(), kind]));
     let mut p = Progress::new();
+    let mut at_first: Option<(f64, u64)> = None;
     for line in lines {
         let line = line.unwrap();
         if line == "done" {
@@ -219,14 +223,19 @@ fn raw(boot: &str, mb: u64, lossy: bool) -> Progress {
         }
         if let Some(cpu) = line.strip_prefix("cpu ") {
             // The sender is still alive (it lingers 5 s): read its CPU time now.
-            p.cpu = cpu.parse::<f64>().unwrap() + cpu_secs(tx.0.id());
+            let end = cpu.parse::<f64>().unwrap() + cpu_secs(tx.0.id());
+            let (start, bytes) = at_first.unwrap_or((0.0, 0));
+            p.cpu = end - start;
+            p.cpu_bytes = p.marks.last().map_or(0, |m| m.1) - bytes;
             continue;
         }
         let (us, bytes) = line.split_once(' ').unwrap();
-        p.marks.push((
-            Duration::from_micros(us.parse().unwrap()),
-            bytes.parse().unwrap(),
-        ));
+        let bytes: u64 = bytes.parse().unwrap();
+        if at_first.is_none() {
+            at_first = Some((cpu_secs(rx.0.id()) + cpu_secs(tx.0.id()), bytes));
+        }
+        p.marks
+            .push((Duration::from_micros(us.parse().unwrap()), bytes));
     }
     p
 }
@@ -683,7 +692,7 @@ fn main() {
         idle.0,
         idle.1,
         (mb << 20) as f64 / 1e6 / cpu_down.max(1e-3),
-        (mb << 20) as f64 / 1e6 / raw.cpu.max(1e-3)
+        raw.cpu_bytes as f64 / 1e6 / raw.cpu.max(1e-3)
     );
     println!(
         "peak RSS: serve {:.1} MiB, forward {:.1} MiB ({mb} MiB each way; download took {down_secs:.1} s)",
