@@ -197,8 +197,6 @@ impl Default for LossySender {
 pub(crate) struct Acked {
     /// Bytes per stream whose packets are now acknowledged.
     pub streams: Vec<(StreamId, u64)>,
-    /// Whether packets were declared lost.
-    pub lost_any: bool,
 }
 
 impl LossySender {
@@ -304,7 +302,7 @@ impl LossySender {
         }
         self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
         self.pto_count = 0;
-        acked.lost_any = self.detect_lost(now);
+        self.detect_lost(now);
         Ok(acked)
     }
 
@@ -337,10 +335,10 @@ impl LossySender {
 
     /// Declares packets lost by the packet and time thresholds; arms the loss timer for the
     /// others below the largest acknowledged.
-    fn detect_lost(&mut self, now: Instant) -> bool {
+    fn detect_lost(&mut self, now: Instant) {
         self.loss_time = None;
         let Some(largest) = self.largest_acked else {
-            return false;
+            return;
         };
         let delay = self.rtt.loss_delay();
         let mut lost: Vec<u64> = Vec::new();
@@ -353,7 +351,6 @@ impl LossySender {
             }
         }
         self.declare_lost(now, &lost);
-        !lost.is_empty()
     }
 
     fn declare_lost(&mut self, now: Instant, numbers: &[u64]) {
@@ -634,8 +631,8 @@ mod tests {
         let w0 = s.window;
         let t1 = t0 + Duration::from_millis(10);
         // Packets 0 and 1 lost; 2..10 acknowledged.
-        let acked = s.on_ack(t1, &[(2, 10)], Duration::ZERO).unwrap();
-        assert!(acked.lost_any);
+        s.on_ack(t1, &[(2, 10)], Duration::ZERO).unwrap();
+        assert_eq!(s.packets_lost, 2);
         assert_eq!(s.lost.len(), 2);
         assert_eq!(s.lost[0].offset, 0);
         assert_eq!(s.rtt.get(), Duration::from_millis(10));

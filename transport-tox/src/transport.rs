@@ -626,11 +626,8 @@ fn run(mut tox: RawTox, shared: &Shared, config: ToxConfig) {
         } else {
             wait
         };
-        let queued = st
-            .outq
-            .values()
-            .any(|q| !q.lossy.is_empty() || (!sendq && !q.queue.is_empty()));
-        if st.commands.is_empty() && !queued {
+        // The queues were flushed above under this same lock: what is left waits on SENDQ.
+        if st.commands.is_empty() {
             st.sleeping = true;
             let (mut st, _) = shared
                 .wake
