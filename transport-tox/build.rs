@@ -10,4 +10,12 @@ fn main() {
              Install it with `make deps` (or `apt-get install libtoxcore-dev pkg-config`)."
         );
     }
+    // This crate's tests and benches export the replacements of `sodium_mlock` and
+    // `sodium_munlock` (src/crypto_buffers.rs), as toxtun's binaries do.
+    println!("cargo:rustc-link-arg-tests={LINK_ARG}");
+    println!("cargo:rustc-link-arg-benches={LINK_ARG}");
 }
+
+/// `crypto_buffers::LINK_ARG` (a build script cannot use its own crate).
+const LINK_ARG: &str =
+    "-Wl,--export-dynamic-symbol=sodium_mlock,--export-dynamic-symbol=sodium_munlock";

@@ -3,14 +3,17 @@
 //!
 //! * raw: two processes moving max-size lossless custom packets one way as fast as
 //!   c-toxcore accepts them (the baseline); then the same with lossy packets, the sender
-//!   backing off whenever its queue overflows (c-toxcore's lossy ceiling here);
+//!   backing off whenever its queue overflows (c-toxcore's lossy ceiling here). Both skip
+//!   c-toxcore's per-packet `mlock`, as toxtun does (`crypto_buffers.rs`); a third run,
+//!   lossless, keeps it: c-toxcore as it ships;
 //! * tunnel: `toxtun serve` and `toxtun forward` processes, a download and an upload
 //!   through one forwarded connection, 1-byte round trips, start-up to the first byte,
 //!   CPU and peak memory of both processes; and a cold 50 MB download through a second
 //!   `forward` with `--no-fast-path` (c-toxcore's lossless packets only), for comparison.
 //!
 //! `cargo bench -p toxtun-tokio --bench over_tox` (`TOXTUN_BENCH_MB=400` sets the volume of
-//! each long transfer). Figures and their ratios are printed at the end.
+//! each long transfer; `TOXTUN_BENCH_RAW_ONLY=1` measures only the raw baseline). Figures
+//! and their ratios are printed at the end.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -190,9 +193,13 @@ fn raw_sender(boot: &str, to: &str, mb: u64, lossy: bool) {
     std::thread::sleep(Duration::from_secs(5));
 }
 
-fn spawn_role(role: &str, args: &[&str]) -> Child {
-    Command::new(std::env::current_exe().expect("own path"))
-        .env("TOXTUN_BENCH_ROLE", role)
+fn spawn_role(role: &str, args: &[&str], stock: bool) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().expect("own path"));
+    if stock {
+        // c-toxcore as it ships: libsodium's per-packet mlock (see crypto_buffers.rs).
+        cmd.env("TOXTUN_TOXCORE_MLOCK", "1");
+    }
+    cmd.env("TOXTUN_BENCH_ROLE", role)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -208,12 +215,20 @@ impl Drop for Killed {
     }
 }
 
-fn raw(boot: &str, mb: u64, lossy: bool) -> Progress {
+fn raw(boot: &str, mb: u64, lossy: bool, stock: bool) -> Progress {
     let kind = if lossy { "lossy" } else { "lossless" };
-    let mut rx = Killed(spawn_role("raw-recv", &[boot, &mb.to_string(), kind]));
+    let mut rx = Killed(spawn_role(
+        "raw-recv",
+        &[boot, &mb.to_string(), kind],
+        stock,
+    ));
     let mut lines = BufReader::new(rx.0.stdout.take().unwrap()).lines();
     let id = lines.next().unwrap().unwrap();
-    let tx = Killed(spawn_role("raw-send", &[boot, &id, &mb.to_string(), kind]));
+    let tx = Killed(spawn_role(
+        "raw-send",
+        &[boot, &id, &mb.to_string(), kind],
+        stock,
+    ));
     let mut p = Progress::new();
     let mut at_first: Option<(f64, u64)> = None;
     for line in lines {
@@ -516,13 +531,29 @@ fn main() {
 
     println!("raw c-toxcore, two processes, {mb} MiB of lossless packets one way…");
     let (raw_boot, boot) = bootstrap();
-    let raw_lossless = raw(&boot, mb, false);
+    let raw_lossless = raw(&boot, mb, false, false);
     drop(raw_boot);
     println!("raw c-toxcore, two processes, {mb} MiB of lossy packets one way…");
     let (raw_boot, boot) = bootstrap();
-    let raw_lossy = raw(&boot, mb, true);
+    let raw_lossy = raw(&boot, mb, true, false);
+    drop(raw_boot);
+    println!(
+        "raw c-toxcore as it ships (its per-packet mlock kept), {mb} MiB of lossless packets…"
+    );
+    let (raw_boot, boot) = bootstrap();
+    let raw_stock = raw(&boot, mb, false, true).plateau();
     drop(raw_boot);
     let raw = raw_lossless;
+    if std::env::var_os("TOXTUN_BENCH_RAW_ONLY").is_some() {
+        println!(
+            "raw lossless plateau {:.1} MB/s (as it ships: {raw_stock:.1}), 50 MB in {:.2} s; \
+             raw lossy {:.1} MB/s",
+            raw.plateau(),
+            raw.time_to(COLD_MB * 1_000_000).as_secs_f64(),
+            raw_lossy.plateau()
+        );
+        return;
+    }
     let (_boot_node, boot) = bootstrap();
     let raw_cold = raw.time_to(COLD_MB * 1_000_000);
     let raw_plateau = raw.plateau();
@@ -641,6 +672,12 @@ fn main() {
         down.plateau() / raw_plateau,
         up.plateau(),
         up.plateau() / raw_plateau
+    );
+    println!(
+        "  raw above skips c-toxcore's per-packet mlock as toxtun does; c-toxcore as it ships \
+         {raw_stock:.1} MB/s: tunnel download {:.2}x, upload {:.2}x that",
+        down.plateau() / raw_stock,
+        up.plateau() / raw_stock
     );
     let lossy_secs = raw_lossy.marks.last().map_or(0.0, |m| m.0.as_secs_f64());
     let lossy_bytes = raw_lossy.marks.last().map_or(0, |m| m.1);

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -142,8 +142,27 @@ impl<E: std::fmt::Display> From<E> for Fail {
     }
 }
 
+/// `--version`: toxtun's, c-toxcore's, and whether c-toxcore's per-packet `mlock` is
+/// skipped (`toxtun_transport_tox::crypto_buffers`; `TOXTUN_TOXCORE_MLOCK=1` keeps it).
+fn long_version() -> String {
+    format!(
+        "{} (c-toxcore {}; its per-packet mlock {})",
+        env!("CARGO_PKG_VERSION"),
+        toxtun_transport_tox::toxcore_version(),
+        if toxtun_transport_tox::skips_toxcore_mlock() {
+            "skipped"
+        } else {
+            "kept"
+        }
+    )
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().version(long_version()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_logs(cli.verbose);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -49,6 +49,21 @@ fn every_command_has_help() {
 }
 
 #[test]
+fn version_names_c_toxcore_and_that_its_per_packet_mlock_is_skipped() {
+    let o = run(&["--version"]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("c-toxcore 0.2."), "{out}");
+    assert!(out.contains("per-packet mlock skipped"), "{out}");
+    let o = toxtun()
+        .arg("--version")
+        .env("TOXTUN_TOXCORE_MLOCK", "1")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("per-packet mlock kept"));
+}
+
+#[test]
 fn bad_arguments_fail_clearly() {
     let id = "A".repeat(76);
     // A malformed Tox ID names the character.

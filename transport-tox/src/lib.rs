@@ -10,12 +10,14 @@
 //! This crate links c-toxcore (GPL-3.0) and is therefore GPL-3.0-or-later.
 
 mod bootstrap;
+pub mod crypto_buffers;
 mod ffi;
 pub mod identity;
 mod tox;
 mod transport;
 
 pub use bootstrap::{public_nodes, BootstrapNode, BootstrapParseError};
+pub use crypto_buffers::skips_toxcore_mlock;
 pub use tox::{Proxy, ToxError, ToxOptions};
 pub use transport::{StartError, ToxConfig, ToxStats, ToxTransport};
 

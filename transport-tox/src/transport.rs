@@ -194,6 +194,9 @@ impl ToxTransport {
     /// Starts a node: loads or creates its identity, joins through the bootstrap nodes,
     /// and runs c-toxcore on its own thread.
     pub fn start(config: ToxConfig) -> Result<Self, StartError> {
+        // Refers to the replacements of libsodium's lock functions, so that they are linked
+        // into every program that starts a node (crypto_buffers.rs).
+        std::hint::black_box(crate::crypto_buffers::skips_toxcore_mlock());
         let io_err = |path: &PathBuf| {
             let path = path.clone();
             move |error| StartError::Identity { path, error }

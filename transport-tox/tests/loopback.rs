@@ -471,3 +471,28 @@ fn identity_is_kept_across_restarts_and_a_damaged_file_is_not_overwritten() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// This test binary is linked with `crypto_buffers::LINK_ARG` (build.rs), as toxtun's are:
+/// c-toxcore's per-packet lock calls reach toxtun's replacements, which lock nothing and
+/// still zero what c-toxcore unlocks.
+#[test]
+fn c_toxcores_per_packet_mlock_is_skipped_and_unlocked_buffers_are_zeroed() {
+    assert!(
+        toxtun_transport_tox::skips_toxcore_mlock(),
+        "the executable does not export the replacements of sodium_mlock/sodium_munlock"
+    );
+    let mut buf = vec![0xA5u8; 1373 + 32];
+    let (p, n) = (buf.as_mut_ptr().cast(), buf.len());
+    // SAFETY: `buf` is ours and `n` bytes long.
+    unsafe {
+        assert_eq!(toxtun_transport_tox::crypto_buffers::sodium_mlock(p, n), -1);
+        assert_eq!(
+            toxtun_transport_tox::crypto_buffers::sodium_munlock(p, n),
+            0
+        );
+    }
+    assert!(
+        buf.iter().all(|&b| b == 0),
+        "sodium_munlock left bytes behind"
+    );
+}
