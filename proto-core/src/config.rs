@@ -31,9 +31,15 @@ pub struct EndpointConfig {
     /// The largest packet the transport carries; frames never exceed it.
     /// Tox lossless custom packets carry at most 1373 bytes.
     pub max_packet_size: usize,
-    /// Credit granted to each stream the peer sends on: the most bytes one stream may have
-    /// buffered here, unread.
+    /// Credit first granted to each stream the peer sends on: the most bytes one stream may
+    /// have buffered here, unread, until its window grows.
     pub stream_window: u32,
+    /// The most a stream's window grows to. A stream's window doubles each time its reader
+    /// has read every byte the window allowed (the credit, not the reader, held the peer
+    /// back: the window is smaller than the path's bandwidth-delay product). A slow reader
+    /// never triggers it, so its stream keeps `stream_window`. No window grows past
+    /// `session_window`, and what all of a peer's streams grew together stays within it.
+    pub max_stream_window: u32,
     /// Credit granted to the peer across all its streams: the most bytes one peer may have
     /// buffered here, unread (the per-peer budget).
     pub session_window: u64,
@@ -70,6 +76,7 @@ impl EndpointConfig {
             local_id,
             max_packet_size: MAX_PACKET_SIZE,
             stream_window: 256 * 1024,
+            max_stream_window: 4 * 1024 * 1024,
             session_window: 16 * 1024 * 1024,
             keepalive_interval: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
@@ -106,6 +113,11 @@ impl EndpointConfig {
         if self.stream_window < 2 * self.max_packet_size as u32 {
             return Err(ConfigError::Window(
                 "stream_window must hold at least two packets",
+            ));
+        }
+        if self.max_stream_window < self.stream_window {
+            return Err(ConfigError::Window(
+                "max_stream_window must be at least stream_window",
             ));
         }
         if self.session_window < u64::from(self.stream_window) {

@@ -267,6 +267,9 @@ pub struct StreamStats {
     pub send_buffered: usize,
     /// The credit the peer granted this stream, as a span from the acknowledged offset.
     pub send_window: u64,
+    /// This stream's receive window: `stream_window`, doubled each time the reader caught
+    /// up with the credit, up to `max_stream_window`.
+    pub recv_window: u64,
     /// Bytes received on this stream so far.
     pub received: u64,
     /// Bytes sent on this stream so far.
@@ -1166,6 +1169,7 @@ impl Endpoint {
             peer,
             recv_buffered: st.recv.buffered,
             send_buffered: st.send.unacked() as usize,
+            recv_window: st.recv.window,
             send_window: st.send.max_offset.saturating_sub(st.send.acked),
             received: st.recv.received,
             sent: st.send.sent,

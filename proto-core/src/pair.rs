@@ -664,16 +664,20 @@ impl Pair {
                     )));
                 }
             }
-            let window = u64::from(ep.config().stream_window);
-            let peer_window = u64::from(other.endpoint.config().stream_window);
+            // Windows grow up to max_stream_window when readers keep up.
+            let max_window = u64::from(ep.config().max_stream_window);
+            let peer_window = u64::from(other.endpoint.config().max_stream_window);
+            let first = u64::from(ep.config().stream_window);
+            let mut grown: HashMap<PeerId, u64> = HashMap::new();
             for (stream, peer) in ep.streams() {
                 let st = ep.stream_stats(stream).ok_or_else(|| {
                     PairError::Invariant(format!("indexed stream {stream} has no state"))
                 })?;
-                if st.recv_buffered as u64 > window {
+                *grown.entry(peer).or_default() += st.recv_window - first;
+                if st.recv_buffered as u64 > st.recv_window || st.recv_window > max_window {
                     return Err(PairError::Invariant(format!(
-                        "stream {stream} buffers {} bytes, window {window}",
-                        st.recv_buffered
+                        "stream {stream} buffers {} bytes, window {} (at most {max_window})",
+                        st.recv_buffered, st.recv_window
                     )));
                 }
                 if st.send_buffered as u64 > peer_window {
@@ -690,6 +694,14 @@ impl Pair {
                         "peer buffers {} bytes, budget {}",
                         ss.recv_buffered,
                         ep.config().session_window
+                    )));
+                }
+            }
+            for (peer, grown) in grown {
+                if grown > ep.config().session_window {
+                    return Err(PairError::Invariant(format!(
+                        "the windows of peer {peer}'s streams grew {grown} bytes together, \
+                         past the session window"
                     )));
                 }
             }

@@ -642,13 +642,43 @@ impl Session {
         }
     }
 
+    /// Doubles a stream's window (up to `max_stream_window`) when the credit, not the
+    /// reader, held the peer back (`RecvHalf::credit_starved`): windows follow the bandwidth-delay product without a round-trip
+    /// estimate, and a slow reader's stream keeps `stream_window`. What windows grew
+    /// beyond `stream_window`, all streams together, stays within `session_window`, so a
+    /// peer with many fast streams cannot make either side buffer more than that beyond
+    /// the first windows.
+    fn maybe_grow_window(&mut self, id: StreamId, config: &EndpointConfig) {
+        let (first, max) = (
+            u64::from(config.stream_window),
+            u64::from(config.max_stream_window).min(config.session_window),
+        );
+        let wants = self
+            .streams
+            .get(&id)
+            .is_some_and(|s| s.recv.window < max && s.recv.credit_starved());
+        if !wants {
+            return;
+        }
+        let grown: u64 = self
+            .streams
+            .values()
+            .map(|s| s.recv.window.saturating_sub(first))
+            .sum();
+        let room = config.session_window.saturating_sub(grown);
+        if let Some(s) = self.streams.get_mut(&id) {
+            let w = s.recv.window;
+            s.recv.window = (w * 2).min(max).min(w + room);
+            s.recv.grown_at = s.recv.read;
+        }
+    }
+
     /// After the application read from a stream: maybe queue its WINDOW update.
     pub fn after_read(&mut self, id: StreamId, n: u64, config: &EndpointConfig) {
         self.consume(n, config);
+        self.maybe_grow_window(id, config);
         if let Some(s) = self.streams.get_mut(&id) {
-            if !s.recv.window_update_queued
-                && s.recv.wants_window_update(u64::from(config.stream_window))
-            {
+            if !s.recv.window_update_queued && s.recv.wants_window_update() {
                 s.recv.window_update_queued = true;
                 self.window_updates.push_back(id);
             }
@@ -1300,7 +1330,8 @@ impl Session {
                 continue;
             };
             s.recv.window_update_queued = false;
-            s.recv.max_offset = s.recv.read + u64::from(ctx.config.stream_window);
+            s.recv.prev_max = s.recv.max_offset;
+            s.recv.max_offset = s.recv.read + s.recv.window;
             return Some(
                 Frame::Window {
                     stream: id,

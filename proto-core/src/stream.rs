@@ -153,6 +153,13 @@ pub(crate) struct RecvHalf {
     pub read: u64,
     /// The credit we granted: the peer may send up to this offset.
     pub max_offset: u64,
+    /// The credit before our latest grant (WINDOW frame).
+    pub prev_max: u64,
+    /// Where the reader was when the window last grew: each limit grows it once.
+    pub grown_at: u64,
+    /// The window: each grant lets the peer send this far past what was read. Starts at
+    /// `stream_window` and doubles up to `max_stream_window` (see `on_read`).
+    pub window: u64,
     /// The final size, once FIN arrived.
     pub fin_offset: Option<u64>,
     /// The application read the end of the stream.
@@ -176,6 +183,7 @@ impl RecvHalf {
     pub fn new(window: u64) -> Self {
         RecvHalf {
             max_offset: window,
+            window,
             ..Default::default()
         }
     }
@@ -318,10 +326,23 @@ impl RecvHalf {
         self.buffered == 0 && self.fin_offset == Some(self.received)
     }
 
+    /// Whether the credit, not the reader, held the peer back: the reader has read every
+    /// byte that arrived, and they end exactly at a limit we granted (the one in force, or
+    /// the one before our latest WINDOW), where a sender out of credit has to stop. Then the
+    /// window is smaller than the path's bandwidth-delay product: the peer ran out of credit
+    /// before our update reached it. A slow reader never gets here (bytes wait for it), nor
+    /// does a sender with less to send than the window allows.
+    pub fn credit_starved(&self) -> bool {
+        self.fin_offset.is_none()
+            && self.read > self.grown_at
+            && self.read == self.hi
+            && (self.read == self.max_offset || self.read == self.prev_max)
+    }
+
     /// Whether enough was read since the last grant to be worth a WINDOW frame: when half
     /// the window is free again (as yamux does), so updates cost one frame per half window.
-    pub fn wants_window_update(&self, window: u64) -> bool {
-        self.fin_offset.is_none() && self.read + window - self.max_offset >= window / 2
+    pub fn wants_window_update(&self) -> bool {
+        self.fin_offset.is_none() && self.read + self.window - self.max_offset >= self.window / 2
     }
 }
 

@@ -451,8 +451,15 @@ fn a_stalled_reader_pushes_back_to_the_writer() {
     p.a.app.send(s, data.clone(), true);
     p.advance(Duration::from_secs(5), STEPS).unwrap();
     let window = u64::from(p.b.endpoint.config().stream_window);
-    let buffered = p.b.endpoint.stream_stats(s).unwrap().recv_buffered as u64;
-    assert_eq!(buffered, window, "the server holds exactly one window");
+    let st = p.b.endpoint.stream_stats(s).unwrap();
+    assert_eq!(
+        st.recv_buffered as u64, window,
+        "the server holds exactly one window"
+    );
+    assert_eq!(
+        st.recv_window, window,
+        "a reader that does not read grows no window"
+    );
     assert!(
         p.a.app.unwritten(s) as u64 >= data.len() as u64 - 2 * window,
         "the writer was held back"
@@ -694,7 +701,8 @@ fn a_loss_only_the_server_saw_is_resumed_at_its_request() {
     // and this test only tells the server's endpoint of the drop.
     p.queue_capacity = usize::MAX;
     let streams = bulk_streams(&mut p, 2, 1 << 20, 256 << 10);
-    p.advance(Duration::from_millis(30), STEPS).unwrap();
+    p.advance(Duration::from_millis(10), STEPS).unwrap();
+    assert!(!all_done(&p, &streams), "the drop comes mid-transfer");
     // Only the server's transport reports the drop; the client's link never went down.
     p.b.endpoint.handle_input(p.now, Input::PeerOffline(CLIENT));
     p.b.endpoint.handle_input(p.now, Input::PeerOnline(CLIENT));
@@ -840,9 +848,10 @@ fn the_window_grows_per_round_trip_and_backs_off_at_a_bottleneck() {
     assert_all_arrived(&p, &streams, 0);
     let (sa, _) = lossy_stats(&p);
     eprintln!("16 MiB through 20 MB/s in {took:?}: {sa:?}");
-    // 16 MiB at 20 MB/s is 0.84 s; a start-up that grew per second would take several.
+    // 16 MiB at 20 MB/s is 0.84 s; a start-up that grew per second would take several, and
+    // the first 256 KiB window alone (at this 12 ms loaded round trip) 1.33 s.
     assert!(
-        took < Duration::from_millis(1500),
+        took < Duration::from_millis(1100),
         "16 MiB through a 20 MB/s bottleneck took {took:?}: {sa:?}"
     );
     assert!(
@@ -858,6 +867,47 @@ fn the_window_grows_per_round_trip_and_backs_off_at_a_bottleneck() {
     );
     p.settle(STEPS).unwrap();
     p.credit_agrees().unwrap();
+}
+
+#[test]
+fn a_stream_window_grows_to_the_bandwidth_delay_product_within_the_session_window() {
+    // 40 MB/s with 5 ms each way: 400 KB in flight needs more than the first 256 KiB.
+    let mut p = direct(
+        LossyLink {
+            bandwidth: Some(40_000_000),
+            buffer: 256,
+            ..LossyLink::default()
+        },
+        35,
+    );
+    let (first, max) = (
+        u64::from(p.b.endpoint.config().stream_window),
+        u64::from(p.b.endpoint.config().max_stream_window),
+    );
+    let streams = bulk_streams(&mut p, 1, 32 << 20, 0);
+    let s = streams[0].0;
+    p.advance(Duration::from_millis(300), STEPS).unwrap();
+    let w = p.b.endpoint.stream_stats(s).unwrap().recv_window;
+    assert!(
+        w > first && w <= max,
+        "window {w} (first {first}, max {max})"
+    );
+    p.run_until(STEPS, |p| all_done(p, &streams)).unwrap();
+    assert_all_arrived(&p, &streams, 0);
+
+    // Four streams on a path with four times the delay: each grows its own window; what
+    // they grew together stays within the session window (`Pair::check`, every step).
+    let mut p = direct(LossyLink::default(), 36);
+    p.latency = Duration::from_millis(20);
+    let streams = bulk_streams(&mut p, 4, 8 << 20, 0);
+    p.advance(Duration::from_millis(600), STEPS).unwrap();
+    let grew = streams
+        .iter()
+        .filter(|(s, _)| p.b.endpoint.stream_stats(*s).unwrap().recv_window > first)
+        .count();
+    assert!(grew >= 2, "{grew} of 4 windows grew");
+    p.run_until(STEPS, |p| all_done(p, &streams)).unwrap();
+    assert_all_arrived(&p, &streams, 0);
 }
 
 #[test]

@@ -22,15 +22,18 @@ use toxtun_proto::{
 // What one stream can hold in this process, whatever its peer or its local side do (a
 // reader that never reads, a target that never reads):
 //   towards the peer:  UP_CHANNEL + 1 chunks of READ_CHUNK, plus the core's send buffer
-//                      (at most the peer's stream window)           = 160 KiB + 256 KiB
+//                      (at most the peer's window for the stream)    = 160 KiB + 256 KiB
 //   towards the local: the core's receive buffer (our stream window) + DOWN_CHANNEL + 1
 //                      chunks of DOWN_CHUNK, plus a TunnelStream's duplex buffer (64 KiB)
 //                                                                   = 256 KiB + 320 KiB + 64 KiB
-// so about 1.1 MiB per stream at the default 256 KiB windows, beside the kernel's buffers.
-// Sent bytes wait for their acknowledgement inside those windows (the frame log, or the
-// fast path's packets in flight, which are further capped at 4 MiB per peer by its
-// congestion window), and each peer's Tox queue holds at most 128 lossless and 256 lossy
-// packets (0.5 MiB).
+// so about 1.1 MiB per stream at the first 256 KiB windows, beside the kernel's buffers.
+// A window grows (up to 4 MiB) only while its reader keeps up with the peer, and what a
+// peer's windows grew, all its streams together, stays within the session window
+// (16 MiB): so per peer add at most 16 MiB each way to the figure above. Sent bytes wait
+// for their acknowledgement inside those windows (the frame log, or the fast path's
+// packets in flight, which are further capped at 4 MiB per peer by its congestion
+// window), and each peer's Tox queue holds at most 128 lossless and 256 lossy packets
+// (0.5 MiB).
 
 /// Bytes read from a local socket at once.
 const READ_CHUNK: usize = 32 * 1024;
@@ -287,6 +290,7 @@ impl Node {
             events: ev_tx.clone(),
             notes: note_tx,
             deadline: None,
+            stats_logged: now(),
         };
         let join = tokio::spawn(driver.run(cmd_rx, note_rx));
         (
@@ -505,7 +509,12 @@ struct Driver<T> {
     events: broadcast::Sender<NodeEvent>,
     notes: mpsc::UnboundedSender<Note>,
     deadline: Option<Instant>,
+    /// When session counters were last logged (at debug level, every `STATS_LOG_EVERY`).
+    stats_logged: Instant,
 }
+
+/// How often `-vv` (debug) logs each session's counters: RTT, congestion window, losses.
+const STATS_LOG_EVERY: Duration = Duration::from_secs(2);
 
 fn now() -> Instant {
     #[allow(clippy::disallowed_methods)]
@@ -520,6 +529,7 @@ impl<T: Transport> Driver<T> {
     ) {
         loop {
             self.drain();
+            self.log_stats();
             let deadline = self.deadline;
             let sleep = async move {
                 match deadline {
@@ -583,6 +593,22 @@ impl<T: Transport> Driver<T> {
                     }
                 }
                 () = sleep => self.endpoint.handle_timeout(now()),
+            }
+        }
+    }
+
+    /// At debug level, each session's counters every `STATS_LOG_EVERY`: what a person
+    /// looks at when a tunnel is slower than expected.
+    fn log_stats(&mut self) {
+        if !tracing::enabled!(tracing::Level::DEBUG)
+            || self.stats_logged.elapsed() < STATS_LOG_EVERY
+        {
+            return;
+        }
+        self.stats_logged = now();
+        for peer in self.endpoint.peers() {
+            if let Some(st) = self.endpoint.session_stats(peer) {
+                tracing::debug!(%peer, stats = ?st, "session counters");
             }
         }
     }
