@@ -34,9 +34,10 @@ pub struct EndpointConfig {
     /// Credit first granted to each stream the peer sends on: the most bytes one stream may
     /// have buffered here, unread, until its window grows.
     pub stream_window: u32,
-    /// The most a stream's window grows to. A stream's window doubles each time its reader
-    /// has read every byte the window allowed (the credit, not the reader, held the peer
-    /// back: the window is smaller than the path's bandwidth-delay product). A slow reader
+    /// The most a stream's window grows to. A stream's window doubles each time the credit,
+    /// not the reader, held the peer back (the reader read every byte that came, and they
+    /// ended exactly at a limit granted): the window is smaller than the path's
+    /// bandwidth-delay product. A slow reader
     /// never triggers it, so its stream keeps `stream_window`. No window grows past
     /// `session_window`, and what all of a peer's streams grew together stays within it.
     pub max_stream_window: u32,

@@ -267,8 +267,8 @@ pub struct StreamStats {
     pub send_buffered: usize,
     /// The credit the peer granted this stream, as a span from the acknowledged offset.
     pub send_window: u64,
-    /// This stream's receive window: `stream_window`, doubled each time the reader caught
-    /// up with the credit, up to `max_stream_window`.
+    /// This stream's receive window: `stream_window`, doubled each time the credit, not the
+    /// reader, held the peer back, up to `max_stream_window`.
     pub recv_window: u64,
     /// Bytes received on this stream so far.
     pub received: u64,

@@ -643,11 +643,11 @@ impl Session {
     }
 
     /// Doubles a stream's window (up to `max_stream_window`) when the credit, not the
-    /// reader, held the peer back (`RecvHalf::credit_starved`): windows follow the bandwidth-delay product without a round-trip
-    /// estimate, and a slow reader's stream keeps `stream_window`. What windows grew
-    /// beyond `stream_window`, all streams together, stays within `session_window`, so a
-    /// peer with many fast streams cannot make either side buffer more than that beyond
-    /// the first windows.
+    /// reader, held the peer back (`RecvHalf::credit_starved`): windows follow the
+    /// bandwidth-delay product without a round-trip estimate, and a slow reader's stream
+    /// keeps `stream_window`. What windows grew beyond `stream_window`, all streams
+    /// together, stays within `session_window`, so a peer with many fast streams cannot
+    /// make either side buffer more than that beyond the first windows.
     fn maybe_grow_window(&mut self, id: StreamId, config: &EndpointConfig) {
         let (first, max) = (
             u64::from(config.stream_window),

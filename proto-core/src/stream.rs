@@ -158,7 +158,7 @@ pub(crate) struct RecvHalf {
     /// Where the reader was when the window last grew: each limit grows it once.
     pub grown_at: u64,
     /// The window: each grant lets the peer send this far past what was read. Starts at
-    /// `stream_window` and doubles up to `max_stream_window` (see `on_read`).
+    /// `stream_window` and doubles up to `max_stream_window` (see `credit_starved`).
     pub window: u64,
     /// The final size, once FIN arrived.
     pub fin_offset: Option<u64>,
