@@ -11,9 +11,14 @@ fn main() {
         );
     }
     // This crate's tests and benches export the replacements of `sodium_mlock` and
-    // `sodium_munlock` (src/crypto_buffers.rs), as toxtun's binaries do.
-    println!("cargo:rustc-link-arg-tests={LINK_ARG}");
-    println!("cargo:rustc-link-arg-benches={LINK_ARG}");
+    // `sodium_munlock` (src/crypto_buffers.rs, Linux only), as toxtun's binaries do: the
+    // build scripts of crates that depend on this one find the flag in
+    // DEP_TOXCORE_EXPORT_LINK_ARG.
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo:rustc-link-arg-tests={LINK_ARG}");
+        println!("cargo:rustc-link-arg-benches={LINK_ARG}");
+        println!("cargo:export_link_arg={LINK_ARG}");
+    }
 }
 
 /// `crypto_buffers::LINK_ARG` (a build script cannot use its own crate).

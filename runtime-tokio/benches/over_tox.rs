@@ -151,8 +151,8 @@ fn raw_receiver(boot: &str, mb: u64, lossy: bool) {
 }
 
 /// Child role: befriends `to` and sends `mb` MiB as fast as the transport takes them
-/// (lossy: as fast as c-toxcore sends them, backing off 200 µs whenever the transport's
-/// lossy queue overflowed, then END).
+/// (waiting for `SendReady` when its queue is full; lossy: as fast as c-toxcore sends
+/// them, backing off 200 µs whenever the transport's lossy queue overflowed, then END).
 fn raw_sender(boot: &str, to: &str, mb: u64, lossy: bool) {
     let mut t = raw_peer(boot);
     let to: ToxId = to.parse().expect("Tox ID");
@@ -171,7 +171,7 @@ fn raw_sender(boot: &str, to: &str, mb: u64, lossy: bool) {
     while sent < total {
         match t.send(to.public_key, pkt.clone()) {
             Ok(()) => sent += 1,
-            Err(SendError::QueueFull(_)) => std::thread::sleep(Duration::from_micros(200)),
+            Err(SendError::QueueFull(_)) => wait_send_ready(&mut t, to.public_key),
             Err(e) => panic!("send: {e}"),
         }
         if lossy && t.stats().lossy_dropped > dropped {
@@ -191,6 +191,30 @@ fn raw_sender(boot: &str, to: &str, mb: u64, lossy: bool) {
     }
     // Let the last packets drain before the process (and its Tox instance) goes.
     std::thread::sleep(Duration::from_secs(5));
+}
+
+/// Wakes the raw sender's thread.
+struct Unpark(std::thread::Thread);
+impl std::task::Wake for Unpark {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Parks the raw sender until the transport says `SendReady` for `peer`: it sends again
+/// the moment c-toxcore takes more, as a program waiting on the API would, rather than
+/// polling on a timer (which made the baseline depend on scheduling).
+fn wait_send_ready(t: &mut ToxTransport, peer: toxtun_proto::PeerId) {
+    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        match t.poll_event(&mut cx) {
+            Poll::Ready(Some(TransportEvent::SendReady(p))) if p == peer => return,
+            Poll::Ready(Some(_)) => {}
+            Poll::Ready(None) => panic!("the transport stopped"),
+            Poll::Pending => std::thread::park_timeout(Duration::from_millis(5)),
+        }
+    }
 }
 
 fn spawn_role(role: &str, args: &[&str], stock: bool) -> Child {

@@ -20,9 +20,12 @@
 //! which is in force.
 //!
 //! Setting `TOXTUN_TOXCORE_MLOCK=1` in the environment restores libsodium's functions (the
-//! bench uses it to measure stock c-toxcore beside the tunnel).
+//! bench uses it to measure stock c-toxcore beside the tunnel). Linux only: elsewhere
+//! nothing is replaced.
 
+#[cfg(target_os = "linux")]
 use std::ffi::{c_int, c_void};
+#[cfg(target_os = "linux")]
 use std::sync::OnceLock;
 
 /// The linker flag that exports [`sodium_mlock`] and [`sodium_munlock`] from an executable
@@ -30,9 +33,11 @@ use std::sync::OnceLock;
 pub const LINK_ARG: &str =
     "-Wl,--export-dynamic-symbol=sodium_mlock,--export-dynamic-symbol=sodium_munlock";
 
+#[cfg(target_os = "linux")]
 type LockFn = unsafe extern "C" fn(*mut c_void, usize) -> c_int;
 
 /// libsodium's own functions when `TOXTUN_TOXCORE_MLOCK=1`; `None` to skip locking.
+#[cfg(target_os = "linux")]
 fn libsodium() -> Option<(LockFn, LockFn)> {
     static REAL: OnceLock<Option<(LockFn, LockFn)>> = OnceLock::new();
     *REAL.get_or_init(|| {
@@ -61,6 +66,7 @@ fn libsodium() -> Option<(LockFn, LockFn)> {
 /// # Safety
 ///
 /// `addr` must point to `len` bytes the caller owns (libsodium's contract).
+#[cfg(target_os = "linux")]
 #[no_mangle]
 pub unsafe extern "C" fn sodium_mlock(addr: *mut c_void, len: usize) -> c_int {
     match libsodium() {
@@ -76,6 +82,7 @@ pub unsafe extern "C" fn sodium_mlock(addr: *mut c_void, len: usize) -> c_int {
 /// # Safety
 ///
 /// `addr` must point to `len` writable bytes the caller owns (libsodium's contract).
+#[cfg(target_os = "linux")]
 #[no_mangle]
 pub unsafe extern "C" fn sodium_munlock(addr: *mut c_void, len: usize) -> c_int {
     match libsodium() {
@@ -93,6 +100,7 @@ pub unsafe extern "C" fn sodium_munlock(addr: *mut c_void, len: usize) -> c_int 
 
 /// Whether c-toxcore's calls to `sodium_mlock` reach the function above and skip the lock:
 /// the executable exports it ([`LINK_ARG`]) and `TOXTUN_TOXCORE_MLOCK=1` is not set.
+#[cfg(target_os = "linux")]
 pub fn skips_toxcore_mlock() -> bool {
     // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name.
     let (lock, unlock) = unsafe {
@@ -104,4 +112,10 @@ pub fn skips_toxcore_mlock() -> bool {
     lock == sodium_mlock as *mut c_void
         && unlock == sodium_munlock as *mut c_void
         && libsodium().is_none()
+}
+
+/// Whether c-toxcore's per-packet `mlock` is skipped: never, off Linux.
+#[cfg(not(target_os = "linux"))]
+pub fn skips_toxcore_mlock() -> bool {
+    false
 }
