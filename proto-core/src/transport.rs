@@ -200,8 +200,10 @@ pub trait Transport {
     fn remove_friend(&mut self, peer: PeerId) -> Result<(), FriendError>;
 
     /// Sends one packet: lossless if its first byte is in 160..=191 (delivered once, in
-    /// order, or `QueueFull` comes back), lossy if in 192..=254 (sent at once on a direct
-    /// link, never queued behind a full queue: dropped instead, as the network may drop it).
+    /// order, or `QueueFull` comes back), lossy if in 192..=254 (sent soon on a direct
+    /// link, and then may be lost, duplicated or reordered; a transport with a local queue
+    /// answers `QueueFull` when it is full rather than dropping the packet itself, so that
+    /// the sender's congestion control does not take its own queue for the network).
     fn send(&mut self, peer: PeerId, packet: Bytes) -> Result<(), SendError>;
 
     /// The next event; `Ready(None)` when the transport has shut down.

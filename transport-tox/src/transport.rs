@@ -9,8 +9,10 @@
 //!
 //! Lossy packets (first byte 192..=254, the fast path) have their own short queue, sent
 //! first on each wake-up; c-toxcore puts them on the wire at once over a direct UDP link.
-//! A full lossy queue drops the packet, as a full network buffer would: the sender's own
-//! recovery notices. Friend links report their path (`FriendPath`) whenever c-toxcore's
+//! A full lossy queue answers `QueueFull` too, and `SendReady` once it has room: a packet
+//! dropped here would read to the fast path's congestion control as loss on the network,
+//! and cut its window for what was only this thread being late (a scheduling hiccup on a
+//! busy machine). Friend links report their path (`FriendPath`) whenever c-toxcore's
 //! connection status moves between TCP and UDP.
 
 use std::collections::{HashMap, VecDeque};
@@ -100,7 +102,7 @@ pub struct ToxStats {
     pub lossy_sent: u64,
     /// Lossy packets received.
     pub lossy_received: u64,
-    /// Lossy packets dropped here (full lossy queue, or c-toxcore refused them).
+    /// Lossy packets c-toxcore refused (the link stopped being direct, say).
     pub lossy_dropped: u64,
 }
 
@@ -109,8 +111,9 @@ const ACTIVE_WAIT: Duration = Duration::from_micros(250);
 /// How long packets flowing keep the Tox thread on `ACTIVE_WAIT`.
 const ACTIVE_SPELL: Duration = Duration::from_millis(100);
 
-/// Lossy packets waiting per friend before more are dropped: at 1373 bytes, 0.35 MiB, a
-/// few milliseconds at c-toxcore's packet rate. The fast path's pacer keeps it near empty.
+/// Lossy packets waiting per friend before `send` answers `QueueFull`: at 1373 bytes,
+/// 0.35 MiB, a few milliseconds at c-toxcore's packet rate. The fast path's pacer keeps it
+/// near empty.
 const LOSSY_QUEUE: usize = 256;
 
 #[derive(Debug)]
@@ -379,8 +382,8 @@ impl Transport for ToxTransport {
         let q = st.outq.entry(peer).or_default();
         if lossy {
             if q.lossy.len() >= LOSSY_QUEUE {
-                st.stats.lossy_dropped += 1;
-                return Ok(());
+                q.blocked = true;
+                return Err(SendError::QueueFull(packet));
             }
             q.lossy.push_back(packet);
         } else {

@@ -233,7 +233,7 @@ fn two_peers_befriend_and_move_64_mib_each_way_through_our_bootstrap_node() {
     };
     for i in 0..2000 {
         a.send(bpk, lossy.clone())
-            .expect("a lossy send is never refused");
+            .expect("a paced lossy burst fits the queue");
         if i % 50 == 49 {
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -250,6 +250,41 @@ fn two_peers_befriend_and_move_64_mib_each_way_through_our_bootstrap_node() {
     println!("lossy: {got} of 2000 arrived; sender stats {:?}", a.stats());
     assert!(got >= 1800, "only {got} of 2000 lossy packets arrived");
     assert_eq!(b.stats().lossy_received, got);
+
+    // Unpaced, the lossy queue fills: `send` answers QueueFull (never a silent drop, which
+    // the fast path would take for loss on the network), then SendReady, and every packet
+    // goes out.
+    while poll(&mut a).is_some() {}
+    let (mut full, mut sent) = (0, 0);
+    while sent < 3000 {
+        match a.send(bpk, lossy.clone()) {
+            Ok(()) => sent += 1,
+            Err(SendError::QueueFull(_)) => {
+                full += 1;
+                let ready_by = now() + Duration::from_secs(5);
+                loop {
+                    assert!(now() < ready_by, "SendReady follows QueueFull");
+                    match poll(&mut a) {
+                        Some(TransportEvent::SendReady(p)) if p == bpk => break,
+                        Some(_) => {}
+                        None => std::thread::sleep(Duration::from_micros(100)),
+                    }
+                }
+            }
+            Err(e) => panic!("lossy send: {e}"),
+        }
+    }
+    assert!(full > 0, "3000 unpaced lossy sends never filled the queue");
+    assert_eq!(a.stats().lossy_dropped, 0, "{:?}", a.stats());
+    let sent_by = now() + Duration::from_secs(3);
+    while a.stats().lossy_sent < 5000 {
+        assert!(
+            now() < sent_by,
+            "the queued lossy packets went out: {:?}",
+            a.stats()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 
     // A peer that goes away is seen offline.
     drop(b);
