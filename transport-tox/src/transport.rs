@@ -131,6 +131,19 @@ struct Outgoing {
     blocked: bool,
     /// Lossy packets, sent before the lossless ones.
     lossy: VecDeque<Bytes>,
+    /// Lossless packets the Tox thread took and is handing to c-toxcore: they still count
+    /// against the queue's capacity.
+    taken: usize,
+    /// Lossy packets the Tox thread took, likewise.
+    lossy_taken: usize,
+}
+
+/// One friend's queued packets, taken by the Tox thread to send with the lock released.
+struct Batch {
+    peer: PeerId,
+    friend: u32,
+    lossy: VecDeque<Bytes>,
+    lossless: VecDeque<Bytes>,
 }
 
 enum Command {
@@ -381,13 +394,13 @@ impl Transport for ToxTransport {
         let cap = self.shared.capacity;
         let q = st.outq.entry(peer).or_default();
         if lossy {
-            if q.lossy.len() >= LOSSY_QUEUE {
+            if q.lossy.len() + q.lossy_taken >= LOSSY_QUEUE {
                 q.blocked = true;
                 return Err(SendError::QueueFull(packet));
             }
             q.lossy.push_back(packet);
         } else {
-            if q.queue.len() >= cap {
+            if q.queue.len() + q.taken >= cap {
                 q.blocked = true;
                 return Err(SendError::QueueFull(packet));
             }
@@ -555,53 +568,87 @@ fn run(mut tox: RawTox, shared: &Shared, config: ToxConfig) {
                 }
             }
         }
-        // Hand queued packets to c-toxcore until it says SENDQ; keep that one for later.
-        let mut sendq = false;
-        let State {
-            outq,
-            friends,
-            events,
-            stats,
-            ..
-        } = &mut *st;
+        // Take the queued packets, then hand them to c-toxcore with the lock released:
+        // encrypting and sending them is most of this thread's work while bulk flows, and
+        // the runtime's `send` (and `poll_event`) must not wait for it.
+        let mut batches = Vec::new();
+        let State { outq, friends, .. } = &mut *st;
         for (pk, q) in outq.iter_mut() {
             let Some(f) = friends.get(pk) else {
                 q.queue.clear();
                 q.lossy.clear();
                 continue;
             };
-            // Lossy first: the fast path paced them, and they never wait on SENDQ.
-            if !q.lossy.is_empty() || !q.queue.is_empty() {
-                active_until = now + ACTIVE_SPELL;
+            if q.lossy.is_empty() && q.queue.is_empty() {
+                continue;
             }
-            for p in q.lossy.drain(..) {
-                match tox.send_lossy(f.number, &p) {
-                    Ok(()) => stats.lossy_sent += 1,
-                    Err(_) => stats.lossy_dropped += 1,
+            active_until = now + ACTIVE_SPELL;
+            q.taken = q.queue.len();
+            q.lossy_taken = q.lossy.len();
+            batches.push(Batch {
+                peer: *pk,
+                friend: f.number,
+                lossy: std::mem::take(&mut q.lossy),
+                lossless: std::mem::take(&mut q.queue),
+            });
+        }
+        drop(st);
+        let mut sendq = false;
+        let mut sent = ToxStats::default();
+        for b in &mut batches {
+            // Lossy first: the fast path paced them, and they never wait on SENDQ.
+            for p in b.lossy.drain(..) {
+                match tox.send_lossy(b.friend, &p) {
+                    Ok(()) => sent.lossy_sent += 1,
+                    Err(_) => sent.lossy_dropped += 1,
                 }
             }
-            while let Some(front) = q.queue.front() {
-                match tox.send_lossless(f.number, front) {
+            // Lossless until c-toxcore says SENDQ; the rest goes back to the queue's front.
+            while let Some(front) = b.lossless.front() {
+                match tox.send_lossless(b.friend, front) {
                     Ok(()) => {
-                        stats.packets_sent += 1;
-                        q.queue.pop_front();
+                        sent.packets_sent += 1;
+                        b.lossless.pop_front();
                     }
                     Err(ffi::TOX_ERR_FRIEND_CUSTOM_PACKET_SENDQ) => {
-                        stats.sendq += 1;
+                        sent.sendq += 1;
                         sendq = true;
                         break;
                     }
                     Err(_) => {
                         // Not connected any more: the offline event follows, and the
                         // endpoint ends its session; these packets are lost with the link.
-                        stats.dropped_offline += q.queue.len() as u64;
-                        q.queue.clear();
+                        sent.dropped_offline += b.lossless.len() as u64;
+                        b.lossless.clear();
                     }
                 }
             }
-            if q.blocked && q.queue.len() < shared.capacity {
+        }
+        let mut st = shared.lock();
+        let State {
+            outq,
+            events,
+            stats,
+            ..
+        } = &mut *st;
+        stats.packets_sent += sent.packets_sent;
+        stats.sendq += sent.sendq;
+        stats.dropped_offline += sent.dropped_offline;
+        stats.lossy_sent += sent.lossy_sent;
+        stats.lossy_dropped += sent.lossy_dropped;
+        for b in batches {
+            // Only this thread removes queues, so the friend's is still there.
+            let Some(q) = outq.get_mut(&b.peer) else {
+                continue;
+            };
+            q.taken = 0;
+            q.lossy_taken = 0;
+            for p in b.lossless.into_iter().rev() {
+                q.queue.push_front(p);
+            }
+            if q.blocked && q.queue.len() < shared.capacity && q.lossy.len() < LOSSY_QUEUE {
                 q.blocked = false;
-                events.push_back(TransportEvent::SendReady(*pk));
+                events.push_back(TransportEvent::SendReady(b.peer));
             }
         }
         if !st.events.is_empty() {
@@ -632,7 +679,8 @@ fn run(mut tox: RawTox, shared: &Shared, config: ToxConfig) {
         } else {
             wait
         };
-        // The queues were flushed above under this same lock: what is left waits on SENDQ.
+        // Packets queued while the lock was released wait for the next round: at most
+        // ACTIVE_WAIT, since sending just now keeps the thread active.
         if st.commands.is_empty() {
             st.sleeping = true;
             let (mut st, _) = shared
