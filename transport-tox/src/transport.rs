@@ -679,9 +679,12 @@ fn run(mut tox: RawTox, shared: &Shared, config: ToxConfig) {
         } else {
             wait
         };
-        // Packets queued while the lock was released wait for the next round: at most
-        // ACTIVE_WAIT, since sending just now keeps the thread active.
-        if st.commands.is_empty() {
+        // Packets queued while the lock was released go out in the next round at once.
+        let pending = st
+            .outq
+            .values()
+            .any(|q| !q.lossy.is_empty() || (!sendq && !q.queue.is_empty()));
+        if st.commands.is_empty() && !pending {
             st.sleeping = true;
             let (mut st, _) = shared
                 .wake
