@@ -21,6 +21,7 @@ fn main() {
     }
 }
 
-/// `crypto_buffers::LINK_ARG` (a build script cannot use its own crate).
+/// The linker flag that exports `sodium_mlock` and `sodium_munlock` from an executable
+/// (GNU ld 2.35 or later, or lld): see src/crypto_buffers.rs.
 const LINK_ARG: &str =
     "-Wl,--export-dynamic-symbol=sodium_mlock,--export-dynamic-symbol=sodium_munlock";

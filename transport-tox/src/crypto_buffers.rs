@@ -15,9 +15,10 @@
 //! dynamic linker then resolves c-toxcore's calls to them rather than to libsodium's:
 //! `sodium_mlock` does nothing, `sodium_munlock` only zeroes the buffer (as libsodium's
 //! does before unlocking; c-toxcore zeroes it too). Exporting them takes one linker flag,
-//! [`LINK_ARG`]; toxtun's binaries, tests and benches pass it (their crates' `build.rs`). A
-//! program that does not keeps c-toxcore's behaviour, and [`skips_toxcore_mlock`] says
-//! which is in force.
+//! which this crate's build script hands to the build scripts of crates that depend on it
+//! as `DEP_TOXCORE_EXPORT_LINK_ARG` (pass it on with `cargo:rustc-link-arg`, as
+//! `runtime-tokio/build.rs` does). A program that does not keeps c-toxcore's behaviour,
+//! and [`skips_toxcore_mlock`] says which is in force.
 //!
 //! Setting `TOXTUN_TOXCORE_MLOCK=1` in the environment restores libsodium's functions (the
 //! bench uses it to measure stock c-toxcore beside the tunnel). Linux only: elsewhere
@@ -27,11 +28,6 @@
 use std::ffi::{c_int, c_void};
 #[cfg(target_os = "linux")]
 use std::sync::OnceLock;
-
-/// The linker flag that exports [`sodium_mlock`] and [`sodium_munlock`] from an executable
-/// (GNU ld 2.35 or later, or lld), for `cargo:rustc-link-arg`.
-pub const LINK_ARG: &str =
-    "-Wl,--export-dynamic-symbol=sodium_mlock,--export-dynamic-symbol=sodium_munlock";
 
 #[cfg(target_os = "linux")]
 type LockFn = unsafe extern "C" fn(*mut c_void, usize) -> c_int;
@@ -99,7 +95,8 @@ pub unsafe extern "C" fn sodium_munlock(addr: *mut c_void, len: usize) -> c_int 
 }
 
 /// Whether c-toxcore's calls to `sodium_mlock` reach the function above and skip the lock:
-/// the executable exports it ([`LINK_ARG`]) and `TOXTUN_TOXCORE_MLOCK=1` is not set.
+/// the executable exports it (`DEP_TOXCORE_EXPORT_LINK_ARG`) and `TOXTUN_TOXCORE_MLOCK=1`
+/// is not set.
 #[cfg(target_os = "linux")]
 pub fn skips_toxcore_mlock() -> bool {
     // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name.

@@ -507,8 +507,8 @@ fn identity_is_kept_across_restarts_and_a_damaged_file_is_not_overwritten() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// This test binary is linked with `crypto_buffers::LINK_ARG` (build.rs), as toxtun's are:
-/// c-toxcore's per-packet lock calls reach toxtun's replacements, which lock nothing and
+/// This test binary is linked with the flag that exports the replacements (build.rs), as
+/// toxtun's are: c-toxcore's per-packet lock calls reach them, which lock nothing and
 /// still zero what c-toxcore unlocks.
 #[test]
 fn c_toxcores_per_packet_mlock_is_skipped_and_unlocked_buffers_are_zeroed() {
