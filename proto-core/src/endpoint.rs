@@ -307,6 +307,9 @@ pub struct SessionStats {
     pub lossy_packets_lost: u64,
     /// Stream bytes sent again after a loss (on either path).
     pub lossy_bytes_resent: u64,
+    /// Probe timeouts: no LACK came for a while, so the oldest packets went again (a
+    /// stall on the way, or the tail of a loss; not a loss by itself).
+    pub lossy_probe_timeouts: u64,
     /// LDATA packets received, and how many of them were duplicates.
     pub lossy_packets_received: u64,
     /// Duplicate LDATA packets received (ignored).
@@ -1192,6 +1195,7 @@ impl Endpoint {
             fast_path: s.lossy_active(),
             lossy_packets_sent: s.lossy_tx.packets_sent,
             lossy_packets_lost: s.lossy_tx.packets_lost,
+            lossy_probe_timeouts: s.lossy_tx.probe_timeouts,
             lossy_bytes_resent: s.lossy_tx.bytes_resent,
             lossy_packets_received: s.lossy_rx.packets_received,
             lossy_duplicates: s.lossy_rx.duplicates,

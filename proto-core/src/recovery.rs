@@ -8,7 +8,11 @@
 //! * every LDATA has a fresh packet number; the receiver acknowledges numbers in ranges
 //!   (LACK), at least every [`ACK_EVERY_PACKETS`] packets or [`MAX_ACK_DELAY`];
 //! * a packet is lost when three later ones were acknowledged, or when it is older than
-//!   9/8 of the round trip and a later one was; a probe timeout (PTO) covers the tail;
+//!   9/8 of the round trip and a later one was; a probe timeout (PTO) covers the tail by
+//!   sending the oldest one or two packets again, outside the window, and is no loss
+//!   signal by itself (RFC 9002 §6.2): on a busy machine a thread that ran late for a few
+//!   milliseconds must not cost the window, and only what the next LACK shows missing
+//!   counts as lost;
 //! * lost payloads are sent again under new numbers — or, if the fast path went away (a
 //!   TCP relay, a suspension, three silent PTOs), as ordinary DATA in the frame log, so no
 //!   byte is lost across the switch;
@@ -59,6 +63,9 @@ const PTOS_BEFORE_FALLBACK: u32 = 3;
 const QUEUE_ALLOWANCE: Duration = Duration::from_millis(2);
 /// How many segments the pacer lets out back to back at least.
 const PACER_BURST: usize = 10;
+/// Packets a probe timeout sends again, outside the window and the pacer (RFC 9002 sends
+/// one or two).
+const PROBE_PACKETS: usize = 2;
 
 /// A range of stream bytes to send on the fast path (new, or again after a loss).
 #[derive(Debug, Clone)]
@@ -155,6 +162,8 @@ pub(crate) struct LossySender {
     loss_time: Option<Instant>,
     last_sent: Option<Instant>,
     pto_count: u32,
+    /// Packets that may still go outside the window and the pacer: a probe timeout's.
+    probes: usize,
     /// Nothing was acknowledged through several probe timeouts: lossy packets do not get
     /// through this link, so the session stops using them until the path changes.
     pub broken: bool,
@@ -164,6 +173,7 @@ pub(crate) struct LossySender {
     pub packets_sent: u64,
     pub packets_lost: u64,
     pub bytes_resent: u64,
+    pub probe_timeouts: u64,
 }
 
 impl Default for LossySender {
@@ -182,12 +192,14 @@ impl Default for LossySender {
             loss_time: None,
             last_sent: None,
             pto_count: 0,
+            probes: 0,
             broken: false,
             pacer_tokens: PACER_BURST * SEGMENT,
             pacer_last: None,
             packets_sent: 0,
             packets_lost: 0,
             bytes_resent: 0,
+            probe_timeouts: 0,
         }
     }
 }
@@ -203,6 +215,12 @@ impl LossySender {
     /// Whether the window has room for one more full packet.
     pub fn window_open(&self) -> bool {
         self.bytes_in_flight + SEGMENT <= self.window
+    }
+
+    /// Whether a probe timeout's packet is waiting to go: it goes whatever the window and
+    /// the pacer say (the first ones in `lost`).
+    pub fn probe_due(&self) -> bool {
+        self.probes > 0 && !self.lost.is_empty()
     }
 
     /// When the pacer lets `bytes` go; `None`: now.
@@ -247,6 +265,7 @@ impl LossySender {
         self.in_flight.insert(n, SentPacket { time: now, chunk });
         self.last_sent = Some(now);
         self.packets_sent += 1;
+        self.probes = self.probes.saturating_sub(1);
         if resend {
             self.bytes_resent += len as u64;
         }
@@ -301,8 +320,12 @@ impl LossySender {
                 .update(now.saturating_duration_since(sent_at), ack_delay);
         }
         self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
+        // Two probe timeouts passed with nothing acknowledged: if this LACK shows packets
+        // missing, the path was really congested all that time (RFC 9002 §7.6).
+        let persistent = self.pto_count >= 2;
         self.pto_count = 0;
-        self.detect_lost(now);
+        self.probes = 0;
+        self.detect_lost(now, persistent);
         Ok(acked)
     }
 
@@ -335,7 +358,7 @@ impl LossySender {
 
     /// Declares packets lost by the packet and time thresholds; arms the loss timer for the
     /// others below the largest acknowledged.
-    fn detect_lost(&mut self, now: Instant) {
+    fn detect_lost(&mut self, now: Instant, persistent_congestion: bool) {
         self.loss_time = None;
         let Some(largest) = self.largest_acked else {
             return;
@@ -351,6 +374,9 @@ impl LossySender {
             }
         }
         self.declare_lost(now, &lost);
+        if persistent_congestion && !lost.is_empty() {
+            self.window = MIN_WINDOW;
+        }
     }
 
     fn declare_lost(&mut self, now: Instant, numbers: &[u64]) {
@@ -386,22 +412,29 @@ impl LossySender {
         Some(self.last_sent? + self.rtt.pto() * backoff)
     }
 
-    /// Fires the loss or probe timer if due. A probe timeout declares everything in flight
-    /// lost (it is resent at once, which is the probe); several in a row with nothing
-    /// acknowledged mark the fast path broken.
+    /// Fires the loss or probe timer if due. A probe timeout sends the oldest packets in
+    /// flight again, first and outside the window, so that whatever the path did a LACK
+    /// follows; it reduces nothing (the next LACK tells whether anything was lost).
+    /// Several in a row with nothing acknowledged mark the fast path broken.
     pub fn on_timeout(&mut self, now: Instant) {
         if self.loss_time.is_some_and(|t| now >= t) {
-            self.detect_lost(now);
+            self.detect_lost(now, false);
             return;
         }
         if self.deadline().is_some_and(|t| now >= t) {
-            let all: Vec<u64> = self.in_flight.keys().copied().collect();
-            self.declare_lost(now, &all);
             self.pto_count += 1;
-            if self.pto_count >= 2 {
-                // Persistent congestion: start over from the minimum.
-                self.window = MIN_WINDOW;
+            self.probe_timeouts += 1;
+            let oldest: Vec<u64> = self.in_flight.keys().take(PROBE_PACKETS).copied().collect();
+            // Oldest first at the front of the queue of payloads to send again. A copy
+            // still on its way is acknowledged in vain (it left `in_flight`); its bytes
+            // are counted once, by the copy that replaces it.
+            for k in oldest.iter().rev() {
+                if let Some(p) = self.in_flight.remove(k) {
+                    self.bytes_in_flight -= p.chunk.payload.len();
+                    self.lost.push_front(p.chunk);
+                }
             }
+            self.probes = oldest.len();
             if self.pto_count >= PTOS_BEFORE_FALLBACK {
                 self.broken = true;
             }
@@ -418,6 +451,7 @@ impl LossySender {
         self.bytes_in_flight = 0;
         self.loss_time = None;
         self.pto_count = 0;
+        self.probes = 0;
     }
 
     /// A new path: forget the old one's round trip and window, keep the numbering.
@@ -429,6 +463,7 @@ impl LossySender {
             packets_sent,
             packets_lost,
             bytes_resent,
+            probe_timeouts,
             ..
         } = std::mem::take(self);
         *self = LossySender {
@@ -437,6 +472,7 @@ impl LossySender {
             packets_sent,
             packets_lost,
             bytes_resent,
+            probe_timeouts,
             ..LossySender::default()
         };
     }
@@ -697,18 +733,86 @@ mod tests {
     }
 
     #[test]
-    fn probe_timeouts_resend_everything_then_declare_the_path_broken() {
+    fn probe_timeouts_send_the_oldest_again_then_declare_the_path_broken() {
         let t0 = origin();
         let mut s = LossySender::default();
-        s.on_sent(t0, chunk(0), false);
+        for i in 0..5 {
+            s.on_sent(t0, chunk(i * SEGMENT as u64), false);
+        }
         for i in 0..PTOS_BEFORE_FALLBACK {
             let due = s.deadline().expect("armed");
             s.on_timeout(due);
-            assert_eq!(s.lost.len(), 1);
+            assert_eq!(s.lost.len(), PROBE_PACKETS, "the two oldest go again");
+            assert!(s.probe_due());
             assert_eq!(s.broken, i + 1 == PTOS_BEFORE_FALLBACK);
-            let c = s.lost.pop_front().unwrap();
+            for _ in 0..PROBE_PACKETS {
+                let c = s.lost.pop_front().unwrap();
+                s.on_sent(due, c, true);
+            }
+            assert!(!s.probe_due());
+        }
+        assert_eq!(s.packets_lost, 0, "a probe timeout declares nothing lost");
+        assert_eq!(s.probe_timeouts, u64::from(PTOS_BEFORE_FALLBACK));
+    }
+
+    #[test]
+    fn a_stall_that_ends_costs_no_window() {
+        // The path (a Tox thread that ran late) holds every packet past the probe timeout,
+        // then delivers them all: nothing was lost, so the window stays.
+        let t0 = origin();
+        let mut s = LossySender::default();
+        s.rtt.update(Duration::from_millis(1), Duration::ZERO);
+        s.window = 40 * SEGMENT;
+        s.ssthresh = s.window;
+        for i in 0..40 {
+            s.on_sent(t0, chunk(i * SEGMENT as u64), false);
+        }
+        let w = s.window;
+        let due = s.deadline().expect("armed");
+        s.on_timeout(due);
+        assert_eq!(s.window, w);
+        let probes: Vec<Chunk> = s.lost.drain(..).collect();
+        for c in probes {
             s.on_sent(due, c, true);
         }
+        // Everything arrives: the originals and the probes.
+        let t1 = due + Duration::from_millis(1);
+        s.on_ack(t1, &[(0, s.peek_number())], Duration::ZERO)
+            .unwrap();
+        assert_eq!(s.packets_lost, 0);
+        assert!(s.window >= w, "{} < {w}", s.window);
+        assert_eq!(s.bytes_in_flight, 0);
+        assert!(s.lost.is_empty());
+    }
+
+    #[test]
+    fn losses_seen_after_two_probe_timeouts_are_persistent_congestion() {
+        let t0 = origin();
+        let mut s = LossySender::default();
+        s.rtt.update(Duration::from_millis(1), Duration::ZERO);
+        s.window = 40 * SEGMENT;
+        for i in 0..40 {
+            s.on_sent(t0, chunk(i * SEGMENT as u64), false);
+        }
+        let mut t = t0;
+        for _ in 0..2 {
+            t = s.deadline().expect("armed");
+            s.on_timeout(t);
+            let probes: Vec<Chunk> = s.lost.drain(..).collect();
+            for c in probes {
+                s.on_sent(t, c, true);
+            }
+        }
+        // Only the probes arrive: everything else was lost.
+        let first_probe = 40;
+        s.on_ack(
+            t + Duration::from_millis(1),
+            &[(first_probe, s.peek_number())],
+            Duration::ZERO,
+        )
+        .unwrap();
+        assert!(s.packets_lost > 30);
+        assert_eq!(s.window, MIN_WINDOW);
     }
 
     #[test]

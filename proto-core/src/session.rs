@@ -1261,6 +1261,9 @@ impl Session {
 
     /// Whether the congestion window and the pacer let one more LDATA out now.
     fn lossy_may_send(&mut self, now: Instant) -> bool {
+        if self.lossy_tx.probe_due() {
+            return true; // a probe timeout's packet goes whatever the window says
+        }
         if !self.lossy_tx.window_open() {
             return false; // an acknowledgement makes room
         }
