@@ -59,8 +59,10 @@ const GRANULARITY: Duration = Duration::from_millis(1);
 /// declared broken for this link (lossy packets do not get through) and bytes go lossless.
 const PTOS_BEFORE_FALLBACK: u32 = 3;
 /// Queueing delay tolerated before the window stops growing: the larger of this and half
-/// the path's minimum round trip.
-const QUEUE_ALLOWANCE: Duration = Duration::from_millis(2);
+/// the path's minimum round trip. Over real Tox on loopback (0.5 ms idle) the two Tox
+/// threads' batching alone adds 2–3 ms once bulk flows; 2 ms held the window near 0.5 MB,
+/// too little to keep them busy (BENCHMARKS.md, issue 8).
+const QUEUE_ALLOWANCE: Duration = Duration::from_millis(4);
 /// How many segments the pacer lets out back to back at least.
 const PACER_BURST: usize = 10;
 /// Packets a probe timeout sends again, outside the window and the pacer (RFC 9002 sends
