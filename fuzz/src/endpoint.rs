@@ -95,6 +95,14 @@ enum PeerFrame {
     },
     /// Fast-path acknowledgement: range starts and lengths, made descending and disjoint.
     LossyAck(u16, Vec<(u8, u8)>),
+    /// A lossy twin of WINDOW.
+    LossyWindow {
+        stream: u8,
+        max_offset: u32,
+        ack: u32,
+    },
+    /// A lossy twin of SESSION_WINDOW.
+    LossySessionWindow(u32),
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -337,6 +345,18 @@ impl Harness {
                 stream: self.stream(stream),
                 max_offset: u64::from(max_offset),
                 ack: u64::from(ack % 65536),
+            },
+            PeerFrame::LossyWindow {
+                stream,
+                max_offset,
+                ack,
+            } => Frame::LossyWindow {
+                stream: self.stream(stream),
+                max_offset: u64::from(max_offset),
+                ack: u64::from(ack % 65536),
+            },
+            PeerFrame::LossySessionWindow(max) => Frame::LossySessionWindow {
+                max: u64::from(max),
             },
         }
     }

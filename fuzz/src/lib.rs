@@ -145,6 +145,12 @@ mod tests {
                 max_offset: 1 << 20,
                 ack: 5,
             },
+            Frame::LossyWindow {
+                stream: s,
+                max_offset: 1 << 21,
+                ack: 5,
+            },
+            Frame::LossySessionWindow { max: 1 << 25 },
         ];
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/decode");
         std::fs::create_dir_all(&dir).unwrap();

@@ -21,6 +21,16 @@ impl Capabilities {
     /// The fast path: stream bytes in lossy packets (LDATA, LACK) with toxtun's own
     /// reliability and congestion control, used while the link is direct UDP.
     pub const LOSSY_DATA: Capabilities = Capabilities(1);
+    /// Credit on the lossy lane too: each WINDOW and SESSION_WINDOW of a session on the
+    /// fast path also goes as a lossy twin (LWINDOW, LSESSION_WINDOW), so that credit for
+    /// bytes that came as lossy packets returns as fast as they came, not behind
+    /// c-toxcore's congestion control for lossless packets.
+    pub const LOSSY_CREDIT: Capabilities = Capabilities(2);
+
+    /// Whether every bit of `other` is set here.
+    pub fn contains(self, other: Capabilities) -> bool {
+        self.0 & other.0 == other.0
+    }
 }
 
 /// How an endpoint behaves. Build one with [`EndpointConfig::new`] and adjust its fields.
@@ -94,7 +104,7 @@ impl EndpointConfig {
     /// The capability bits this endpoint offers.
     pub fn capabilities(&self) -> Capabilities {
         if self.fast_path {
-            Capabilities::LOSSY_DATA
+            Capabilities(Capabilities::LOSSY_DATA.0 | Capabilities::LOSSY_CREDIT.0)
         } else {
             Capabilities::NONE
         }

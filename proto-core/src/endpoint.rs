@@ -700,10 +700,10 @@ impl Endpoint {
             s.role = Role::Responder(admission);
             s.link_up = true;
             s.suspend(now, &mut ctx);
-            let capabilities = if s.lossy_negotiated {
-                Capabilities::LOSSY_DATA.0
-            } else {
-                0
+            let capabilities = match (s.lossy_negotiated, s.lossy_credit) {
+                (true, true) => Capabilities::LOSSY_DATA.0 | Capabilities::LOSSY_CREDIT.0,
+                (true, false) => Capabilities::LOSSY_DATA.0,
+                _ => 0,
             };
             s.queue_control(Frame::HelloAck(HelloAck {
                 version,
@@ -748,8 +748,13 @@ impl Endpoint {
             stream_window: ctx.config.stream_window,
             session_window: ctx.config.session_window,
         }));
-        let lossy = capabilities & Capabilities::LOSSY_DATA.0 != 0;
-        session.establish(now, h.stream_window, h.session_window, lossy, &mut ctx);
+        session.establish(
+            now,
+            h.stream_window,
+            h.session_window,
+            Capabilities(capabilities),
+            &mut ctx,
+        );
         self.mark_ready(peer);
     }
 
@@ -776,9 +781,8 @@ impl Endpoint {
             // A server answers RESUME with resumed set, or refuses it.
             (true, false) => return self.resume_refused(now, peer),
             _ => {
-                let caps = a.capabilities & ctx.config.capabilities().0;
-                let lossy = caps & Capabilities::LOSSY_DATA.0 != 0;
-                s.establish(now, a.stream_window, a.session_window, lossy, &mut ctx)
+                let caps = Capabilities(a.capabilities & ctx.config.capabilities().0);
+                s.establish(now, a.stream_window, a.session_window, caps, &mut ctx)
             }
         }
         self.mark_ready(peer);

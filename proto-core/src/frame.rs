@@ -76,6 +76,10 @@ pub mod kind {
     pub const LOSSY_DATA: u8 = 0xC8;
     /// LACK: which LDATA packet numbers arrived, in a lossy packet.
     pub const LOSSY_ACK: u8 = 0xC9;
+    /// LWINDOW: a lossy twin of a WINDOW frame (the same credit, on the lossy lane).
+    pub const LOSSY_WINDOW: u8 = 0xCA;
+    /// LSESSION_WINDOW: a lossy twin of a SESSION_WINDOW frame.
+    pub const LOSSY_SESSION_WINDOW: u8 = 0xCB;
 }
 
 /// The initiator's handshake: what it speaks and what it grants.
@@ -241,6 +245,22 @@ pub enum Frame {
         /// Cumulative acknowledgement of the other direction.
         ack: u64,
     },
+    /// A lossy twin of [`Frame::Window`]: the same credit, sent beside it as a lossy
+    /// packet on the fast path. Not sequenced; may be lost, late or repeated (credit only
+    /// ever grows, so a stale one changes nothing).
+    LossyWindow {
+        /// The stream.
+        stream: StreamId,
+        /// The offset limit.
+        max_offset: u64,
+        /// Cumulative acknowledgement of the other direction.
+        ack: u64,
+    },
+    /// A lossy twin of [`Frame::SessionWindow`].
+    LossySessionWindow {
+        /// The new cumulative limit.
+        max: u64,
+    },
 }
 
 /// Why bytes did not decode to a frame.
@@ -362,10 +382,13 @@ impl Frame {
             Frame::Window { .. } => kind::WINDOW,
             Frame::LossyData { .. } => kind::LOSSY_DATA,
             Frame::LossyAck { .. } => kind::LOSSY_ACK,
+            Frame::LossyWindow { .. } => kind::LOSSY_WINDOW,
+            Frame::LossySessionWindow { .. } => kind::LOSSY_SESSION_WINDOW,
         }
     }
 
-    /// Whether the frame travels as a lossy packet (the fast path's LDATA and LACK).
+    /// Whether the frame travels as a lossy packet (the fast path's LDATA, LACK and credit
+    /// twins).
     pub fn is_lossy(&self) -> bool {
         self.kind() >= FIRST_LOSSY_ID
     }
@@ -387,6 +410,7 @@ impl Frame {
             | Frame::Fin { stream, .. }
             | Frame::Rst { stream, .. }
             | Frame::LossyData { stream, .. }
+            | Frame::LossyWindow { stream, .. }
             | Frame::Window { stream, .. } => Some(*stream),
             _ => None,
         }
@@ -404,12 +428,13 @@ impl Frame {
             Frame::Ping { .. }
             | Frame::Pong { .. }
             | Frame::SessionWindow { .. }
+            | Frame::LossySessionWindow { .. }
             | Frame::Ack { .. } => 8,
             Frame::Open { target, .. } => 16 + 1 + target.host.to_wire().len() + 2,
             Frame::OpenOk { .. } => 16,
             Frame::OpenErr { .. } => 16 + 2,
             Frame::Data { payload, .. } => 16 + 8 + 8 + payload.len(),
-            Frame::Fin { .. } | Frame::Window { .. } => 16 + 8 + 8,
+            Frame::Fin { .. } | Frame::Window { .. } | Frame::LossyWindow { .. } => 16 + 8 + 8,
             Frame::Rst { .. } => 16 + 2 + 8 + 8,
             Frame::LossyData { payload, .. } => 8 + 16 + 8 + payload.len(),
             Frame::LossyAck { ranges, .. } => 4 + 1 + 16 * ranges.len(),
@@ -458,7 +483,7 @@ impl Frame {
             }
             Frame::Close { code } => buf.put_u16(code.code()),
             Frame::Ping { token } | Frame::Pong { token } => buf.put_u64(*token),
-            Frame::SessionWindow { max } => buf.put_u64(*max),
+            Frame::SessionWindow { max } | Frame::LossySessionWindow { max } => buf.put_u64(*max),
             Frame::Ack { received } => buf.put_u64(*received),
             Frame::Open { stream, target } => {
                 let host = target.host.to_wire();
@@ -524,6 +549,11 @@ impl Frame {
                 }
             }
             Frame::Window {
+                stream,
+                max_offset,
+                ack,
+            }
+            | Frame::LossyWindow {
                 stream,
                 max_offset,
                 ack,
@@ -704,6 +734,12 @@ impl Frame {
                 max_offset: r.u64()?,
                 ack: r.u64()?,
             },
+            kind::LOSSY_WINDOW => Frame::LossyWindow {
+                stream: r.stream()?,
+                max_offset: r.u64()?,
+                ack: r.u64()?,
+            },
+            kind::LOSSY_SESSION_WINDOW => Frame::LossySessionWindow { max: r.u64()? },
             _ => return Err(DecodeError::UnknownType(first)),
         };
         r.end()?;
@@ -736,6 +772,8 @@ fn kind_name(k: u8) -> Option<&'static str> {
         kind::WINDOW => "WINDOW",
         kind::LOSSY_DATA => "LDATA",
         kind::LOSSY_ACK => "LACK",
+        kind::LOSSY_WINDOW => "LWINDOW",
+        kind::LOSSY_SESSION_WINDOW => "LSESSION_WINDOW",
         _ => return None,
     })
 }
@@ -907,6 +945,14 @@ mod tests {
                     ack,
                 }
             }),
+            (arb_stream(), any::<u64>(), any::<u64>()).prop_map(|(stream, max_offset, ack)| {
+                Frame::LossyWindow {
+                    stream,
+                    max_offset,
+                    ack,
+                }
+            }),
+            any::<u64>().prop_map(|max| Frame::LossySessionWindow { max }),
         ]
     }
 

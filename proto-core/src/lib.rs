@@ -82,4 +82,6 @@ pub use frame::{DecodeError, Frame, MAX_PACKET_SIZE};
 pub use ids::{PeerId, SessionId, StreamId, ToxId, ToxIdError};
 pub use policy::{ClientRule, Limits, ServerPolicy, SharedSecret, TargetRules};
 pub use target::{Host, Target, TargetError, TargetPattern};
-pub use transport::{FriendAdded, FriendError, SendError, Transport, TransportEvent};
+pub use transport::{
+    FriendAdded, FriendError, SendError, Transport, TransportEvent, TransportStats,
+};

@@ -335,6 +335,9 @@ pub struct Pair {
     pub check_invariants: bool,
     /// The lossy channel's behaviour (used while the link is direct).
     pub lossy: LossyLink,
+    /// Extra one-way delay of lossless packets only (c-toxcore's congestion control holding
+    /// them while lossy packets go at once).
+    pub lossless_delay: Duration,
     link_up: bool,
     direct: bool,
     rng: ChaCha8Rng,
@@ -360,6 +363,7 @@ impl Pair {
             max_packet: crate::MAX_PACKET_SIZE,
             check_invariants: true,
             lossy: LossyLink::default(),
+            lossless_delay: Duration::ZERO,
             link_up: false,
             direct: false,
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed),
@@ -446,7 +450,7 @@ impl Pair {
         side: &mut Side,
         to: PeerId,
         now: Instant,
-        latency: Duration,
+        (latency, lossless_delay): (Duration, Duration),
         cap: usize,
         max_packet: usize,
         link_up: bool,
@@ -494,7 +498,8 @@ impl Pair {
                     side.packets_sent += 1;
                     side.bytes_sent += packet.len() as u64;
                     if side.held.is_none() && side.inflight.len() < cap {
-                        side.inflight.push_back((now + latency, packet));
+                        side.inflight
+                            .push_back((now + latency + lossless_delay, packet));
                     } else {
                         if side.held.is_some() {
                             return Err(PairError::Invariant(
@@ -569,7 +574,7 @@ impl Pair {
                 side,
                 to,
                 now,
-                self.latency,
+                (self.latency, self.lossless_delay),
                 self.queue_capacity,
                 self.max_packet,
                 self.link_up,

@@ -65,6 +65,13 @@ const PTOS_BEFORE_FALLBACK: u32 = 3;
 const QUEUE_ALLOWANCE: Duration = Duration::from_millis(4);
 /// How many segments the pacer lets out back to back at least.
 const PACER_BURST: usize = 10;
+/// Round-trip samples (one per LACK) a round needs before its minimum may end slow start
+/// (HyStart++ takes 8 per round; LACK comes every 32 packets, so 4 here).
+const ROUND_SAMPLES: u32 = 4;
+/// Rounds of conservative slow start before congestion avoidance (RFC 9406's CSS_ROUNDS).
+const CSS_ROUNDS: u32 = 5;
+/// How much slower conservative slow start grows than slow start (RFC 9406's).
+const CSS_GROWTH_DIVISOR: usize = 4;
 /// Packets a probe timeout sends again, outside the window and the pacer (RFC 9002 sends
 /// one or two).
 const PROBE_PACKETS: usize = 2;
@@ -144,6 +151,17 @@ impl RttEstimator {
     }
 }
 
+/// Conservative slow start: a round of slow start showed a queue, which may be a standing
+/// one (the window reached the path's) or a passing stall.
+#[derive(Debug, Clone, Copy)]
+struct ConservativeStart {
+    /// The smallest round trip of the round that showed the queue: a later round below it
+    /// means the queue went away, and slow start resumes.
+    baseline: Duration,
+    /// Rounds left before congestion avoidance takes over.
+    rounds_left: u32,
+}
+
 /// The sending side of the fast path for one session.
 #[derive(Debug)]
 pub(crate) struct LossySender {
@@ -161,6 +179,15 @@ pub(crate) struct LossySender {
     recovery_start: Option<Instant>,
     /// Bytes acknowledged in congestion avoidance since the window last grew.
     avoidance_acked: usize,
+    /// The round trip in progress ends when a packet numbered this or later is
+    /// acknowledged; slow start ends only if the whole round showed a queue.
+    round_end: u64,
+    /// The smallest round-trip sample of the round in progress, and how many it had.
+    round_min_rtt: Option<Duration>,
+    round_samples: u32,
+    /// Slow start saw a queue and now grows carefully (HyStart++'s conservative slow
+    /// start, RFC 9406 §4.2).
+    css: Option<ConservativeStart>,
     loss_time: Option<Instant>,
     last_sent: Option<Instant>,
     pto_count: u32,
@@ -191,6 +218,10 @@ impl Default for LossySender {
             ssthresh: usize::MAX,
             recovery_start: None,
             avoidance_acked: 0,
+            round_end: 0,
+            round_min_rtt: None,
+            round_samples: 0,
+            css: None,
             loss_time: None,
             last_sent: None,
             pto_count: 0,
@@ -295,7 +326,26 @@ impl LossySender {
             return Err(());
         }
         let largest = newest_end - 1;
-        let mut newest_acked: Option<(u64, Instant)> = None;
+        // The newest packet this LACK acknowledges for the first time: its round trip is
+        // the sample, taken before the window grows so that growth sees this LACK's delay.
+        let newest_acked = ranges
+            .iter()
+            .filter_map(|&(start, end)| self.in_flight.range(start..end).next_back())
+            .map(|(&k, p)| (k, p.time))
+            .max_by_key(|&(k, _)| k);
+        let Some((newest, sent_at)) = newest_acked else {
+            return Ok(acked); // nothing new: a duplicate or reordered LACK
+        };
+        if newest >= self.round_end {
+            self.end_round();
+        }
+        if newest == largest {
+            self.rtt
+                .update(now.saturating_duration_since(sent_at), ack_delay);
+            let sample = self.rtt.latest_adjusted;
+            self.round_min_rtt = Some(self.round_min_rtt.map_or(sample, |m| m.min(sample)));
+            self.round_samples += 1;
+        }
         for &(start, end) in ranges {
             let keys: Vec<u64> = self.in_flight.range(start..end).map(|(&k, _)| k).collect();
             for k in keys {
@@ -305,21 +355,11 @@ impl LossySender {
                 let len = p.chunk.payload.len();
                 self.bytes_in_flight -= len;
                 self.grow(len, p.time);
-                if newest_acked.is_none_or(|(n, _)| k > n) {
-                    newest_acked = Some((k, p.time));
-                }
                 match acked.streams.last_mut() {
                     Some((s, n)) if *s == p.chunk.stream => *n += len as u64,
                     _ => acked.streams.push((p.chunk.stream, len as u64)),
                 }
             }
-        }
-        let Some((newest, sent_at)) = newest_acked else {
-            return Ok(acked); // nothing new: a duplicate or reordered LACK
-        };
-        if newest == largest {
-            self.rtt
-                .update(now.saturating_duration_since(sent_at), ack_delay);
         }
         self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
         // Two probe timeouts passed with nothing acknowledged: if this LACK shows packets
@@ -331,23 +371,71 @@ impl LossySender {
         Ok(acked)
     }
 
+    /// Whether a round-trip sample shows packets waiting in a queue on the way.
+    fn queued(&self, sample: Duration) -> bool {
+        sample.saturating_sub(self.rtt.min) > (self.rtt.min / 2).max(QUEUE_ALLOWANCE)
+    }
+
+    /// A round trip ended (with enough samples to judge). In slow start, a round whose
+    /// smallest sample shows a queue starts conservative slow start; a later round below
+    /// that one's minimum resumes slow start, and five that are not end it (HyStart++, RFC
+    /// 9406, judged on the queueing the `grow` hold uses). A late sample or round — a
+    /// thread of either side descheduled for a few milliseconds, a burst of streams
+    /// opening — thus only pauses the growth: ending slow start on it, as toxtun first
+    /// did, left NewReno to climb from a window a tenth of the path's, one packet per
+    /// round trip.
+    fn end_round(&mut self) {
+        self.round_end = self.next_packet;
+        if self.round_samples < ROUND_SAMPLES {
+            return; // too few samples to judge: the round goes on
+        }
+        let Some(round_min) = self.round_min_rtt.take() else {
+            return;
+        };
+        self.round_samples = 0;
+        if self.window >= self.ssthresh {
+            return; // congestion avoidance: only losses and the per-sample hold act
+        }
+        let queued = self.queued(round_min);
+        match &mut self.css {
+            None if queued => {
+                self.css = Some(ConservativeStart {
+                    baseline: round_min,
+                    rounds_left: CSS_ROUNDS,
+                });
+            }
+            None => {}
+            // The queue went away (it was a stall, or other traffic that left): back to
+            // slow start.
+            Some(css) if round_min < css.baseline => self.css = None,
+            Some(css) => {
+                css.rounds_left -= 1;
+                if css.rounds_left == 0 {
+                    self.css = None;
+                    self.ssthresh = self.window;
+                }
+            }
+        }
+    }
+
     fn grow(&mut self, bytes: usize, sent: Instant) {
         if self.recovery_start.is_some_and(|r| sent <= r) {
             return; // acknowledged from before the reduction: no growth yet
         }
-        if self.rtt.smoothed.is_some() {
-            let queueing = self.rtt.latest_adjusted.saturating_sub(self.rtt.min);
-            if queueing > (self.rtt.min / 2).max(QUEUE_ALLOWANCE) {
-                // Packets wait in a queue on the way (c-toxcore's, the kernel's, a
-                // router's): a larger window would only lengthen it until it overflows.
-                // Leave slow start and hold the window (as HyStart and Vegas do), and let
-                // losses, if any, reduce it.
-                self.ssthresh = self.ssthresh.min(self.window);
-                return;
-            }
+        if self.rtt.smoothed.is_some() && self.queued(self.rtt.latest_adjusted) {
+            // Packets wait in a queue on the way (c-toxcore's, the kernel's, a router's):
+            // a larger window would only lengthen it until it overflows. Hold the window
+            // (as Vegas does) and let losses, if any, reduce it.
+            return;
         }
         if self.window < self.ssthresh {
-            self.window += bytes;
+            // Slow start doubles per round trip; conservative slow start grows a quarter
+            // as fast while it finds out whether the queue it saw stays.
+            self.window += if self.css.is_some() {
+                bytes / CSS_GROWTH_DIVISOR
+            } else {
+                bytes
+            };
         } else {
             self.avoidance_acked += bytes;
             if self.avoidance_acked >= self.window {
@@ -397,6 +485,7 @@ impl LossySender {
                 self.recovery_start = Some(now);
                 self.window = (self.window * BETA_NUM / BETA_DEN).max(MIN_WINDOW);
                 self.ssthresh = self.window;
+                self.css = None;
                 self.avoidance_acked = 0;
             }
         }
@@ -705,33 +794,77 @@ mod tests {
         );
     }
 
+    /// Sends a full window, then acknowledges it one packet at a time `rtt` later (as
+    /// LACKs trickle in); returns the window after the round.
+    fn round(s: &mut LossySender, t: &mut Instant, rtt: Duration) -> usize {
+        let first = s.peek_number();
+        while s.window_open() {
+            s.on_sent(*t, chunk(0), false);
+        }
+        *t += rtt;
+        for n in first..s.peek_number() {
+            s.on_ack(*t, &[(n, n + 1)], Duration::ZERO).unwrap();
+        }
+        s.window
+    }
+
     #[test]
     fn a_growing_queue_stops_slow_start_without_a_loss() {
         let mut t = origin();
         let mut s = LossySender::default();
-        // Round trips of 1 ms, then the queue builds: 1, 1, 4, 8 ms.
-        let mut windows = Vec::new();
-        for rtt_ms in [1u64, 1, 4, 8] {
-            let first = s.peek_number();
-            while s.window_open() {
-                s.on_sent(t, chunk(0), false);
-            }
-            t += Duration::from_millis(rtt_ms);
-            // Acknowledged one at a time, as LACKs trickle in.
-            for n in first..s.peek_number() {
-                s.on_ack(t, &[(n, n + 1)], Duration::ZERO).unwrap();
-            }
-            windows.push(s.window);
-        }
+        // Round trips of 1 ms, then the queue builds: 1, 1, 4, 8, 8 ms.
+        let windows: Vec<usize> = [1u64, 1, 4, 8, 8]
+            .iter()
+            .map(|&ms| round(&mut s, &mut t, Duration::from_millis(ms)))
+            .collect();
         assert!(
             windows[1] > windows[0],
             "slow start while the path is empty"
+        );
+        assert!(
+            windows[2] > windows[1],
+            "3 ms of queueing is within the allowance"
         );
         assert_eq!(
             windows[3], windows[2],
             "a queue of 7 ms on a 1 ms path holds the window: {windows:?}"
         );
+        assert_eq!(windows[4], windows[3], "and keeps holding it: {windows:?}");
+        assert!(
+            s.css.is_some(),
+            "the queued round started conservative slow start"
+        );
+        for _ in 0..CSS_ROUNDS {
+            round(&mut s, &mut t, Duration::from_millis(8));
+        }
+        assert!(
+            s.ssthresh <= s.window,
+            "five queued rounds ended slow start"
+        );
         assert_eq!(s.packets_lost, 0);
+    }
+
+    #[test]
+    fn a_stalled_round_pauses_slow_start_without_ending_it() {
+        let mut t = origin();
+        let mut s = LossySender::default();
+        let ms = Duration::from_millis(1);
+        for _ in 0..3 {
+            round(&mut s, &mut t, ms);
+        }
+        // A whole round's LACKs come 9 ms late (a thread of the receiver descheduled),
+        // then the path is as fast as before.
+        // A round is judged when the next one's first LACK comes.
+        let w = round(&mut s, &mut t, 9 * ms);
+        round(&mut s, &mut t, ms);
+        assert!(s.css.is_some(), "the late round looked like a queue");
+        round(&mut s, &mut t, ms);
+        assert!(s.css.is_none(), "the queue went away: slow start again");
+        assert_eq!(s.ssthresh, usize::MAX);
+        assert!(
+            round(&mut s, &mut t, ms) >= 2 * w,
+            "and it goes on doubling"
+        );
     }
 
     #[test]

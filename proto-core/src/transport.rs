@@ -181,6 +181,29 @@ impl FriendError {
     }
 }
 
+/// Counters a transport keeps, for logs (`toxtun -vv` prints them beside each session's)
+/// and benchmarks. Lossless and lossy packets are counted apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransportStats {
+    /// Lossless packets handed to the network.
+    pub packets_sent: u64,
+    /// Lossless packets received.
+    pub packets_received: u64,
+    /// Lossy packets handed to the network.
+    pub lossy_sent: u64,
+    /// Lossy packets received.
+    pub lossy_received: u64,
+    /// Times [`Transport::send`] answered [`SendError::QueueFull`] (backpressure).
+    pub queue_full: u64,
+    /// Times the network's own congestion control held a lossless packet back, to be
+    /// retried (c-toxcore's SENDQ).
+    pub network_busy: u64,
+    /// Packets dropped in the transport: queued for a friend whose link went down, or
+    /// lossy ones the network refused.
+    pub dropped: u64,
+}
+
 /// A Tox-like network as one node sees it.
 pub trait Transport {
     /// This node's Tox ID (public key, nospam, checksum): what others add as a friend.
@@ -208,4 +231,9 @@ pub trait Transport {
 
     /// The next event; `Ready(None)` when the transport has shut down.
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<TransportEvent>>;
+
+    /// The transport's counters so far (all zero for a transport that keeps none).
+    fn stats(&self) -> TransportStats {
+        TransportStats::default()
+    }
 }

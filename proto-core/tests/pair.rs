@@ -911,6 +911,35 @@ fn a_stream_window_grows_to_the_bandwidth_delay_product_within_the_session_windo
 }
 
 #[test]
+fn credit_returns_on_the_lossy_lane_when_lossless_packets_lag() {
+    // c-toxcore's congestion control may hold lossless packets while lossy ones go at once
+    // (on a direction that was idle, a burst of a hundred OPENs held a SESSION_WINDOW for
+    // 0.4 s): credit for fast-path bytes must not wait behind it. The receiver's window is
+    // pinned at 64 KiB; lossless packets take 51 ms, lossy ones 1 ms.
+    let mut server = server_allowing(&["*:*"]);
+    server.stream_window = 64 << 10;
+    server.max_stream_window = 64 << 10;
+    let mut p = connected(client(), server, 37);
+    p.latency = Duration::from_millis(1);
+    p.lossless_delay = Duration::from_millis(50);
+    p.set_direct(true);
+    let start = p.now;
+    let streams = bulk_streams(&mut p, 1, 4 << 20, 0);
+    p.run_until(STEPS, |p| all_done(p, &streams)).unwrap();
+    let took = p.now - start;
+    assert_all_arrived(&p, &streams, 0);
+    // OPEN and OPEN_OK take 0.1 s; then 64 windows: credit back in 2 ms each (0.13 s) on
+    // the lossy lane, against 0.1 s each (6.5 s) behind the lossless one.
+    assert!(
+        took < Duration::from_millis(1000),
+        "4 MiB took {took:?}: {:?}",
+        lossy_stats(&p)
+    );
+    p.settle(STEPS).unwrap();
+    p.credit_agrees().unwrap();
+}
+
+#[test]
 fn leaving_the_direct_path_mid_transfer_loses_no_byte() {
     let mut p = direct(
         LossyLink {

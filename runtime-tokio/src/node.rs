@@ -606,6 +606,7 @@ impl<T: Transport> Driver<T> {
             return;
         }
         self.stats_logged = now();
+        tracing::debug!(stats = ?self.transport.stats(), "transport counters");
         for peer in self.endpoint.peers() {
             if let Some(st) = self.endpoint.session_stats(peer) {
                 tracing::debug!(%peer, stats = ?st, "session counters");

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use toxtun_proto::frame::{FIRST_FRAME_ID, LAST_FRAME_ID, LAST_LOSSY_ID};
-use toxtun_proto::{FriendAdded, FriendError, PeerId, SendError, ToxId, Transport, TransportEvent};
+use toxtun_proto::{
+    FriendAdded, FriendError, PeerId, SendError, ToxId, Transport, TransportEvent, TransportStats,
+};
 
 use crate::bootstrap::BootstrapNode;
 use crate::ffi;
@@ -104,6 +106,22 @@ pub struct ToxStats {
     pub lossy_received: u64,
     /// Lossy packets c-toxcore refused (the link stopped being direct, say).
     pub lossy_dropped: u64,
+    /// Times `send` answered `QueueFull`.
+    pub queue_full: u64,
+}
+
+impl From<ToxStats> for TransportStats {
+    fn from(t: ToxStats) -> TransportStats {
+        let mut s = TransportStats::default();
+        s.packets_sent = t.packets_sent;
+        s.packets_received = t.packets_received - t.lossy_received;
+        s.lossy_sent = t.lossy_sent;
+        s.lossy_received = t.lossy_received;
+        s.queue_full = t.queue_full;
+        s.network_busy = t.sendq;
+        s.dropped = t.dropped_offline + t.lossy_dropped;
+        s
+    }
 }
 
 /// How often the Tox thread iterates while packets flow (see `run`).
@@ -396,12 +414,14 @@ impl Transport for ToxTransport {
         if lossy {
             if q.lossy.len() + q.lossy_taken >= LOSSY_QUEUE {
                 q.blocked = true;
+                st.stats.queue_full += 1;
                 return Err(SendError::QueueFull(packet));
             }
             q.lossy.push_back(packet);
         } else {
             if q.queue.len() + q.taken >= cap {
                 q.blocked = true;
+                st.stats.queue_full += 1;
                 return Err(SendError::QueueFull(packet));
             }
             q.queue.push_back(packet);
@@ -427,6 +447,10 @@ impl Transport for ToxTransport {
         }
         st.waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+
+    fn stats(&self) -> TransportStats {
+        self.stats().into()
     }
 }
 
