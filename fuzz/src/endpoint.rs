@@ -103,6 +103,8 @@ enum PeerFrame {
     },
     /// A lossy twin of SESSION_WINDOW.
     LossySessionWindow(u32),
+    /// Several frames in one packet (any of them, so also those a BATCH may not carry).
+    Batch(Vec<PeerFrame>),
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -202,8 +204,9 @@ impl Harness {
         let hello = |session: u8, min: u8, max: u8, proof: Proof| Hello {
             min_version: u16::from(min % 3),
             max_version: u16::from(max % 3).max(u16::from(min % 3)),
-            // Odd sessions offer the fast path.
-            capabilities: u64::from(session & 1),
+            // The session byte's low bits pick the capabilities: odd sessions offer the
+            // fast path, bit 1 its credit twins, bit 2 BATCH.
+            capabilities: u64::from(session & 7),
             session: SessionId([session; 16]),
             stream_window: 4096,
             session_window: 16384,
@@ -232,7 +235,7 @@ impl Harness {
                 version,
             } => Frame::HelloAck(HelloAck {
                 version: u16::from(version % 3),
-                capabilities: u64::from(session & 1),
+                capabilities: u64::from(session & 7),
                 session: match (ours, self.offered[peer]) {
                     (true, Some(s)) => s,
                     _ => SessionId([session; 16]),
@@ -358,6 +361,13 @@ impl Harness {
             PeerFrame::LossySessionWindow(max) => Frame::LossySessionWindow {
                 max: u64::from(max),
             },
+            PeerFrame::Batch(frames) => Frame::Batch(
+                frames
+                    .into_iter()
+                    .take(16)
+                    .map(|f| self.frame(peer, f))
+                    .collect(),
+            ),
         }
     }
 

@@ -26,6 +26,10 @@ impl Capabilities {
     /// bytes that came as lossy packets returns as fast as they came, not behind
     /// c-toxcore's congestion control for lossless packets.
     pub const LOSSY_CREDIT: Capabilities = Capabilities(2);
+    /// Several small lossless frames in one packet (BATCH): the OPENs of a hundred streams
+    /// opened at once take a few packets, not a hundred, of c-toxcore's lossless lane,
+    /// whose congestion control meters packets, not bytes.
+    pub const BATCH: Capabilities = Capabilities(4);
 
     /// Whether every bit of `other` is set here.
     pub fn contains(self, other: Capabilities) -> bool {
@@ -104,9 +108,11 @@ impl EndpointConfig {
     /// The capability bits this endpoint offers.
     pub fn capabilities(&self) -> Capabilities {
         if self.fast_path {
-            Capabilities(Capabilities::LOSSY_DATA.0 | Capabilities::LOSSY_CREDIT.0)
+            Capabilities(
+                Capabilities::LOSSY_DATA.0 | Capabilities::LOSSY_CREDIT.0 | Capabilities::BATCH.0,
+            )
         } else {
-            Capabilities::NONE
+            Capabilities::BATCH
         }
     }
 

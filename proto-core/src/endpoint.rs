@@ -13,7 +13,7 @@ use crate::collections::{hasher, Map, Set};
 use crate::config::{
     Capabilities, ConfigError, EndpointConfig, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
-use crate::frame::{DecodeError, Frame, HelloAck};
+use crate::frame::{self, DecodeError, Frame, HelloAck};
 use crate::ids::{PeerId, SessionId, StreamId};
 use crate::session::{Ctx, Gone, Role, Session, State};
 use crate::stream::{OpenState, Origin, Stream};
@@ -506,6 +506,9 @@ impl Endpoint {
     }
 
     fn on_packet(&mut self, now: Instant, peer: PeerId, packet: Bytes) {
+        if packet.first() == Some(&frame::kind::BATCH) {
+            return self.on_batch(now, peer, &packet);
+        }
         let frame = match Frame::decode(&packet) {
             Ok(f) => f,
             Err(DecodeError::InvalidTarget { stream, .. }) => {
@@ -619,6 +622,30 @@ impl Endpoint {
         self.mark_ready(peer);
     }
 
+    /// BATCH: the frames it carries, each handled as if it had come alone, in order, for
+    /// as long as the session stands. Only an established session that negotiated BATCH
+    /// takes one; a malformed one breaks the session, as any malformed frame does.
+    fn on_batch(&mut self, now: Instant, peer: PeerId, packet: &Bytes) {
+        let negotiated = self
+            .sessions
+            .get(&peer)
+            .is_some_and(|s| s.is_established() && s.batching);
+        let inner = match frame::split_batch(packet) {
+            Ok(inner) if negotiated => inner,
+            _ => return self.protocol_violation(now, peer, SessionCode::ProtocolViolation),
+        };
+        for p in inner {
+            if !self
+                .sessions
+                .get(&peer)
+                .is_some_and(|s| s.is_established() && s.batching)
+            {
+                return; // an earlier frame ended or restarted the session
+            }
+            self.on_packet(now, peer, p);
+        }
+    }
+
     /// A suspended server asks its client to resume (CLOSE 1013), once per outage.
     fn ask_for_resume(&mut self, peer: PeerId) {
         let Some(s) = self.sessions.get_mut(&peer) else {
@@ -700,11 +727,14 @@ impl Endpoint {
             s.role = Role::Responder(admission);
             s.link_up = true;
             s.suspend(now, &mut ctx);
-            let capabilities = match (s.lossy_negotiated, s.lossy_credit) {
-                (true, true) => Capabilities::LOSSY_DATA.0 | Capabilities::LOSSY_CREDIT.0,
-                (true, false) => Capabilities::LOSSY_DATA.0,
-                _ => 0,
-            };
+            let capabilities = [
+                (s.lossy_negotiated, Capabilities::LOSSY_DATA),
+                (s.lossy_credit, Capabilities::LOSSY_CREDIT),
+                (s.batching, Capabilities::BATCH),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .fold(0, |caps, (_, c)| caps | c.0);
             s.queue_control(Frame::HelloAck(HelloAck {
                 version,
                 capabilities,

@@ -70,6 +70,8 @@ pub mod kind {
     pub const WINDOW: u8 = 0xAE;
     /// RESUME: the initiator resumes a session after a link outage (HELLO's layout).
     pub const RESUME: u8 = 0xAF;
+    /// BATCH: several frames of an established session in one lossless packet.
+    pub const BATCH: u8 = 0xB0;
     /// LDATA: stream bytes on the fast path, in a lossy packet with a packet number.
     /// (c-toxcore hands lossy ids 192..=199 to toxav's RTP handlers, never to the custom
     /// packet callback, so the fast path's ids start at 200.)
@@ -261,6 +263,73 @@ pub enum Frame {
         /// The new cumulative limit.
         max: u64,
     },
+    /// Several frames in one lossless packet, each as it would travel alone, in order:
+    /// never a handshake frame, a lossy frame or another BATCH (see [`batchable`]).
+    Batch(Vec<Frame>),
+}
+
+/// Whether a packet may travel inside a BATCH: a lossless frame of an established session
+/// (not HELLO, RESUME, HELLO_ACK, HELLO_REJECT, nor a BATCH).
+pub fn batchable(packet: &[u8]) -> bool {
+    match packet.first() {
+        Some(&k) => {
+            (FIRST_FRAME_ID..FIRST_LOSSY_ID).contains(&k)
+                && !matches!(
+                    k,
+                    kind::HELLO | kind::HELLO_ACK | kind::HELLO_REJECT | kind::RESUME | kind::BATCH
+                )
+        }
+        None => false,
+    }
+}
+
+/// The bytes a frame of `len` bytes takes inside a BATCH (its length prefix and itself).
+pub const fn batched_len(len: usize) -> usize {
+    2 + len
+}
+
+/// Splits a BATCH packet into the packets it carries (zero-copy), checking only its
+/// structure: every length fits, none is empty, each is [`batchable`]. Each one is then
+/// decoded on its own.
+pub fn split_batch(packet: &Bytes) -> Result<Vec<Bytes>, DecodeError> {
+    if packet.first() != Some(&kind::BATCH) {
+        return Err(DecodeError::InvalidField {
+            frame: "BATCH",
+            field: "type",
+        });
+    }
+    if packet.len() > MAX_PACKET_SIZE {
+        return Err(DecodeError::TooLarge(packet.len()));
+    }
+    let mut inner = Vec::new();
+    let mut pos = 1;
+    while pos < packet.len() {
+        let len_end = pos + 2;
+        if len_end > packet.len() {
+            return Err(DecodeError::Truncated("BATCH"));
+        }
+        let len = usize::from(u16::from_be_bytes([packet[pos], packet[pos + 1]]));
+        let end = len_end + len;
+        if end > packet.len() {
+            return Err(DecodeError::Truncated("BATCH"));
+        }
+        let p = packet.slice(len_end..end);
+        if !batchable(&p) {
+            return Err(DecodeError::InvalidField {
+                frame: "BATCH",
+                field: "frame type",
+            });
+        }
+        inner.push(p);
+        pos = end;
+    }
+    if inner.is_empty() {
+        return Err(DecodeError::InvalidField {
+            frame: "BATCH",
+            field: "frame count",
+        });
+    }
+    Ok(inner)
 }
 
 /// Why bytes did not decode to a frame.
@@ -384,6 +453,7 @@ impl Frame {
             Frame::LossyAck { .. } => kind::LOSSY_ACK,
             Frame::LossyWindow { .. } => kind::LOSSY_WINDOW,
             Frame::LossySessionWindow { .. } => kind::LOSSY_SESSION_WINDOW,
+            Frame::Batch(_) => kind::BATCH,
         }
     }
 
@@ -438,6 +508,7 @@ impl Frame {
             Frame::Rst { .. } => 16 + 2 + 8 + 8,
             Frame::LossyData { payload, .. } => 8 + 16 + 8 + payload.len(),
             Frame::LossyAck { ranges, .. } => 4 + 1 + 16 * ranges.len(),
+            Frame::Batch(frames) => frames.iter().map(|f| batched_len(f.encoded_len())).sum(),
         }
     }
 
@@ -562,6 +633,13 @@ impl Frame {
                 buf.put_u64(*max_offset);
                 buf.put_u64(*ack);
             }
+            Frame::Batch(frames) => {
+                for f in frames {
+                    // Frames fit a packet, so their lengths fit the u16 prefix.
+                    buf.put_u16(f.encoded_len() as u16);
+                    f.encode(buf);
+                }
+            }
         }
     }
 
@@ -580,6 +658,13 @@ impl Frame {
         }
         if !(FIRST_FRAME_ID..=LAST_LOSSY_ID).contains(&first) {
             return Err(DecodeError::NotCustomPacket(first));
+        }
+        if first == kind::BATCH {
+            let frames = split_batch(packet)?
+                .iter()
+                .map(Frame::decode)
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(Frame::Batch(frames));
         }
         let frame = kind_name(first).ok_or(DecodeError::UnknownType(first))?;
         let mut r = Reader {
@@ -774,6 +859,7 @@ fn kind_name(k: u8) -> Option<&'static str> {
         kind::LOSSY_ACK => "LACK",
         kind::LOSSY_WINDOW => "LWINDOW",
         kind::LOSSY_SESSION_WINDOW => "LSESSION_WINDOW",
+        kind::BATCH => "BATCH",
         _ => return None,
     })
 }

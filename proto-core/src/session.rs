@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codes::{SessionCode, StreamCode};
 use crate::collections::{Hasher, Map};
@@ -27,6 +27,9 @@ const MAX_ADVISORY_QUEUED: usize = 256;
 const ACK_EVERY: u64 = 32;
 /// ... and at most this long after a frame arrived, so a trickle is acknowledged too.
 const ACK_DELAY: Duration = Duration::from_millis(20);
+/// The shortest frame (PING, PONG, ACK, SESSION_WINDOW: type and 8 bytes): a packet with
+/// less room than that after its own frame is sent alone.
+const MIN_FRAME_LEN: usize = 9;
 /// Lossy credit twins waiting to go at most (each is a hint: dropping one only means its
 /// lossless original decides).
 const MAX_CREDIT_TWINS: usize = 64;
@@ -167,6 +170,10 @@ pub(crate) struct Session {
     pub lossy_negotiated: bool,
     /// Both sides speak credit on the lossy lane (LWINDOW, LSESSION_WINDOW).
     pub lossy_credit: bool,
+    /// Both sides take several frames in one lossless packet (BATCH).
+    pub batching: bool,
+    /// A packet taken while filling a batch that did not fit in it: it goes next.
+    deferred: Option<Bytes>,
     /// Lossy twins of credit frames just logged, to go out next (at most one per stream
     /// and one for the session between drains; bounded by `MAX_CREDIT_TWINS` anyway).
     credit_twins: VecDeque<Bytes>,
@@ -232,6 +239,8 @@ impl Session {
             frames_resent: 0,
             lossy_negotiated: false,
             lossy_credit: false,
+            batching: false,
+            deferred: None,
             credit_twins: VecDeque::new(),
             path_direct: false,
             lossy_tx: LossySender::default(),
@@ -293,6 +302,7 @@ impl Session {
     pub fn send_hello(&mut self, now: Instant, id: SessionId, config: &EndpointConfig) {
         if self.is_suspended() {
             self.urgent.clear();
+            self.deferred = None;
         } else {
             self.id = id;
             self.reset_flow(config);
@@ -348,6 +358,8 @@ impl Session {
         self.resume_asked = false;
         self.lossy_negotiated = false;
         self.lossy_credit = false;
+        self.batching = false;
+        self.deferred = None;
         self.credit_twins.clear();
         self.lossy_tx = LossySender::default();
         self.lossy_rx = LossyReceiver::default();
@@ -363,6 +375,9 @@ impl Session {
                 .push_back(Event::SessionSuspended { peer: self.peer });
         }
         self.state = State::Idle { retry_at: None };
+        // A packet held back from a full batch goes with the link: if it was sequenced,
+        // it is in the log and is resent from the peer's count like the others.
+        self.deferred = None;
         // PONGs go with the link; RSTs for unknown streams are sequenced and stay queued,
         // still counted against the advisory bound.
         let pongs = self
@@ -446,6 +461,7 @@ impl Session {
         self.lossy_negotiated = capabilities.contains(Capabilities::LOSSY_DATA);
         self.lossy_credit =
             self.lossy_negotiated && capabilities.contains(Capabilities::LOSSY_CREDIT);
+        self.batching = capabilities.contains(Capabilities::BATCH);
         self.failures = 0;
         self.last_recv = now;
         self.last_ping = None;
@@ -914,12 +930,14 @@ impl Session {
                 }
                 self.on_window(stream, max_offset, ack, true, ctx);
             }
-            Frame::Hello(_)
+            Frame::Batch(_)
+            | Frame::Hello(_)
             | Frame::Resume(_)
             | Frame::HelloAck(_)
             | Frame::HelloReject { .. }
             | Frame::Close { .. } => {
-                // The endpoint handles handshake frames before routing here.
+                // The endpoint handles handshake frames, and splits batches, before
+                // routing here.
             }
         }
         Ok(())
@@ -1240,10 +1258,50 @@ impl Session {
     /// payloads, then new sequenced frames — control frames, credit updates — while the
     /// frame log has room, and stream data round-robin across streams: as LDATA within the
     /// congestion window and the pacer when the fast path is on, as DATA otherwise.
+    ///
+    /// With BATCH negotiated, small lossless packets that are ready one after another go
+    /// together in one BATCH packet (in the same order): nothing waits for company, but a
+    /// burst of OPENs, OPEN_OKs, credit updates and ACKs takes a few of c-toxcore's
+    /// lossless packets instead of one each.
     pub fn poll_transmit(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<Bytes> {
         if !self.can_send() {
             return None;
         }
+        let first = match self.deferred.take() {
+            Some(p) => p,
+            None => self.poll_packet(now, ctx)?,
+        };
+        let max = ctx.config.max_packet_size;
+        if !self.batching
+            || !frame::batchable(&first)
+            || 1 + frame::batched_len(first.len()) + frame::batched_len(MIN_FRAME_LEN) > max
+        {
+            return Some(first);
+        }
+        let mut batch: Option<BytesMut> = None;
+        while let Some(next) = self.poll_packet(now, ctx) {
+            let len = batch
+                .as_ref()
+                .map_or(1 + frame::batched_len(first.len()), BytesMut::len);
+            if !frame::batchable(&next) || len + frame::batched_len(next.len()) > max {
+                self.deferred = Some(next);
+                break;
+            }
+            let b = batch.get_or_insert_with(|| {
+                let mut b = BytesMut::with_capacity(max);
+                b.put_u8(frame::kind::BATCH);
+                b.put_u16(first.len() as u16);
+                b.put_slice(&first);
+                b
+            });
+            b.put_u16(next.len() as u16);
+            b.put_slice(&next);
+        }
+        Some(batch.map_or(first, BytesMut::freeze))
+    }
+
+    /// The next single packet (see [`Session::poll_transmit`]).
+    fn poll_packet(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<Bytes> {
         if let Some(f) = self.urgent.pop_front() {
             match f {
                 Frame::Pong { .. } => {

@@ -940,6 +940,24 @@ fn credit_returns_on_the_lossy_lane_when_lossless_packets_lag() {
 }
 
 #[test]
+fn a_hundred_streams_opened_at_once_share_a_few_lossless_packets() {
+    // c-toxcore's congestion control meters lossless packets, not bytes: a hundred OPENs
+    // and their first bytes (a 9-byte request each, before OPEN_OK) go in BATCH packets.
+    let mut p = connected(client(), server_allowing(&["*:*"]), 38);
+    let before = p.a.packets_sent;
+    let streams = bulk_streams(&mut p, 100, 9, 0);
+    p.run_until(STEPS, |p| p.b.app.incoming.len() == 100)
+        .unwrap();
+    let burst = p.a.packets_sent - before;
+    assert!(
+        burst <= 20,
+        "100 OPENs and requests took {burst} lossless packets"
+    );
+    p.run_until(STEPS, |p| all_done(p, &streams)).unwrap();
+    assert_all_arrived(&p, &streams, 0);
+}
+
+#[test]
 fn leaving_the_direct_path_mid_transfer_loses_no_byte() {
     let mut p = direct(
         LossyLink {

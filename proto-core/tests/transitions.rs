@@ -1002,3 +1002,122 @@ fn data_with_an_impossible_ack_is_refused_whole_and_returns_no_credit() {
         "no credit handed back for bytes never counted"
     );
 }
+
+/// A server with ALICE's session established, ALICE having offered BATCH.
+fn server_with_batching_alice() -> (Endpoint, Instant) {
+    let now = t0();
+    let mut ep = Endpoint::new(server_config(), [1; 32]).unwrap();
+    ep.handle_input(now, Input::PeerOnline(ALICE));
+    drain(&mut ep, now);
+    let mut h = hello(1);
+    h.capabilities = toxtun_proto::Capabilities::BATCH.0;
+    let d = packet(&mut ep, now, ALICE, Frame::Hello(h));
+    match &d.frames_to(ALICE)[..] {
+        [Frame::HelloAck(a)] => assert_eq!(a.capabilities, toxtun_proto::Capabilities::BATCH.0),
+        other => panic!("{other:?}"),
+    }
+    (ep, now)
+}
+
+#[test]
+fn a_batch_is_handled_frame_by_frame_and_answered_in_one() {
+    let (mut ep, now) = server_with_batching_alice();
+    let batch = Frame::Batch(vec![
+        Frame::Ping { token: 1 },
+        Frame::Ping { token: 2 },
+        Frame::Open {
+            stream: sid(3),
+            target: "127.0.0.1:22".parse().unwrap(),
+        },
+        Frame::Data {
+            stream: sid(3),
+            offset: 0,
+            ack: 0,
+            payload: Bytes::from_static(b"GET"),
+        },
+    ]);
+    let d = packet(&mut ep, now, ALICE, batch);
+    assert!(
+        d.events
+            .iter()
+            .any(|e| matches!(e, Event::StreamIncoming { stream, .. } if *stream == sid(3))),
+        "{:?}",
+        d.events
+    );
+    // Both PONGs, in one BATCH packet.
+    assert_eq!(
+        d.frames_to(ALICE),
+        vec![Frame::Batch(vec![
+            Frame::Pong { token: 1 },
+            Frame::Pong { token: 2 }
+        ])]
+    );
+    assert_eq!(ep.stream_stats(sid(3)).unwrap().recv_buffered, 3);
+}
+
+#[test]
+fn a_batch_without_the_capability_or_malformed_closes_the_session() {
+    // ALICE did not offer BATCH.
+    let (mut ep, now) = server_with_alice();
+    let d = packet(
+        &mut ep,
+        now,
+        ALICE,
+        Frame::Batch(vec![Frame::Ping { token: 1 }]),
+    );
+    assert_eq!(
+        d.frames_to(ALICE),
+        vec![Frame::Close {
+            code: SessionCode::ProtocolViolation
+        }]
+    );
+    // Malformed: a length past the end, a HELLO inside, an empty batch.
+    for bad in [
+        &[0xB0, 0x00, 0x09, 0xA4][..],
+        &[0xB0, 0x00, 0x01, 0xA0][..],
+        &[0xB0][..],
+    ] {
+        let (mut ep, now) = server_with_batching_alice();
+        ep.handle_input(
+            now,
+            Input::Packet {
+                peer: ALICE,
+                packet: Bytes::copy_from_slice(bad),
+            },
+        );
+        let d = drain(&mut ep, now);
+        assert_eq!(
+            d.frames_to(ALICE),
+            vec![Frame::Close {
+                code: SessionCode::ProtocolViolation
+            }],
+            "{bad:?}"
+        );
+        assert!(!ep.is_established(ALICE));
+    }
+}
+
+#[test]
+fn frames_after_a_close_inside_a_batch_are_not_handled() {
+    let (mut ep, now) = server_with_batching_alice();
+    let d = packet(
+        &mut ep,
+        now,
+        ALICE,
+        Frame::Batch(vec![
+            Frame::Close {
+                code: SessionCode::Shutdown,
+            },
+            Frame::Open {
+                stream: sid(4),
+                target: "127.0.0.1:22".parse().unwrap(),
+            },
+        ]),
+    );
+    assert!(!ep.is_established(ALICE));
+    assert!(ep.stream_stats(sid(4)).is_none(), "{:?}", d.events);
+    assert!(!d
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::StreamIncoming { .. })));
+}
