@@ -39,6 +39,10 @@ enum Command {
         /// Do not print the QR code.
         #[arg(long)]
         no_qr: bool,
+        /// Show the identity `forward` and `pipe` use instead: its public key is what a
+        /// server lists in a `[[client]] key` to admit this machine without a secret.
+        #[arg(long)]
+        client: bool,
     },
     /// Run a server: admit clients and connect their streams as the config allows.
     Serve {
@@ -424,6 +428,9 @@ async fn client_node(
     let transport = ToxTransport::start(tox_config(&dir, "client.tox", net, &[])?)?;
     let me = toxtun_proto::Transport::id(&transport).public_key;
     let secret = load_secret(secret)?;
+    if secret.is_none() {
+        eprintln!("toxtun: client key {me} (the server admits it with [[client]] key = \"{me}\")");
+    }
     let mut cfg = EndpointConfig::new(me);
     cfg.client_secret = secret.clone();
     cfg.resume_grace = Duration::from_secs(net.resume_grace);
@@ -480,8 +487,9 @@ fn parse_forward(spec: &str) -> Result<(String, Target), Fail> {
 
 async fn run(cli: Cli) -> Result<(), Fail> {
     match &cli.command {
-        Command::Id { no_qr } => {
+        Command::Id { no_qr, client } => {
             let dir = data_dir(&cli.data_dir)?;
+            let file = if *client { "client.tox" } else { "server.tox" };
             let mut cfg = ToxConfig::new(
                 ToxOptions {
                     udp: false,
@@ -490,11 +498,22 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 },
                 vec![],
             );
-            cfg.identity = Some(dir.join("server.tox"));
+            cfg.identity = Some(dir.join(file));
             let t = ToxTransport::start(cfg)?;
             let id = toxtun_proto::Transport::id(&t);
+            if *client {
+                // A client is named by its public key: the nospam and checksum of a Tox ID
+                // only matter to those who send it friend requests.
+                println!("{}", id.public_key);
+                eprintln!(
+                    "(client identity in {}; a server admits it with [[client]] key = \"{}\")",
+                    dir.join(file).display(),
+                    id.public_key
+                );
+                return Ok(());
+            }
             println!("{id}");
-            eprintln!("(identity in {})", dir.join("server.tox").display());
+            eprintln!("(identity in {})", dir.join(file).display());
             if !no_qr {
                 if let Ok(code) = qrcode::QrCode::new(id.to_string()) {
                     let s = code

@@ -186,14 +186,17 @@ fn echo_server() -> u16 {
     port
 }
 
-fn write_config(dir: &Path, port: u16, boot: &str) -> PathBuf {
+fn write_config(dir: &Path, port: u16, boot: &str, client: Option<&str>) -> PathBuf {
     let conf = dir.join("server.toml");
+    let auth = match client {
+        Some(key) => format!("[[client]]\nkey = \"{key}\"\nallow = [\"127.0.0.1:{port}\"]\n"),
+        None => {
+            format!("[secret]\nvalue = \"a shared test secret\"\nallow = [\"127.0.0.1:{port}\"]\n")
+        }
+    };
     std::fs::write(
         &conf,
-        format!(
-            "[secret]\nvalue = \"a shared test secret\"\nallow = [\"127.0.0.1:{port}\"]\n\
-             [network]\nbootstrap = [\"{boot}\"]\nlan_discovery = false\n"
-        ),
+        format!("{auth}[network]\nbootstrap = [\"{boot}\"]\nlan_discovery = false\n"),
     )
     .unwrap();
     conf
@@ -201,7 +204,12 @@ fn write_config(dir: &Path, port: u16, boot: &str) -> PathBuf {
 
 /// Starts `toxtun serve` (shared secret, one allowed port) with its identity in `dir`.
 fn serve(dir: &Path, port: u16, boot: &str) -> (Proc, String) {
-    let conf = write_config(dir, port, boot);
+    serve_admitting(dir, port, boot, None)
+}
+
+/// Starts `toxtun serve` admitting `client` by its key, or anyone with the shared secret.
+fn serve_admitting(dir: &Path, port: u16, boot: &str, client: Option<&str>) -> (Proc, String) {
+    let conf = write_config(dir, port, boot, client);
     let id = run(&["--data-dir", dir.to_str().unwrap(), "id", "--no-qr"]);
     let server_id = String::from_utf8_lossy(&id.stdout).trim().to_string();
     let server = toxtun()
@@ -216,14 +224,25 @@ fn serve(dir: &Path, port: u16, boot: &str) -> (Proc, String) {
 
 /// Starts `toxtun pipe` to `target` through the server, with the shared secret.
 fn pipe(dir: &Path, boot: &str, server_id: &str, target: &str, stdout: Stdio) -> Child {
+    pipe_with(dir, boot, server_id, target, stdout, true)
+}
+
+fn pipe_with(
+    dir: &Path,
+    boot: &str,
+    server_id: &str,
+    target: &str,
+    stdout: Stdio,
+    secret: bool,
+) -> Child {
+    let secret: &[&str] = if secret {
+        &["--secret", "a shared test secret"]
+    } else {
+        &[]
+    };
     toxtun()
-        .args([
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "pipe",
-            "--secret",
-            "a shared test secret",
-        ])
+        .args(["--data-dir", dir.to_str().unwrap(), "pipe"])
+        .args(secret)
         .args([
             "--lan-discovery",
             "false",
@@ -241,17 +260,30 @@ fn pipe(dir: &Path, boot: &str, server_id: &str, target: &str, stdout: Stdio) ->
 
 #[test]
 fn pipe_carries_a_request_and_response_through_a_serve_process() {
+    // The client is admitted by its key, as `toxtun id --client` shows it (no secret).
     let (_boot, boot) = bootstrap();
     let port = echo_server();
     let sdir = tmp("serve");
     let cdir = tmp("pipe");
-    let (_server, server_id) = serve(&sdir, port, &boot);
-    let mut pipe = pipe(
+    let key = run(&["--data-dir", cdir.to_str().unwrap(), "id", "--client"]);
+    assert!(key.status.success(), "{}", stderr(&key));
+    let key = String::from_utf8_lossy(&key.stdout).trim().to_string();
+    assert_eq!(key.len(), 64, "a public key: {key}");
+    assert!(stderr(&run(&[
+        "--data-dir",
+        cdir.to_str().unwrap(),
+        "id",
+        "--client"
+    ]))
+    .contains(&format!("[[client]] key = \"{key}\"")));
+    let (_server, server_id) = serve_admitting(&sdir, port, &boot, Some(&key));
+    let mut pipe = pipe_with(
         &cdir,
         &boot,
         &server_id,
         &format!("127.0.0.1:{port}"),
         Stdio::piped(),
+        false,
     );
     let request: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let mut stdin = pipe.stdin.take().unwrap();
@@ -401,7 +433,7 @@ fn a_port_in_use_or_a_damaged_identity_fails_clearly_and_keeps_the_file() {
     let d = tmp("damaged");
     let junk = b"this is not a Tox save file";
     std::fs::write(d.join("server.tox"), junk).unwrap();
-    let conf = write_config(&d, 22, &nobody);
+    let conf = write_config(&d, 22, &nobody, None);
     let o = toxtun()
         .args(["--data-dir", d.to_str().unwrap(), "serve", "--config"])
         .arg(&conf)
