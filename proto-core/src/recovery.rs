@@ -890,18 +890,24 @@ mod tests {
         assert_eq!(s.probe_timeouts, u64::from(PTOS_BEFORE_FALLBACK));
     }
 
+    /// A sender on a 1 ms path with a window of `n` full packets, all of them in flight.
+    fn in_flight(n: u64) -> LossySender {
+        let t0 = origin();
+        let mut s = LossySender::default();
+        s.rtt.update(Duration::from_millis(1), Duration::ZERO);
+        s.window = n as usize * SEGMENT;
+        for i in 0..n {
+            s.on_sent(t0, chunk(i * SEGMENT as u64), false);
+        }
+        s
+    }
+
     #[test]
     fn a_stall_that_ends_costs_no_window() {
         // The path (a Tox thread that ran late) holds every packet past the probe timeout,
         // then delivers them all: nothing was lost, so the window stays.
-        let t0 = origin();
-        let mut s = LossySender::default();
-        s.rtt.update(Duration::from_millis(1), Duration::ZERO);
-        s.window = 40 * SEGMENT;
+        let mut s = in_flight(40);
         s.ssthresh = s.window;
-        for i in 0..40 {
-            s.on_sent(t0, chunk(i * SEGMENT as u64), false);
-        }
         let w = s.window;
         let due = s.deadline().expect("armed");
         s.on_timeout(due);
@@ -922,14 +928,8 @@ mod tests {
 
     #[test]
     fn losses_seen_after_two_probe_timeouts_are_persistent_congestion() {
-        let t0 = origin();
-        let mut s = LossySender::default();
-        s.rtt.update(Duration::from_millis(1), Duration::ZERO);
-        s.window = 40 * SEGMENT;
-        for i in 0..40 {
-            s.on_sent(t0, chunk(i * SEGMENT as u64), false);
-        }
-        let mut t = t0;
+        let mut s = in_flight(40);
+        let mut t = s.last_sent.expect("sent");
         for _ in 0..2 {
             t = s.deadline().expect("armed");
             s.on_timeout(t);

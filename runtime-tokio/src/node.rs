@@ -496,7 +496,13 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     use bytes::Buf;
     let mut first = 0;
-    while first < chunks.len() {
+    loop {
+        while chunks.get(first).is_some_and(Bytes::is_empty) {
+            first += 1;
+        }
+        if first == chunks.len() {
+            return Ok(());
+        }
         let slices: Vec<io::IoSlice<'_>> = chunks[first..]
             .iter()
             .map(|c| io::IoSlice::new(c))
@@ -515,7 +521,6 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
             }
         }
     }
-    Ok(())
 }
 
 /// Connects to a target for an incoming stream; the rules were checked by the endpoint
@@ -966,5 +971,53 @@ impl<T: Transport> Driver<T> {
             }
             Cmd::Shutdown(_) => unreachable!("handled in run"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes at most 5 bytes per call, from the first non-empty slice only
+    /// (as a socket with a full buffer, or a writer without vectored writes, does).
+    struct Trickle(Vec<u8>);
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(5);
+            self.0.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn vectored_writes_deliver_every_chunk_in_order_through_short_writes() {
+        let chunks: Vec<Bytes> = ["abc", "", "defghijk", "", "l", "mnopqrstu", ""]
+            .iter()
+            .map(|s| Bytes::from_static(s.as_bytes()))
+            .collect();
+        let mut w = Trickle(Vec::new());
+        write_all_vectored(&mut w, chunks).await.unwrap();
+        assert_eq!(w.0, b"abcdefghijklmnopqrstu");
+        write_all_vectored(&mut w, vec![Bytes::new()])
+            .await
+            .unwrap();
+        assert_eq!(w.0.len(), 21, "empty chunks write nothing and do not fail");
     }
 }
