@@ -445,7 +445,8 @@ where
     let id = p.id;
     let (mut rd, mut wr) = tokio::io::split(io);
     // Read straight into the buffer the chunk is handed on in (no copy out of a scratch
-    // buffer): the stream keeps it until its bytes are sent and acknowledged.
+    // buffer). The core keeps the chunk until its bytes are copied into packets, so a
+    // 32 KiB allocation, shared by the reads that filled it, lives that long at most.
     let mut buf = BytesMut::new();
     let (mut read_done, mut write_done) = (false, false);
     while !(read_done && write_done) {
