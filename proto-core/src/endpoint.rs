@@ -44,9 +44,13 @@ pub enum Input {
         /// The packet, first byte included.
         packet: Bytes,
     },
-    /// The transport's send queue for the peer is full. The caller keeps the packet it could
-    /// not send and sends it first once there is room; the endpoint emits nothing more for
-    /// this peer until [`Input::SendReady`]. Backpressure, never loss.
+    /// The transport's send queue for the peer is full: fed right after the transport
+    /// refused the packet the endpoint emitted last for this peer. The caller keeps that
+    /// packet and sends it first once there is room; until [`Input::SendReady`] the
+    /// endpoint emits nothing more for this peer *in that packet's lane* (lossless, first
+    /// byte 160..=191, or lossy, 192..=254), since a transport queues the two apart and a
+    /// full lossless queue must not stop the fast path's acknowledgements. Backpressure,
+    /// never loss.
     SendBlocked(PeerId),
     /// The transport's send queue for the peer has room again.
     SendReady(PeerId),
@@ -422,7 +426,7 @@ impl Endpoint {
                 self.events.push_back(Event::PeerOnline { peer });
                 if let Some(s) = self.sessions.get_mut(&peer) {
                     s.link_up = true;
-                    s.send_blocked = false;
+                    s.unblock();
                     match (s.role, s.state) {
                         (Role::Initiator, State::Idle { .. }) => {
                             let id = self.new_session_id();
@@ -460,12 +464,12 @@ impl Endpoint {
             Input::Packet { peer, packet } => self.on_packet(now, peer, packet),
             Input::SendBlocked(peer) => {
                 if let Some(s) = self.sessions.get_mut(&peer) {
-                    s.send_blocked = true;
+                    s.block_last_lane();
                 }
             }
             Input::SendReady(peer) => {
                 if let Some(s) = self.sessions.get_mut(&peer) {
-                    s.send_blocked = false;
+                    s.unblock();
                 }
                 self.mark_ready(peer);
             }
@@ -489,7 +493,7 @@ impl Endpoint {
             return;
         };
         s.link_up = false;
-        s.send_blocked = false;
+        s.unblock();
         let grace = !ctx.config.resume_grace.is_zero();
         match (s.role, s.state) {
             (_, State::Established) if grace => s.suspend(now, &mut ctx),
@@ -1165,6 +1169,9 @@ impl Endpoint {
             return Some(Output::Event(e));
         }
         if let Some((peer, packet)) = self.stray.pop_front() {
+            if let Some(s) = self.sessions.get_mut(&peer) {
+                s.last_lossy = false; // strays are lossless (CLOSE, HELLO_REJECT)
+            }
             return Some(Output::Transmit { peer, packet });
         }
         while let Some(peer) = self.ready.pop_front() {

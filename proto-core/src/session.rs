@@ -30,9 +30,6 @@ const ACK_DELAY: Duration = Duration::from_millis(20);
 /// The shortest frame (PING, PONG, ACK, SESSION_WINDOW: type and 8 bytes): a packet with
 /// less room than that after its own frame is sent alone.
 const MIN_FRAME_LEN: usize = 9;
-/// Lossy credit twins waiting to go at most (each is a hint: dropping one only means its
-/// lossless original decides).
-const MAX_CREDIT_TWINS: usize = 64;
 /// Stream bytes one stream sends before the next stream with data gets its turn: a dozen
 /// packets, about 0.1 ms at 150 MB/s, so turns stay fine-grained for interactive streams
 /// while the receiver gets runs of one stream (one socket write each, not one per packet).
@@ -95,8 +92,14 @@ pub(crate) struct Session {
     pub id: SessionId,
     /// The transport says the friend link is up.
     pub link_up: bool,
-    /// The transport's send queue for this peer is full.
-    pub send_blocked: bool,
+    /// The transport's lossless queue for this peer is full (`SendBlocked` after a lossless
+    /// packet): no lossless packet goes until `SendReady`; lossy ones still do.
+    pub lossless_blocked: bool,
+    /// The transport's lossy queue for this peer is full, likewise.
+    pub lossy_blocked: bool,
+    /// Whether the last packet emitted to this peer was lossy: the lane `SendBlocked`
+    /// blocks.
+    pub last_lossy: bool,
     /// The session is in the endpoint's queue of sessions that may have output.
     pub in_ready: bool,
     /// Consecutive failed attempts, for the reconnect backoff.
@@ -174,9 +177,10 @@ pub(crate) struct Session {
     pub batching: bool,
     /// A packet taken while filling a batch that did not fit in it: it goes next.
     deferred: Option<Bytes>,
-    /// Lossy twins of credit frames just logged, to go out next (at most one per stream
-    /// and one for the session between drains; bounded by `MAX_CREDIT_TWINS` anyway).
-    credit_twins: VecDeque<Bytes>,
+    /// Streams whose credit grant goes on the lossy lane too (LWINDOW), at most once each.
+    twin_updates: VecDeque<StreamId>,
+    /// The session's credit grant goes on the lossy lane too (LSESSION_WINDOW).
+    session_twin_due: bool,
     /// The transport says the friend link is direct UDP, where lossy packets travel.
     pub path_direct: bool,
     /// The fast path's sending side: packets in flight, losses, window, pacer.
@@ -202,7 +206,9 @@ impl Session {
             state: State::Idle { retry_at: None },
             id,
             link_up: false,
-            send_blocked: false,
+            lossless_blocked: false,
+            lossy_blocked: false,
+            last_lossy: false,
             in_ready: false,
             failures: 0,
             streams: Map::with_hasher(hasher),
@@ -241,7 +247,8 @@ impl Session {
             lossy_credit: false,
             batching: false,
             deferred: None,
-            credit_twins: VecDeque::new(),
+            twin_updates: VecDeque::new(),
+            session_twin_due: false,
             path_direct: false,
             lossy_tx: LossySender::default(),
             lossy_rx: LossyReceiver::default(),
@@ -291,7 +298,22 @@ impl Session {
 
     /// Whether the session might produce a packet now.
     pub fn can_send(&self) -> bool {
-        self.link_up && !self.send_blocked
+        self.link_up && !(self.lossless_blocked && self.lossy_blocked)
+    }
+
+    /// The transport refused the packet just emitted (`SendBlocked`): its lane waits.
+    pub fn block_last_lane(&mut self) {
+        if self.last_lossy {
+            self.lossy_blocked = true;
+        } else {
+            self.lossless_blocked = true;
+        }
+    }
+
+    /// The transport has room again (`SendReady`), or the link changed: both lanes go.
+    pub fn unblock(&mut self) {
+        self.lossless_blocked = false;
+        self.lossy_blocked = false;
     }
 
     // ----- handshake -------------------------------------------------------------------
@@ -360,7 +382,8 @@ impl Session {
         self.lossy_credit = false;
         self.batching = false;
         self.deferred = None;
-        self.credit_twins.clear();
+        self.twin_updates.clear();
+        self.session_twin_due = false;
         self.lossy_tx = LossySender::default();
         self.lossy_rx = LossyReceiver::default();
         self.pace_until = None;
@@ -674,9 +697,30 @@ impl Session {
     pub fn consume(&mut self, n: u64, config: &EndpointConfig) {
         self.recv_consumed += n;
         let w = config.session_window;
-        if !self.session_window_queued && self.recv_consumed + w - self.recv_max >= w / 2 {
+        if self.recv_consumed + w - self.recv_max >= w / 2 {
             self.session_window_queued = true;
+            if self.twins_on() {
+                self.session_twin_due = true;
+            }
         }
+    }
+
+    /// Whether credit grants go on the lossy lane too: the fast path runs and the peer
+    /// takes twins. The credit then returns on the lane its bytes came by, not behind
+    /// c-toxcore's congestion control for lossless packets, which on a mostly idle
+    /// direction starts near a few hundred packets a second (a burst of a hundred OPENs
+    /// held a SESSION_WINDOW there for 0.4 s), and not behind a lossless queue full of
+    /// other streams' WINDOW frames. The sequenced originals still go in the log.
+    fn twins_on(&self) -> bool {
+        self.lossy_credit && self.lossy_active()
+    }
+
+    /// Grants session credit up to a window past what was consumed, if that is more than
+    /// granted so far (SESSION_WINDOW and its twin both grant through here).
+    fn grant_session(&mut self, config: &EndpointConfig) {
+        self.recv_max = self
+            .recv_max
+            .max(self.recv_consumed + config.session_window);
     }
 
     /// Doubles a stream's window (up to `max_stream_window`) when the credit, not the
@@ -714,10 +758,17 @@ impl Session {
     pub fn after_read(&mut self, id: StreamId, n: u64, config: &EndpointConfig) {
         self.consume(n, config);
         self.maybe_grow_window(id, config);
+        let twins = self.twins_on();
         if let Some(s) = self.streams.get_mut(&id) {
-            if !s.recv.window_update_queued && s.recv.wants_window_update() {
-                s.recv.window_update_queued = true;
-                self.window_updates.push_back(id);
+            if s.recv.wants_window_update() {
+                if !s.recv.window_update_queued {
+                    s.recv.window_update_queued = true;
+                    self.window_updates.push_back(id);
+                }
+                if twins && !s.recv.twin_queued {
+                    s.recv.twin_queued = true;
+                    self.twin_updates.push_back(id);
+                }
             }
         }
     }
@@ -1267,12 +1318,27 @@ impl Session {
         if !self.can_send() {
             return None;
         }
-        let first = match self.deferred.take() {
-            Some(p) => p,
-            None => self.poll_packet(now, ctx)?,
+        let lane_open = |s: &Self, p: &Bytes| {
+            if is_lossy(p) {
+                !s.lossy_blocked
+            } else {
+                !s.lossless_blocked
+            }
         };
+        // A packet held back from a batch goes first, unless its lane is blocked; then the
+        // other lane goes meanwhile, unbatched (the slot is taken).
+        let (first, slot_free) = match self.deferred.take() {
+            Some(p) if lane_open(self, &p) => (p, true),
+            Some(p) => {
+                self.deferred = Some(p);
+                (self.poll_packet(now, ctx)?, false)
+            }
+            None => (self.poll_packet(now, ctx)?, true),
+        };
+        self.last_lossy = is_lossy(&first);
         let max = ctx.config.max_packet_size;
-        if !self.batching
+        if !slot_free
+            || !self.batching
             || !frame::batchable(&first)
             || 1 + frame::batched_len(first.len()) + frame::batched_len(MIN_FRAME_LEN) > max
         {
@@ -1301,7 +1367,16 @@ impl Session {
     }
 
     /// The next single packet (see [`Session::poll_transmit`]).
+    ///
+    /// Only packets of a lane that is not blocked come out: a lossless lane that c-toxcore's
+    /// congestion control holds back must not stop the LACKs, credit twins and LDATA of the
+    /// lossy one (with a hundred streams, their WINDOW updates filled it, and the fast path
+    /// stalled for 150 ms at a time waiting for acknowledgements queued behind them).
     fn poll_packet(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<Bytes> {
+        let (lossless, lossy_lane) = (!self.lossless_blocked, !self.lossy_blocked);
+        if !lossless {
+            return self.poll_lossy_lane(now, ctx, lossy_lane);
+        }
         if let Some(f) = self.urgent.pop_front() {
             match f {
                 Frame::Pong { .. } => {
@@ -1315,15 +1390,10 @@ impl Session {
         if !self.is_established() {
             return None;
         }
-        if let Some(twin) = self.credit_twins.pop_front() {
-            if self.lossy_active() {
-                return Some(twin);
+        if lossy_lane {
+            if let Some(p) = self.poll_lossy_control(now, ctx) {
+                return Some(p);
             }
-            self.credit_twins.clear(); // the lossy lane is gone: the originals suffice
-        }
-        if self.lossy_rx.wants_ack() {
-            let (delay_us, ranges) = self.lossy_rx.take_ack(now);
-            return Some(Frame::LossyAck { delay_us, ranges }.to_bytes());
         }
         if self.rx_seq > self.rx_acked && (self.ack_now || self.rx_seq - self.rx_acked >= ACK_EVERY)
         {
@@ -1347,7 +1417,7 @@ impl Session {
             return Some(p.clone());
         }
         let lossy = self.lossy_active();
-        if lossy && !self.lossy_tx.lost.is_empty() && self.lossy_may_send(now) {
+        if lossy_lane && lossy && !self.lossy_tx.lost.is_empty() && self.lossy_may_send(now) {
             if let Some(p) = self.resend_lossy(now) {
                 return Some(p);
             }
@@ -1365,7 +1435,44 @@ impl Session {
                 return Some(self.log_frame(p));
             }
         }
-        self.poll_data(now, ctx, lossy, log_room)
+        self.poll_data(now, ctx, lossy, log_room, (lossy_lane, true))
+    }
+
+    /// The lossy packets due while the lossless lane is blocked (if the lossy one is not):
+    /// credit twins, LACK, lost payloads again, and LDATA.
+    fn poll_lossy_lane(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        lossy_lane: bool,
+    ) -> Option<Bytes> {
+        if !lossy_lane || !self.is_established() {
+            return None;
+        }
+        if let Some(p) = self.poll_lossy_control(now, ctx) {
+            return Some(p);
+        }
+        if self.awaiting_peer_count || !self.lossy_active() {
+            return None;
+        }
+        if !self.lossy_tx.lost.is_empty() && self.lossy_may_send(now) {
+            if let Some(p) = self.resend_lossy(now) {
+                return Some(p);
+            }
+        }
+        self.poll_data(now, ctx, true, false, (true, false))
+    }
+
+    /// A credit twin or a LACK, if one is due.
+    fn poll_lossy_control(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<Bytes> {
+        if let Some(p) = self.poll_credit_twin(ctx) {
+            return Some(p);
+        }
+        if self.lossy_rx.wants_ack() {
+            let (delay_us, ranges) = self.lossy_rx.take_ack(now);
+            return Some(Frame::LossyAck { delay_us, ranges }.to_bytes());
+        }
+        None
     }
 
     /// Keeps a sequenced frame in the log until acknowledged.
@@ -1451,52 +1558,74 @@ impl Session {
                 continue;
             };
             s.recv.window_update_queued = false;
-            s.recv.prev_max = s.recv.max_offset;
-            s.recv.max_offset = s.recv.read + s.recv.window;
-            let (max_offset, ack) = (s.recv.max_offset, s.recv.received);
-            self.twin(Frame::LossyWindow {
-                stream: id,
-                max_offset,
-                ack,
-            });
+            // The twin may have granted this already; the frame carries the latest grant.
+            s.recv.grant();
             return Some(
                 Frame::Window {
                     stream: id,
-                    max_offset,
-                    ack,
+                    max_offset: s.recv.max_offset,
+                    ack: s.recv.received,
                 }
                 .to_bytes(),
             );
         }
         if self.session_window_queued {
             self.session_window_queued = false;
-            self.recv_max = self.recv_consumed + ctx.config.session_window;
-            self.twin(Frame::LossySessionWindow { max: self.recv_max });
+            self.grant_session(ctx.config);
             return Some(Frame::SessionWindow { max: self.recv_max }.to_bytes());
         }
         None
     }
 
-    /// Queues the lossy twin of a credit frame when the fast path runs and the peer takes
-    /// twins: the credit then returns on the lane its bytes came by, not behind c-toxcore's
-    /// congestion control for lossless packets, which on a mostly idle direction starts
-    /// near a few hundred packets a second (a burst of a hundred OPENs held a
-    /// SESSION_WINDOW there for 0.4 s). The sequenced original still goes in the log.
-    fn twin(&mut self, frame: Frame) {
-        if self.lossy_credit && self.lossy_active() && self.credit_twins.len() < MAX_CREDIT_TWINS {
-            self.credit_twins.push_back(frame.to_bytes());
+    /// A credit grant on the lossy lane (LSESSION_WINDOW first, then LWINDOW), if one is
+    /// due and the fast path still runs.
+    fn poll_credit_twin(&mut self, ctx: &mut Ctx<'_>) -> Option<Bytes> {
+        if !self.twins_on() {
+            // The lossy lane is gone: the lossless originals carry the grants.
+            for id in std::mem::take(&mut self.twin_updates) {
+                if let Some(s) = self.streams.get_mut(&id) {
+                    s.recv.twin_queued = false;
+                }
+            }
+            self.session_twin_due = false;
+            return None;
         }
+        if std::mem::take(&mut self.session_twin_due) {
+            self.grant_session(ctx.config);
+            return Some(Frame::LossySessionWindow { max: self.recv_max }.to_bytes());
+        }
+        while let Some(id) = self.twin_updates.pop_front() {
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            s.recv.twin_queued = false;
+            s.recv.grant();
+            return Some(
+                Frame::LossyWindow {
+                    stream: id,
+                    max_offset: s.recv.max_offset,
+                    ack: s.recv.received,
+                }
+                .to_bytes(),
+            );
+        }
+        None
     }
 
     /// New stream bytes, round-robin across streams: LDATA for open streams when the fast
     /// path is on (within window and pacer), DATA in the frame log otherwise (while it has
     /// room). A stream that cannot go now keeps its turn.
+    ///
+    /// `lossy`: the fast path runs. `lanes`: whether the lossy and the lossless lane may
+    /// take a packet now (a stream on the fast path waits for its lane, it does not move to
+    /// the other).
     fn poll_data(
         &mut self,
         now: Instant,
         ctx: &mut Ctx<'_>,
         lossy: bool,
         log_room: bool,
+        (lossy_lane, lossless_lane): (bool, bool),
     ) -> Option<Bytes> {
         let credit = self.send_max.saturating_sub(self.send_total);
         if credit == 0 {
@@ -1513,9 +1642,9 @@ impl Session {
             };
             let fast = lossy && s.state == OpenState::Open;
             let can = if fast {
-                *lossy_checked.get_or_insert_with(|| self.lossy_may_send(now))
+                lossy_lane && *lossy_checked.get_or_insert_with(|| self.lossy_may_send(now))
             } else {
-                log_room
+                lossless_lane && log_room
             };
             if !can {
                 // Keep its turn; another stream may take the other path.
@@ -1576,6 +1705,11 @@ impl Session {
         }
         None
     }
+}
+
+/// Whether a packet travels as a Tox lossy packet (its first byte says).
+fn is_lossy(packet: &[u8]) -> bool {
+    packet.first().is_some_and(|&b| b >= frame::FIRST_LOSSY_ID)
 }
 
 /// Counts what a DATA or LDATA frame did against the session credit we grant (a peer past

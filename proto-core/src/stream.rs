@@ -168,6 +168,24 @@ pub(crate) struct RecvHalf {
     pub readable_signaled: bool,
     /// A WINDOW frame for this stream is queued.
     pub window_update_queued: bool,
+    /// A lossy credit grant (LWINDOW) for this stream is queued.
+    pub twin_queued: bool,
+}
+
+impl RecvHalf {
+    /// Grants credit up to `read + window` if that is more than granted so far; returns
+    /// whether it grew. WINDOW and its lossy twin both grant through here, whichever goes
+    /// first, so the credit a peer holds is always the latest grant.
+    pub fn grant(&mut self) -> bool {
+        let max = self.read + self.window;
+        if max > self.max_offset {
+            self.prev_max = self.max_offset;
+            self.max_offset = max;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// What a DATA frame did to the receive half.

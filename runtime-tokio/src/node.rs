@@ -490,6 +490,13 @@ where
     }
 }
 
+/// Whether a packet goes as a Tox lossy packet (first byte 192..=254).
+fn is_lossy(packet: &[u8]) -> bool {
+    packet
+        .first()
+        .is_some_and(|&b| b >= toxtun_proto::frame::FIRST_LOSSY_ID)
+}
+
 /// Writes every chunk, in order, with as few (vectored) writes as the socket allows.
 async fn write_all_vectored<W: AsyncWrite + Unpin>(
     wr: &mut W,
@@ -545,8 +552,9 @@ struct Driver<T> {
     endpoint: Endpoint,
     transport: T,
     options: NodeOptions,
-    /// Per peer: the packet the transport refused with `QueueFull`, sent first later.
-    held: HashMap<PeerId, Bytes>,
+    /// Per peer and lane (lossy or not): the packet the transport refused with `QueueFull`,
+    /// sent first later. The endpoint blocks only that lane meanwhile.
+    held: HashMap<(PeerId, bool), Bytes>,
     streams: HashMap<StreamId, StreamIo>,
     events: broadcast::Sender<NodeEvent>,
     notes: mpsc::UnboundedSender<Note>,
@@ -705,7 +713,7 @@ impl<T: Transport> Driver<T> {
         match self.transport.send(peer, packet) {
             Ok(()) => {}
             Err(SendError::QueueFull(p)) => {
-                self.held.insert(peer, p);
+                self.held.insert((peer, is_lossy(&p)), p);
                 self.endpoint.handle_input(now, Input::SendBlocked(peer));
             }
             // The link is down: the transport reports it, and the endpoint ends the session.
@@ -718,13 +726,19 @@ impl<T: Transport> Driver<T> {
         let now = now();
         match ev {
             TransportEvent::SendReady(peer) => {
-                if let Some(p) = self.held.remove(&peer) {
-                    match self.transport.send(peer, p) {
-                        Err(SendError::QueueFull(p)) => {
-                            self.held.insert(peer, p);
+                // Each lane's held packet first, in its lane's order; the endpoint hears
+                // SendReady only once neither is still refused (it then unblocks both).
+                let mut still_full = false;
+                for lane in [false, true] {
+                    if let Some(p) = self.held.remove(&(peer, lane)) {
+                        if let Err(SendError::QueueFull(p)) = self.transport.send(peer, p) {
+                            self.held.insert((peer, lane), p);
+                            still_full = true;
                         }
-                        _ => self.endpoint.handle_input(now, Input::SendReady(peer)),
                     }
+                }
+                if !still_full {
+                    self.endpoint.handle_input(now, Input::SendReady(peer));
                 }
             }
             TransportEvent::SelfConnection { connected } => {
@@ -737,7 +751,8 @@ impl<T: Transport> Driver<T> {
                         online: true,
                     }),
                     TransportEvent::FriendOffline(p) => {
-                        self.held.remove(p);
+                        self.held.remove(&(*p, false));
+                        self.held.remove(&(*p, true));
                         self.emit(NodeEvent::Peer {
                             peer: *p,
                             online: false,

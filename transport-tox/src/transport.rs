@@ -145,8 +145,12 @@ struct Friend {
 #[derive(Debug, Default)]
 struct Outgoing {
     queue: VecDeque<Bytes>,
-    /// `send` answered `QueueFull`; announce `SendReady` when there is room.
+    /// `send` answered `QueueFull` for a lossless packet; announce `SendReady` when there
+    /// is room.
     blocked: bool,
+    /// The same for a lossy packet. The lanes are apart: a full lossless queue (c-toxcore
+    /// holding lossless packets back) does not delay the `SendReady` of a lossy one.
+    lossy_blocked: bool,
     /// Lossy packets, sent before the lossless ones.
     lossy: VecDeque<Bytes>,
     /// Lossless packets the Tox thread took and is handing to c-toxcore: they still count
@@ -413,7 +417,7 @@ impl Transport for ToxTransport {
         let q = st.outq.entry(peer).or_default();
         if lossy {
             if q.lossy.len() + q.lossy_taken >= LOSSY_QUEUE {
-                q.blocked = true;
+                q.lossy_blocked = true;
                 st.stats.queue_full += 1;
                 return Err(SendError::QueueFull(packet));
             }
@@ -670,8 +674,12 @@ fn run(mut tox: RawTox, shared: &Shared, config: ToxConfig) {
             for p in b.lossless.into_iter().rev() {
                 q.queue.push_front(p);
             }
-            if q.blocked && q.queue.len() < shared.capacity && q.lossy.len() < LOSSY_QUEUE {
+            // Ready once every lane that refused a packet has room again.
+            let lossless_ok = !q.blocked || q.queue.len() < shared.capacity;
+            let lossy_ok = !q.lossy_blocked || q.lossy.len() < LOSSY_QUEUE;
+            if (q.blocked || q.lossy_blocked) && lossless_ok && lossy_ok {
                 q.blocked = false;
+                q.lossy_blocked = false;
                 events.push_back(TransportEvent::SendReady(b.peer));
             }
         }
