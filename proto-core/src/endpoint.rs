@@ -322,6 +322,10 @@ pub struct SessionStats {
     pub rtt: Option<std::time::Duration>,
     /// The fast path's congestion window, in bytes.
     pub congestion_window: usize,
+    /// The fast path's payload bytes in flight (sent, neither acknowledged nor lost).
+    pub bytes_in_flight: usize,
+    /// The smallest round trip the fast path measured: the path with no queue.
+    pub min_rtt: Option<std::time::Duration>,
 }
 
 /// The toxtun protocol state machine for one Tox identity. No I/O: see the crate docs for
@@ -1242,6 +1246,8 @@ impl Endpoint {
             lossy_duplicates: s.lossy_rx.duplicates,
             rtt: s.lossy_tx.rtt.smoothed,
             congestion_window: s.lossy_tx.window,
+            bytes_in_flight: s.lossy_tx.bytes_in_flight,
+            min_rtt: s.lossy_tx.rtt.smoothed.map(|_| s.lossy_tx.rtt.min),
         })
     }
 

@@ -188,6 +188,10 @@ pub(crate) struct LossySender {
     /// Slow start saw a queue and now grows carefully (HyStart++'s conservative slow
     /// start, RFC 9406 §4.2).
     css: Option<ConservativeStart>,
+    /// The most bytes in flight after a send, in this round and in the one before: the
+    /// window grows only while it is what limits the sender (RFC 9002 §7.8).
+    round_max_in_flight: usize,
+    prev_round_max_in_flight: usize,
     loss_time: Option<Instant>,
     last_sent: Option<Instant>,
     pto_count: u32,
@@ -222,6 +226,8 @@ impl Default for LossySender {
             round_min_rtt: None,
             round_samples: 0,
             css: None,
+            round_max_in_flight: 0,
+            prev_round_max_in_flight: 0,
             loss_time: None,
             last_sent: None,
             pto_count: 0,
@@ -294,6 +300,7 @@ impl LossySender {
         self.next_packet += 1;
         let len = chunk.payload.len();
         self.bytes_in_flight += len;
+        self.round_max_in_flight = self.round_max_in_flight.max(self.bytes_in_flight);
         self.pacer_tokens = self.pacer_tokens.saturating_sub(len);
         self.in_flight.insert(n, SentPacket { time: now, chunk });
         self.last_sent = Some(now);
@@ -386,6 +393,7 @@ impl LossySender {
     /// round trip.
     fn end_round(&mut self) {
         self.round_end = self.next_packet;
+        self.prev_round_max_in_flight = std::mem::take(&mut self.round_max_in_flight);
         if self.round_samples < ROUND_SAMPLES {
             return; // too few samples to judge: the round goes on
         }
@@ -428,6 +436,14 @@ impl LossySender {
             // (as Vegas does) and let losses, if any, reduce it.
             return;
         }
+        if !self.window_limited() {
+            // The sender used a fraction of the window (the streams had nothing more, or
+            // no credit): acknowledgements say nothing about a larger one. Growing anyway
+            // left a 4 MiB window after a download that needed 0.6 MB, and the next burst
+            // of a hundred streams filled c-toxcore's queues with it (round trips of
+            // 20–65 ms; BENCHMARKS.md, issue 8).
+            return;
+        }
         if self.window < self.ssthresh {
             // Slow start doubles per round trip; conservative slow start grows a quarter
             // as fast while it finds out whether the queue it saw stays.
@@ -444,6 +460,18 @@ impl LossySender {
             }
         }
         self.window = self.window.min(MAX_WINDOW);
+    }
+
+    /// Whether the window is what held the sender back lately: in slow start, whether it
+    /// used more than half of it (the next round may use it all), after it whether it
+    /// used all but a few packets of it (as Linux's `tcp_is_cwnd_limited` judges).
+    fn window_limited(&self) -> bool {
+        let used = self.round_max_in_flight.max(self.prev_round_max_in_flight);
+        if self.window < self.ssthresh {
+            used * 2 > self.window
+        } else {
+            used + 3 * SEGMENT >= self.window
+        }
     }
 
     /// Declares packets lost by the packet and time thresholds; arms the loss timer for the
@@ -865,6 +893,35 @@ mod tests {
             round(&mut s, &mut t, ms) >= 2 * w,
             "and it goes on doubling"
         );
+    }
+
+    #[test]
+    fn a_window_the_sender_does_not_fill_does_not_grow() {
+        let mut t = origin();
+        let mut s = LossySender::default();
+        let rtt = Duration::from_millis(1);
+        // Slow start fills the window a few rounds, then the streams have only 8 packets
+        // per round trip (credit or the application limits them) for a long time.
+        for _ in 0..3 {
+            round(&mut s, &mut t, rtt);
+        }
+        let w = s.window;
+        for _ in 0..200 {
+            let first = s.peek_number();
+            for _ in 0..8 {
+                s.on_sent(t, chunk(0), false);
+            }
+            t += rtt;
+            s.on_ack(t, &[(first, s.peek_number())], Duration::ZERO)
+                .unwrap();
+        }
+        assert_eq!(
+            s.window, w,
+            "200 app-limited rounds left the window as it was"
+        );
+        // Once the sender fills it again, it grows again.
+        assert!(round(&mut s, &mut t, rtt) > w);
+        assert!(round(&mut s, &mut t, rtt) > w * 3 / 2);
     }
 
     #[test]
