@@ -439,9 +439,11 @@ impl LossySender {
         if !self.window_limited() {
             // The sender used a fraction of the window (the streams had nothing more, or
             // no credit): acknowledgements say nothing about a larger one. Growing anyway
-            // left a 4 MiB window after a download that needed 0.6 MB, and the next burst
-            // of a hundred streams filled c-toxcore's queues with it (round trips of
-            // 20–65 ms; BENCHMARKS.md, issue 8).
+            // lets a tunnel that carried keystrokes for an hour meet its first bulk copy
+            // with a window no path has shown it can take, all of it sent at once.
+            // (Credit-limited bulk transfers still reach large windows: their in-flight
+            // peaks, when credit arrives in bulk, pass the slow-start test; BENCHMARKS.md,
+            // issue 8.)
             return;
         }
         if self.window < self.ssthresh {
