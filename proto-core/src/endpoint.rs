@@ -584,24 +584,7 @@ impl Endpoint {
     fn on_stream_frame(&mut self, now: Instant, peer: PeerId, frame: Frame, reply: bool) {
         let (sessions, mut ctx) = self.ctx();
         let Some(s) = sessions.get_mut(&peer).filter(|s| s.is_established()) else {
-            let (idle_initiator, suspended) = match self.sessions.get(&peer) {
-                Some(s) => (s.role == Role::Initiator, s.is_suspended()),
-                None => (false, false),
-            };
-            // An initiator between sessions drops stale frames (a resume resends what
-            // counts). A suspended server asks for a resume: the client did not see the
-            // link drop. Anyone else is told that the handshake must come first.
-            if suspended && !idle_initiator {
-                self.ask_for_resume(peer);
-            } else if !idle_initiator {
-                self.send_stray(
-                    peer,
-                    Frame::Close {
-                        code: SessionCode::HandshakeRequired,
-                    },
-                );
-            }
-            return;
+            return self.without_session(peer);
         };
         s.last_recv = now;
         if frame.is_sequenced() {
@@ -630,18 +613,45 @@ impl Endpoint {
         self.mark_ready(peer);
     }
 
-    /// BATCH: the frames it carries, each handled as if it had come alone, in order, for
-    /// as long as the session stands. Only an established session that negotiated BATCH
-    /// takes one; a malformed one breaks the session, as any malformed frame does.
-    fn on_batch(&mut self, now: Instant, peer: PeerId, packet: &Bytes) {
-        let negotiated = self
-            .sessions
-            .get(&peer)
-            .is_some_and(|s| s.is_established() && s.batching);
-        let inner = match frame::split_batch(packet) {
-            Ok(inner) if negotiated => inner,
-            _ => return self.protocol_violation(now, peer, SessionCode::ProtocolViolation),
+    /// A stream frame (or a BATCH of them) for a peer with no established session. An
+    /// initiator between sessions drops stale frames (a resume resends what counts). A
+    /// suspended server asks for a resume: the client did not see the link drop. Anyone
+    /// else is told that the handshake must come first.
+    fn without_session(&mut self, peer: PeerId) {
+        let (idle_initiator, suspended) = match self.sessions.get(&peer) {
+            Some(s) => (s.role == Role::Initiator, s.is_suspended()),
+            None => (false, false),
         };
+        if suspended && !idle_initiator {
+            self.ask_for_resume(peer);
+        } else if !idle_initiator {
+            self.send_stray(
+                peer,
+                Frame::Close {
+                    code: SessionCode::HandshakeRequired,
+                },
+            );
+        }
+    }
+
+    /// BATCH: the frames it carries, each handled as if it had come alone, in order, for
+    /// as long as the session stands. A malformed one breaks the session, as any malformed
+    /// frame does, and so does one on a session that did not negotiate BATCH. One that
+    /// arrives with no session established is a stale one, as any stream frame then is:
+    /// sent before an outage that the transport did not report (the idle timeout
+    /// suspended the session, and c-toxcore delivered its packets when the path
+    /// returned), it holds no handshake frame, and goes the way of its frames.
+    fn on_batch(&mut self, now: Instant, peer: PeerId, packet: &Bytes) {
+        let Ok(inner) = frame::split_batch(packet) else {
+            return self.protocol_violation(now, peer, SessionCode::ProtocolViolation);
+        };
+        match self.sessions.get(&peer) {
+            Some(s) if s.is_established() && !s.batching => {
+                return self.protocol_violation(now, peer, SessionCode::ProtocolViolation)
+            }
+            Some(s) if s.is_established() => {}
+            _ => return self.without_session(peer),
+        }
         for p in inner {
             if !self
                 .sessions

@@ -132,10 +132,23 @@ impl SendHalf {
     }
 }
 
-/// The most separate byte ranges a receive half holds ahead of a gap. An honest sender's
-/// ranges are whole packets, so a stream window holds about 200; more is a broken or
-/// hostile peer cutting its bytes small to make us spend memory on bookkeeping.
-const MAX_REORDER_RANGES: usize = 1024;
+/// The fewest separate byte ranges a receive half may hold ahead of a gap; a larger window
+/// allows one range per [`WINDOW_BYTES_PER_RANGE`] of it. An honest sender's ranges are
+/// whole packets (1340 bytes; smaller ones that follow on are joined here), so its ranges
+/// stay well inside that bound even with every packet of a full 4 MiB window held past a
+/// lost one; a broken or hostile peer cutting its bytes small cannot make us spend more on
+/// bookkeeping than a fraction of the window. (A fixed 1024, when windows could grow to
+/// 4 MiB, cut honest downloads with 2006: a 1.6 MB congestion window through a drop-tail
+/// bottleneck put 1200 packets past the first loss before its resend arrived.)
+const MIN_REORDER_RANGES: usize = 1024;
+/// Window bytes per range the reorder buffer may hold (see [`MIN_REORDER_RANGES`]).
+const WINDOW_BYTES_PER_RANGE: u64 = 256;
+/// Held pieces shorter than this are copied out of their packet, so that a piece never
+/// keeps much more memory alive than its own bytes (a slice would pin the whole packet),
+/// and joined to a small piece they follow on from.
+const COPY_BELOW: usize = 1024;
+/// The largest piece joining makes.
+const MAX_JOINED: usize = crate::frame::MAX_DATA_PAYLOAD;
 
 #[derive(Debug, Default)]
 pub(crate) struct RecvHalf {
@@ -284,14 +297,47 @@ impl RecvHalf {
         if cur < end {
             pieces.push((cur, end));
         }
-        if self.reorder.len() + pieces.len() > MAX_REORDER_RANGES {
-            return Err(StreamCode::FlowControl);
-        }
         for (a, b) in pieces {
-            let piece = payload.slice((a - offset) as usize..(b - offset) as usize);
-            self.reorder.insert(a, piece);
+            self.keep(
+                a,
+                payload.slice((a - offset) as usize..(b - offset) as usize),
+            )?;
         }
         Ok(())
+    }
+
+    /// Holds one piece past a gap at `at` (the caller checked it overlaps nothing held). A
+    /// small piece is copied, and joined to the held piece it follows on from if that one
+    /// is small enough too: small packets arriving in order behind a loss make a few
+    /// packet-sized ranges, not one range each.
+    fn keep(&mut self, at: u64, piece: Bytes) -> Result<(), StreamCode> {
+        let len = piece.len();
+        let piece = if len < COPY_BELOW {
+            if let Some((&start, prev)) = self.reorder.range_mut(..at).next_back() {
+                if start + prev.len() as u64 == at && prev.len() + len <= MAX_JOINED {
+                    let mut joined = BytesMut::with_capacity(prev.len() + len);
+                    joined.extend_from_slice(prev);
+                    joined.extend_from_slice(&piece);
+                    *prev = joined.freeze();
+                    return Ok(());
+                }
+            }
+            Bytes::copy_from_slice(&piece)
+        } else {
+            piece
+        };
+        let most = MIN_REORDER_RANGES.max((self.window / WINDOW_BYTES_PER_RANGE) as usize);
+        if self.reorder.len() >= most {
+            return Err(StreamCode::FlowControl);
+        }
+        self.reorder.insert(at, piece);
+        Ok(())
+    }
+
+    /// Separate byte ranges held past a gap.
+    #[cfg(test)]
+    fn held_ranges(&self) -> usize {
+        self.reorder.len()
     }
 
     /// Moves held bytes that now follow on in order into the readable chunks.
@@ -509,7 +555,8 @@ mod tests {
     fn recv_half_bounds_its_reorder_buffer() {
         let mut r = RecvHalf::new(1 << 20);
         let one = Bytes::from_static(b"x");
-        for i in 0..MAX_REORDER_RANGES as u64 {
+        let most = MIN_REORDER_RANGES.max((1 << 20) / WINDOW_BYTES_PER_RANGE as usize);
+        for i in 0..most as u64 {
             r.on_data(2 + 2 * i, one.clone(), true).unwrap();
         }
         assert_eq!(
@@ -517,5 +564,52 @@ mod tests {
             Some(StreamCode::FlowControl),
             "a peer cutting bytes small cannot grow the bookkeeping without bound"
         );
+    }
+
+    #[test]
+    fn a_full_window_of_packets_past_one_loss_is_held() {
+        // A 4 MiB window's worth of full packets arrives behind the first one, which was
+        // lost: every one is held (the bound once cut this at 1024 with 2006), and the
+        // resend of the first releases them all in order.
+        let window = 4 << 20;
+        let seg = crate::frame::MAX_DATA_PAYLOAD;
+        let mut r = RecvHalf::new(window);
+        let data: Vec<u8> = (0..window).map(|i| (i % 251) as u8).collect();
+        let packets: Vec<(u64, Bytes)> = data
+            .chunks(seg)
+            .enumerate()
+            .map(|(i, c)| ((i * seg) as u64, Bytes::copy_from_slice(c)))
+            .collect();
+        for (off, p) in &packets[1..] {
+            r.on_data(*off, p.clone(), true).unwrap();
+        }
+        assert_eq!(r.received, 0);
+        r.on_data(0, packets[0].1.clone(), true).unwrap();
+        assert_eq!(r.received, window);
+        let mut out = Vec::new();
+        while let Some(c) = r.read(usize::MAX) {
+            out.extend_from_slice(&c);
+        }
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn small_pieces_in_order_behind_a_gap_join() {
+        // An application writing 100-byte messages: its packets are small. Those behind a
+        // loss are joined into packet-sized ranges, so a window of them is held too.
+        let mut r = RecvHalf::new(256 * 1024);
+        let msg = Bytes::from(vec![7u8; 100]);
+        let n = 2000u64; // 200 kB of 100-byte packets past the gap at 0
+        for i in 1..=n {
+            r.on_data(i * 100, msg.clone(), true).unwrap();
+        }
+        assert!(
+            r.held_ranges() <= (n as usize * 100).div_ceil(1300),
+            "{} ranges",
+            r.held_ranges()
+        );
+        r.on_data(0, msg, true).unwrap();
+        assert_eq!(r.received, (n + 1) * 100);
+        assert_eq!(r.held_ranges(), 0);
     }
 }

@@ -1121,3 +1121,59 @@ fn frames_after_a_close_inside_a_batch_are_not_handled() {
         .iter()
         .any(|e| matches!(e, Event::StreamIncoming { .. })));
 }
+
+#[test]
+fn a_stale_batch_after_an_unreported_outage_breaks_nothing() {
+    // The path went dark without the transport noticing; the idle timeout suspended both
+    // sides, and when the path returned c-toxcore delivered what each had sent before,
+    // BATCH packets among them. The suspended client drops them (the resume resends what
+    // counts); the suspended server asks for the resume. Neither calls it a violation.
+    let (mut ep, now) = server_with_batching_alice();
+    let later = now + Duration::from_secs(31);
+    ep.handle_timeout(later);
+    let d = drain(&mut ep, later);
+    assert!(
+        d.events.contains(&Event::SessionSuspended { peer: ALICE }),
+        "{:?}",
+        d.events
+    );
+    let stale = Frame::Batch(vec![Frame::Ping { token: 1 }, Frame::Ping { token: 2 }]);
+    let d = packet(&mut ep, later, ALICE, stale.clone());
+    assert_eq!(
+        d.frames_to(ALICE),
+        vec![Frame::Close {
+            code: SessionCode::ResumeRequired
+        }]
+    );
+
+    let now = t0();
+    let mut client = Endpoint::new(EndpointConfig::new(ALICE), [3; 32]).unwrap();
+    client.connect(now, SERVER);
+    client.handle_input(now, Input::PeerOnline(SERVER));
+    let Some(Frame::Hello(h)) = drain(&mut client, now).frames_to(SERVER).first().cloned() else {
+        panic!("no hello")
+    };
+    packet(
+        &mut client,
+        now,
+        SERVER,
+        Frame::HelloAck(HelloAck {
+            version: 1,
+            capabilities: toxtun_proto::Capabilities::BATCH.0,
+            session: h.session,
+            resumed: false,
+            stream_window: 1 << 20,
+            session_window: 1 << 24,
+        }),
+    );
+    let later = now + Duration::from_secs(31);
+    client.handle_timeout(later);
+    let d = drain(&mut client, later);
+    assert!(
+        matches!(d.frames_to(SERVER)[..], [Frame::Resume(_)]),
+        "{d:?}"
+    );
+    let d = packet(&mut client, later, SERVER, stale);
+    assert!(d.sent.is_empty() && d.events.is_empty(), "{d:?}");
+    assert!(client.session_stats(SERVER).is_some_and(|s| s.suspended));
+}

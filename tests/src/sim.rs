@@ -23,7 +23,7 @@ use toxtun_proto::{
     ClientRule, Endpoint, EndpointConfig, Event, Input, Output, PeerId, ReadError, ServerPolicy,
     SessionCode, StreamCode, StreamId, TargetRules, TransportEvent, WriteError,
 };
-use toxtun_transport_mock::{FlapPlan, LinkConfig, Network, NodeId};
+use toxtun_transport_mock::{BurstLoss, FlapPlan, LinkConfig, Network, NodeId};
 
 /// A broken invariant, with what the harness saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +122,17 @@ pub enum Op {
     },
     /// Let time pass.
     Advance(Duration),
+    /// The path between a client and a server goes dark for a while without the friend
+    /// link going down (no side is told, as c-toxcore did not notice an 8 s outage): lossy
+    /// packets are lost, lossless ones wait for the path's return.
+    Blackout {
+        /// Client index.
+        client: usize,
+        /// Server index.
+        server: usize,
+        /// How long the path stays dark.
+        outage: Duration,
+    },
     /// The link between a client and a server becomes direct UDP (the fast path may run)
     /// or relayed (lossy packets are dropped).
     Path {
@@ -184,7 +195,37 @@ impl SimConfig {
         self.link.lossy_loss_per_mille = [0, 5, 30, 100][((draw >> 8) % 4) as usize];
         self.link.lossy_duplicate_per_mille = [0, 10, 50][((draw >> 16) % 3) as usize];
         self.link.lossy_reorder = Duration::from_millis([0, 2, 20][((draw >> 24) % 3) as usize]);
+        // Bottlenecks as real paths have them: a short buffer, a broadband router's 100 ms,
+        // a bloated DSL modem's 500 ms; and now and then losses in bursts (Wi-Fi).
+        self.link.bottleneck_queue =
+            Duration::from_millis([20, 100, 500][((draw >> 32) % 3) as usize]);
+        self.link.burst_loss = ((draw >> 40) % 4 == 0).then_some(BurstLoss {
+            enter_per_mille: 5,
+            leave_per_mille: 200,
+            loss_per_mille: 800,
+        });
         self
+    }
+
+    /// One client and one server joined by a direct path like an internet one: `rtt`
+    /// round trip, a bottleneck of `bandwidth` bytes per second with a drop-tail queue of
+    /// `queue`, and default windows. The regression tests of real paths start here.
+    pub fn wan(rtt: Duration, bandwidth: u64, queue: Duration) -> Self {
+        SimConfig {
+            clients: 1,
+            servers: 1,
+            link: LinkConfig {
+                latency: rtt / 2,
+                bandwidth: Some(bandwidth),
+                bottleneck_queue: queue,
+                queue_capacity: 1024,
+                direct: true,
+                ..LinkConfig::default()
+            },
+            stream_window: 256 * 1024,
+            session_window: 16 << 20,
+            flaps: None,
+        }
     }
 }
 
@@ -261,6 +302,12 @@ pub fn random_ops(rng: &mut impl RngCore, cfg: &SimConfig, n: usize) -> Vec<Op> 
                 client: r(rng, cfg.clients as u64) as usize,
                 server: r(rng, cfg.servers as u64) as usize,
                 direct: r(rng, 2) == 0,
+            }
+        } else if pick < 90 {
+            Op::Blackout {
+                client: r(rng, cfg.clients as u64) as usize,
+                server: r(rng, cfg.servers as u64) as usize,
+                outage: random_outage(rng).min(Duration::from_secs(45)),
             }
         } else {
             Op::Advance(Duration::from_millis(r(rng, 3000)))
@@ -484,6 +531,32 @@ impl Sim {
         self.now - self.start
     }
 
+    /// Streams opened so far: the index the next one gets.
+    pub fn streams_opened(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Bytes the given end of stream `ix` (in opening order) has read, each checked.
+    pub fn bytes_read(&self, ix: usize, end: End) -> u64 {
+        let flow = match end {
+            End::Opener => 1,
+            End::Acceptor => 0,
+        };
+        self.streams.get(ix).map_or(0, |r| r.flows[flow].read)
+    }
+
+    /// How the given end of stream `ix` ended, if it did.
+    pub fn ended(&self, ix: usize, end: End) -> Option<&str> {
+        let side = usize::from(end == End::Acceptor);
+        self.streams.get(ix)?.ended[side].as_deref()
+    }
+
+    /// Fast-path statistics of node `node`'s session with node `peer`, if it has one.
+    pub fn session_stats(&self, node: usize, peer: usize) -> Option<toxtun_proto::SessionStats> {
+        let pk = self.net.peer_id(NodeId(peer));
+        self.nodes.get(node)?.endpoint.session_stats(pk)
+    }
+
     // ----- operations --------------------------------------------------------------------
 
     /// Applies one operation, then lets the network settle for a moment.
@@ -580,6 +653,16 @@ impl Sim {
             Op::Restart { node } => self.restart(*node)?,
             Op::RefuseNext { server } => self.nodes[self.clients + server].refuse_next = true,
             Op::Advance(d) => self.run_for(*d)?,
+            Op::Blackout {
+                client,
+                server,
+                outage,
+            } => {
+                let (c, s) = (NodeId(*client), NodeId(self.clients + server));
+                self.net.set_blackout(c, s, true);
+                self.run_for(*outage)?;
+                self.net.set_blackout(c, s, false);
+            }
             Op::Path {
                 client,
                 server,

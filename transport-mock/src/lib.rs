@@ -14,5 +14,7 @@
 mod network;
 mod realtime;
 
-pub use network::{FlapPlan, LinkConfig, NetStats, Network, NodeId, MAX_FRIEND_REQUEST_LEN};
+pub use network::{
+    BurstLoss, FlapPlan, LinkConfig, NetStats, Network, NodeId, MAX_FRIEND_REQUEST_LEN,
+};
 pub use realtime::{MockTransport, RealtimeNetwork};

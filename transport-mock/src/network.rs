@@ -41,6 +41,26 @@ pub struct LinkConfig {
     pub lossy_duplicate_per_mille: u32,
     /// Extra random delay of lossy packets, up to this much (they overtake each other).
     pub lossy_reorder: Duration,
+    /// How much transmission time a bandwidth-limited link queues before it drops lossy
+    /// packets: the bottleneck's drop-tail buffer, in time (100 ms of a 100 Mbit/s link
+    /// holds 1.25 MB). Lossless packets are never dropped (c-toxcore resends them); they
+    /// wait in the same queue.
+    pub bottleneck_queue: Duration,
+    /// Lossy packets lost in bursts, beside `lossy_loss_per_mille` (Gilbert-Elliott).
+    pub burst_loss: Option<BurstLoss>,
+}
+
+/// Burst loss as the two-state Gilbert-Elliott model draws it: each lossy packet first moves
+/// the direction between a good and a bad state, then is lost with the bad state's
+/// probability if the state is bad. The mean burst is `1000 / leave_per_mille` packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BurstLoss {
+    /// Chance per packet, in the good state, of entering the bad one (per thousand).
+    pub enter_per_mille: u32,
+    /// Chance per packet, in the bad state, of leaving it (per thousand).
+    pub leave_per_mille: u32,
+    /// Chance that a packet is lost while the state is bad (per thousand).
+    pub loss_per_mille: u32,
 }
 
 impl Default for LinkConfig {
@@ -55,6 +75,8 @@ impl Default for LinkConfig {
             lossy_loss_per_mille: 0,
             lossy_duplicate_per_mille: 0,
             lossy_reorder: Duration::ZERO,
+            bottleneck_queue: Duration::from_millis(20),
+            burst_loss: None,
         }
     }
 }
@@ -80,10 +102,6 @@ struct Node {
     group: u32,
 }
 
-/// Past this much queued transmission time a bandwidth-limited link drops lossy packets
-/// (a bottleneck's drop-tail buffer).
-const LOSSY_BUFFER: Duration = Duration::from_millis(20);
-
 #[derive(Debug)]
 struct Dir {
     inflight: VecDeque<(Instant, Bytes)>,
@@ -93,6 +111,8 @@ struct Dir {
     last_arrival: Instant,
     /// The sender was told `QueueFull` and waits for `SendReady`.
     blocked: bool,
+    /// The Gilbert-Elliott state of this direction: in a burst of losses.
+    in_burst: bool,
 }
 
 impl Dir {
@@ -103,6 +123,7 @@ impl Dir {
             busy_until: now,
             last_arrival: now,
             blocked: false,
+            in_burst: false,
         }
     }
 }
@@ -119,6 +140,10 @@ struct Link {
     /// Next flap transition: when to go down (if up) or come back (if flapped down).
     flap_at: Option<Instant>,
     flapped_down: bool,
+    /// The path carries nothing, yet the friend link stays up (as c-toxcore's did through
+    /// an 8 s outage of the path): lossy packets are lost, lossless ones wait and arrive
+    /// when the path returns (c-toxcore resends them).
+    blackout: bool,
 }
 
 /// Counters of what the network did.
@@ -247,6 +272,7 @@ impl Network {
             flaps: None,
             flap_at: None,
             flapped_down: false,
+            blackout: false,
         })
     }
 
@@ -377,12 +403,25 @@ impl Network {
             return Err(SendError::Offline);
         }
         let cfg = link.config;
+        let blackout = link.blackout;
         let dir = &mut link.dirs[dir_ix];
         if lossy {
             let start = dir.busy_until.max(now);
+            let burst_draw = jitter_draw.rotate_left(41);
+            let burst_lost = cfg.burst_loss.is_some_and(|b| {
+                let flip = (burst_draw % 1000) as u32;
+                dir.in_burst = if dir.in_burst {
+                    flip >= b.leave_per_mille
+                } else {
+                    flip < b.enter_per_mille
+                };
+                dir.in_burst && ((burst_draw >> 20) % 1000) < u64::from(b.loss_per_mille)
+            });
             let dropped = !cfg.direct
+                || blackout
+                || burst_lost
                 || (jitter_draw % 1000) < u64::from(cfg.lossy_loss_per_mille)
-                || (cfg.bandwidth.is_some() && start > now + LOSSY_BUFFER);
+                || (cfg.bandwidth.is_some() && start > now + cfg.bottleneck_queue);
             if !dropped {
                 let serialize = cfg.bandwidth.map_or(Duration::ZERO, |bw| {
                     Duration::from_nanos(packet.len() as u64 * 1_000_000_000 / bw.max(1))
@@ -447,6 +486,37 @@ impl Network {
     pub fn link_up(&mut self, a: NodeId, b: NodeId) {
         self.link_mut(a, b).forced_down = false;
         self.update_link(a, b);
+    }
+
+    /// Starts (`true`) or ends a blackout of the path between two nodes: the friend link
+    /// stays up and nobody is told, but nothing gets through. Lossy packets are lost;
+    /// lossless ones wait, and when the blackout ends they arrive one latency later, in
+    /// order (c-toxcore resends them once its peer answers again).
+    pub fn set_blackout(&mut self, a: NodeId, b: NodeId, on: bool) {
+        let now = self.now;
+        let link = self.link_mut(a, b);
+        if link.blackout == on {
+            return;
+        }
+        link.blackout = on;
+        if on {
+            return;
+        }
+        let latency = link.config.latency;
+        for d in &mut link.dirs {
+            let mut last = now;
+            for (t, _) in d.inflight.iter_mut() {
+                *t = (*t).max(now + latency).max(last);
+                last = *t;
+            }
+            d.last_arrival = d.last_arrival.max(last);
+            d.busy_until = d.busy_until.max(now);
+        }
+    }
+
+    /// Whether the path between two nodes is blacked out.
+    pub fn is_blacked_out(&self, a: NodeId, b: NodeId) -> bool {
+        self.links.get(&Self::key(a, b)).is_some_and(|l| l.blackout)
     }
 
     /// Flaps the link at random from now on (`None` stops flapping).
@@ -583,7 +653,7 @@ impl Network {
                 consider(t);
             }
             for d in &link.dirs {
-                if let Some((t, _)) = d.inflight.front() {
+                if let Some((t, _)) = d.inflight.front().filter(|_| !link.blackout) {
                     consider(*t);
                 }
                 if let Some(t) = d.lossy.iter().map(|(t, _)| *t).min() {
@@ -677,7 +747,16 @@ impl Network {
             }
         }
         for (dir_ix, (from, to, from_pk)) in [(a, b, pa), (b, a, pb)].into_iter().enumerate() {
-            let dir = &mut self.link_mut(a, b).dirs[dir_ix];
+            let link = self.link_mut(a, b);
+            let blackout = link.blackout;
+            let dir = &mut link.dirs[dir_ix];
+            if blackout {
+                // Lossy packets due now are lost on the dark path; lossless ones wait.
+                let before = dir.lossy.len();
+                dir.lossy.retain(|(t, _)| *t > due);
+                self.stats.lossy_dropped += (before - dir.lossy.len()) as u64;
+                continue;
+            }
             if dir.lossy.iter().any(|(t, _)| *t <= due) {
                 let mut arrived: Vec<(Instant, Bytes)> = Vec::new();
                 dir.lossy.retain(|(t, p)| {
