@@ -587,6 +587,10 @@ impl Endpoint {
             return self.without_session(peer);
         };
         s.last_recv = now;
+        if !frame.is_lossy() {
+            // The path carries lossless packets: tells a broken fast path from an outage.
+            s.lossy_tx.on_lossless_heard(now);
+        }
         if frame.is_sequenced() {
             s.count_received(now);
         }

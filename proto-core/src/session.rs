@@ -35,6 +35,10 @@ const MIN_FRAME_LEN: usize = 9;
 /// while the receiver gets runs of one stream (one socket write each, not one per packet).
 const TURN_BYTES: usize = 16 * 1024;
 
+/// How often an open whose timeout passed is looked at again while the path, not the peer,
+/// holds it (see [`Session::on_timeout`]).
+const OPEN_RECHECK: Duration = Duration::from_secs(1);
+
 /// How a recently freed stream went, which decides what its late frames still count for.
 ///
 /// Session credit counts each stream's bytes once on both sides. On the ordered path that
@@ -189,6 +193,8 @@ pub(crate) struct Session {
     pub lossy_rx: LossyReceiver,
     /// The pacer holds the next LDATA until then.
     pace_until: Option<Instant>,
+    /// A PING sent because the fast path's probes went unanswered has had no PONG yet.
+    liveness_ping_out: bool,
 }
 
 impl Session {
@@ -253,6 +259,7 @@ impl Session {
             lossy_tx: LossySender::default(),
             lossy_rx: LossyReceiver::default(),
             pace_until: None,
+            liveness_ping_out: false,
         }
     }
 
@@ -387,6 +394,7 @@ impl Session {
         self.lossy_tx = LossySender::default();
         self.lossy_rx = LossyReceiver::default();
         self.pace_until = None;
+        self.liveness_ping_out = false;
     }
 
     /// The link was lost (or went silent) while established: keep every stream and the
@@ -416,6 +424,7 @@ impl Session {
         // Whatever was in flight on the fast path is sent again after the resume.
         self.lossy_tx.new_path();
         self.pace_until = None;
+        self.liveness_ping_out = false;
     }
 
     /// The resume handshake completed (either way): tell the peer how many of its frames
@@ -870,7 +879,7 @@ impl Session {
     pub fn on_frame(&mut self, frame: Frame, ctx: &mut Ctx<'_>) -> Result<(), SessionCode> {
         match frame {
             Frame::Ping { token } => self.queue_advisory(Frame::Pong { token }),
-            Frame::Pong { .. } => {}
+            Frame::Pong { .. } => self.liveness_ping_out = false,
             Frame::Ack { received } => self.on_ack_frame(received)?,
             Frame::SessionWindow { max } => self.on_session_window(max),
             Frame::LossySessionWindow { max } => {
@@ -1232,6 +1241,9 @@ impl Session {
                 if let Some(t) = self.lossy_tx.deadline() {
                     consider(t);
                 }
+                if let Some(t) = self.lossy_tx.retry_at() {
+                    consider(t);
+                }
                 if let Some(t) = self.pace_until {
                     consider(t);
                 }
@@ -1241,6 +1253,26 @@ impl Session {
             consider(t);
         }
         next
+    }
+
+    /// Whether an open whose timeout passed waits for the path rather than failing: the
+    /// session is held (established or suspended, within its grace), and the peer either
+    /// never acknowledged the OPEN (it never reached it: the path is out, or c-toxcore's
+    /// queue holds it) or has been silent past the keepalive (its answer may be what the
+    /// path holds). An open times out only when a peer that has it, and that the path
+    /// reaches, does not answer; before, a stream opened during an 8 s outage failed with
+    /// 2009 though its session was held.
+    fn path_holds_open(&self, now: Instant, s: &Stream, config: &EndpointConfig) -> bool {
+        if self.is_suspended() {
+            return true;
+        }
+        if !self.is_established() {
+            return false; // no session to wait for: the handshake itself is failing
+        }
+        let acknowledged_count = self.tx_seq - self.log.len() as u64;
+        let peer_has_it = s.open_seq.is_some_and(|q| q <= acknowledged_count);
+        let silent = now >= self.last_recv + config.keepalive_interval * 3 / 2;
+        !peer_has_it || silent
     }
 
     fn next_ping(&self, config: &EndpointConfig) -> Instant {
@@ -1257,15 +1289,25 @@ impl Session {
             if t > now {
                 break;
             }
-            self.open_deadlines.pop_front();
-            if let Some(s) = self.streams.get(&id) {
-                if matches!(s.state, OpenState::Opening { .. }) {
-                    self.reset_stream(id, StreamCode::OpenTimeout, false, ctx);
-                    ctx.events.push_back(Event::StreamRefused {
-                        stream: id,
-                        code: StreamCode::OpenTimeout,
-                    });
+            let opening = self
+                .streams
+                .get(&id)
+                .filter(|s| matches!(s.state, OpenState::Opening { .. }));
+            if opening.is_some_and(|s| self.path_holds_open(now, s, ctx.config)) {
+                // Not the peer's silence but the path's: wait, as the session does. Every
+                // deadline moves alike, so they stay in order.
+                for (t, _) in self.open_deadlines.iter_mut() {
+                    *t = (*t).max(now + OPEN_RECHECK);
                 }
+                break;
+            }
+            self.open_deadlines.pop_front();
+            if opening.is_some() {
+                self.reset_stream(id, StreamCode::OpenTimeout, false, ctx);
+                ctx.events.push_back(Event::StreamRefused {
+                    stream: id,
+                    code: StreamCode::OpenTimeout,
+                });
             }
         }
         match self.state {
@@ -1286,8 +1328,26 @@ impl Session {
                 self.lossy_rx.on_timeout(now);
                 self.lossy_tx.on_timeout(now);
                 if self.lossy_tx.broken {
-                    // Lossy packets do not get through: what is in flight goes lossless.
-                    self.lossy_tx.abandon_in_flight();
+                    if self.lossy_tx.retry_at().is_some_and(|t| now >= t) {
+                        // Try the fast path again, from a fresh window: the link c-toxcore
+                        // still calls direct may carry lossy packets again.
+                        self.lossy_tx.new_path();
+                        self.pace_until = None;
+                    } else {
+                        // Lossy packets do not get through: what is in flight goes
+                        // lossless.
+                        self.lossy_tx.abandon_in_flight();
+                    }
+                }
+                if std::mem::take(&mut self.lossy_tx.wants_liveness_ping) && !self.liveness_ping_out
+                {
+                    // Does anything get through? A PONG while the probes stay unanswered
+                    // says the fast path alone is down; silence says the path is.
+                    self.liveness_ping_out = true;
+                    self.ping_token = self.ping_token.wrapping_add(1);
+                    self.queue_control(Frame::Ping {
+                        token: self.ping_token,
+                    });
                 }
                 if now >= self.next_ping(ctx.config) {
                     self.last_ping = Some(now);
@@ -1545,11 +1605,19 @@ impl Session {
         None
     }
 
-    /// The next new control frame or credit update.
+    /// The next new control frame or credit update (the caller logs it: it is sequenced).
     fn poll_control(&mut self, ctx: &mut Ctx<'_>) -> Option<Bytes> {
         if let Some(f) = self.control.pop_front() {
-            if matches!(f, Frame::Rst { .. }) {
-                self.advisory_queued = self.advisory_queued.saturating_sub(1);
+            match &f {
+                Frame::Rst { .. } => {
+                    self.advisory_queued = self.advisory_queued.saturating_sub(1);
+                }
+                Frame::Open { stream, .. } => {
+                    if let Some(s) = self.streams.get_mut(stream) {
+                        s.open_seq = Some(self.tx_seq + 1);
+                    }
+                }
+                _ => {}
             }
             return Some(f.to_bytes());
         }
@@ -1697,6 +1765,7 @@ impl Session {
                     stream: id,
                     offset,
                     payload: packet.slice(LOSSY_DATA_HEADER_LEN..),
+                    order: 0, // numbered by on_sent
                 };
                 self.lossy_tx.on_sent(now, chunk, false);
                 return Some(packet);

@@ -421,6 +421,10 @@ pub(crate) struct Stream {
     pub recv: RecvHalf,
     /// The stream is in the session's round-robin queue of streams with bytes to send.
     pub scheduled: bool,
+    /// Local: the session's count of sequenced frames once its OPEN went out. When the
+    /// peer's ACK reaches it, the peer has the OPEN, and the open timeout is the peer's
+    /// to answer; before that, a silent path is what holds it.
+    pub open_seq: Option<u64>,
 }
 
 impl Stream {
@@ -439,6 +443,7 @@ impl Stream {
             send: SendHalf::default(),
             recv: RecvHalf::new(window),
             scheduled: false,
+            open_seq: None,
         }
     }
 

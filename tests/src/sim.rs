@@ -209,7 +209,10 @@ impl SimConfig {
 
     /// One client and one server joined by a direct path like an internet one: `rtt`
     /// round trip, a bottleneck of `bandwidth` bytes per second with a drop-tail queue of
-    /// `queue`, and default windows. The regression tests of real paths start here.
+    /// `queue`, and default windows. Lossless packets get 500 kB/s, about what c-toxcore's
+    /// own congestion control gave them on such paths (BENCHMARKS.md, "Real paths"): a
+    /// transfer that falls back to them for good crawls, as it did there. The regression
+    /// tests of real paths start here.
     pub fn wan(rtt: Duration, bandwidth: u64, queue: Duration) -> Self {
         SimConfig {
             clients: 1,
@@ -220,6 +223,7 @@ impl SimConfig {
                 bottleneck_queue: queue,
                 queue_capacity: 1024,
                 direct: true,
+                lossless_bandwidth: Some(500_000),
                 ..LinkConfig::default()
             },
             stream_window: 256 * 1024,
@@ -529,6 +533,13 @@ impl Sim {
     /// Virtual time since the start.
     pub fn elapsed(&self) -> Duration {
         self.now - self.start
+    }
+
+    /// Darkens (or lights again) the path between client `client` and server `server`
+    /// without telling either (see [`Op::Blackout`]).
+    pub fn blackout(&mut self, client: usize, server: usize, on: bool) {
+        let (c, s) = (NodeId(client), NodeId(self.clients + server));
+        self.net.set_blackout(c, s, on);
     }
 
     /// Streams opened so far: the index the next one gets.

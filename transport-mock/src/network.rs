@@ -48,6 +48,11 @@ pub struct LinkConfig {
     pub bottleneck_queue: Duration,
     /// Lossy packets lost in bursts, beside `lossy_loss_per_mille` (Gilbert-Elliott).
     pub burst_loss: Option<BurstLoss>,
+    /// Bytes per second each way that lossless packets get, whatever the path could carry:
+    /// c-toxcore's congestion control for them, which on a real path with delay and loss
+    /// moves a fraction of the path's rate and climbs back slowly after an outage.
+    /// `None`: as fast as the path.
+    pub lossless_bandwidth: Option<u64>,
 }
 
 /// Burst loss as the two-state Gilbert-Elliott model draws it: each lossy packet first moves
@@ -77,6 +82,7 @@ impl Default for LinkConfig {
             lossy_reorder: Duration::ZERO,
             bottleneck_queue: Duration::from_millis(20),
             burst_loss: None,
+            lossless_bandwidth: None,
         }
     }
 }
@@ -113,6 +119,8 @@ struct Dir {
     blocked: bool,
     /// The Gilbert-Elliott state of this direction: in a burst of losses.
     in_burst: bool,
+    /// When the lossless lane's own rate (`lossless_bandwidth`) lets the next packet go.
+    lossless_busy_until: Instant,
 }
 
 impl Dir {
@@ -124,6 +132,7 @@ impl Dir {
             last_arrival: now,
             blocked: false,
             in_burst: false,
+            lossless_busy_until: now,
         }
     }
 }
@@ -453,12 +462,18 @@ impl Network {
             Duration::from_nanos(packet.len() as u64 * 1_000_000_000 / bw.max(1))
         });
         dir.busy_until = start + serialize;
+        let paced = cfg.lossless_bandwidth.map_or(dir.busy_until, |bw| {
+            let start = dir.lossless_busy_until.max(now);
+            dir.lossless_busy_until =
+                start + Duration::from_nanos(packet.len() as u64 * 1_000_000_000 / bw.max(1));
+            dir.lossless_busy_until.max(dir.busy_until)
+        });
         let jitter = if cfg.jitter.is_zero() {
             Duration::ZERO
         } else {
             Duration::from_nanos(jitter_draw % (cfg.jitter.as_nanos() as u64 + 1))
         };
-        let arrival = (dir.busy_until + cfg.latency + jitter).max(dir.last_arrival);
+        let arrival = (paced + cfg.latency + jitter).max(dir.last_arrival);
         dir.last_arrival = arrival;
         dir.inflight.push_back((arrival, packet));
         Ok(())
@@ -511,6 +526,7 @@ impl Network {
             }
             d.last_arrival = d.last_arrival.max(last);
             d.busy_until = d.busy_until.max(now);
+            d.lossless_busy_until = d.lossless_busy_until.max(now);
         }
     }
 
@@ -722,6 +738,7 @@ impl Network {
             link.online = true;
             for d in &mut link.dirs {
                 d.busy_until = due;
+                d.lossless_busy_until = due;
                 d.last_arrival = due;
             }
             let direct = link.config.direct;
