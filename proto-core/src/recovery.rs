@@ -100,6 +100,11 @@ pub(crate) struct Chunk {
     /// [`LossySender::on_sent`], kept across resends): probes and resends go oldest first,
     /// so that after an outage the bytes the receiver waits for are the first to arrive.
     pub order: u64,
+    /// A copy of bytes that also travel as DATA in the frame log (sent there while the
+    /// fast path was away, and not acknowledged yet): the log delivers them in the end,
+    /// the copy only sooner. Its acknowledgement frees nothing, and it never moves to the
+    /// lossless lane itself.
+    pub shadow: bool,
 }
 
 #[derive(Debug)]
@@ -407,6 +412,9 @@ impl LossySender {
                 let len = p.chunk.payload.len();
                 self.bytes_in_flight -= len;
                 self.grow(len, p.time);
+                if p.chunk.shadow {
+                    continue;
+                }
                 match acked.streams.last_mut() {
                     Some((s, n)) if *s == p.chunk.stream => *n += len as u64,
                     _ => acked.streams.push((p.chunk.stream, len as u64)),
@@ -419,6 +427,7 @@ impl LossySender {
         let persistent = self.pto_count >= 2;
         self.pto_count = 0;
         self.probes = 0;
+        self.probe_at = None;
         self.unanswered_while_heard = 0;
         self.wants_liveness_ping = false;
         self.detect_lost(now, persistent);
@@ -581,7 +590,12 @@ impl LossySender {
         if self.in_flight.is_empty() {
             return None;
         }
-        Some(self.last_sent? + self.probe_interval())
+        // From the latest send or probe timeout, whichever is later: a probe that could not
+        // go yet (the transport's lossy queue is full) must not leave the timer due.
+        let since = self
+            .last_sent?
+            .max(self.probe_at.unwrap_or(self.last_sent?));
+        Some(since + self.probe_interval())
     }
 
     /// The wait before the next probe timeout: the probe timeout, doubled for each one in a
@@ -840,6 +854,7 @@ mod tests {
             offset,
             payload: Bytes::from(vec![0u8; SEGMENT]),
             order: 0,
+            shadow: false,
         }
     }
 

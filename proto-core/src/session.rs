@@ -195,6 +195,9 @@ pub(crate) struct Session {
     pace_until: Option<Instant>,
     /// A PING sent because the fast path's probes went unanswered has had no PONG yet.
     liveness_ping_out: bool,
+    /// The fast path (re)started: the stream bytes waiting in the frame log for their
+    /// acknowledgement get copies on it (see [`Session::shadow_logged_data`]).
+    shadow_due: bool,
 }
 
 impl Session {
@@ -260,6 +263,7 @@ impl Session {
             lossy_rx: LossyReceiver::default(),
             pace_until: None,
             liveness_ping_out: false,
+            shadow_due: false,
         }
     }
 
@@ -283,6 +287,7 @@ impl Session {
         self.path_direct = direct;
         if direct {
             self.lossy_tx.new_path();
+            self.shadow_due = true;
         } else {
             self.lossy_tx.abandon_in_flight();
         }
@@ -395,6 +400,7 @@ impl Session {
         self.lossy_rx = LossyReceiver::default();
         self.pace_until = None;
         self.liveness_ping_out = false;
+        self.shadow_due = false;
     }
 
     /// The link was lost (or went silent) while established: keep every stream and the
@@ -443,6 +449,7 @@ impl Session {
         self.ack_due = None;
         self.ack_now = false;
         self.awaiting_peer_count = true;
+        self.shadow_due = true;
         // Opens in progress get a fresh timeout: the outage was not the server's silence.
         for (t, _) in self.open_deadlines.iter_mut() {
             *t = now + ctx.config.open_timeout;
@@ -1333,6 +1340,7 @@ impl Session {
                         // still calls direct may carry lossy packets again.
                         self.lossy_tx.new_path();
                         self.pace_until = None;
+                        self.shadow_due = true;
                     } else {
                         // Lossy packets do not get through: what is in flight goes
                         // lossless.
@@ -1477,6 +1485,9 @@ impl Session {
             return Some(p.clone());
         }
         let lossy = self.lossy_active();
+        if lossy && self.shadow_due {
+            self.shadow_logged_data();
+        }
         if lossy_lane && lossy && !self.lossy_tx.lost.is_empty() && self.lossy_may_send(now) {
             if let Some(p) = self.resend_lossy(now) {
                 return Some(p);
@@ -1514,6 +1525,9 @@ impl Session {
         }
         if self.awaiting_peer_count || !self.lossy_active() {
             return None;
+        }
+        if self.shadow_due {
+            self.shadow_logged_data();
         }
         if !self.lossy_tx.lost.is_empty() && self.lossy_may_send(now) {
             if let Some(p) = self.resend_lossy(now) {
@@ -1564,6 +1578,45 @@ impl Session {
         }
     }
 
+    /// The fast path (re)started while stream bytes sent as DATA, when it was away, still
+    /// wait in the frame log for the peer's acknowledgement: each gets a copy on the fast
+    /// path (a shadow), oldest first. Those DATA frames travel in c-toxcore's lossless
+    /// packets, which after an outage crawl (its congestion control starts again from a few
+    /// packets a second); the receiver, waiting for them in order, would hold everything
+    /// past them and grant no credit meanwhile: a download once stood still for 28 s after
+    /// an 8 s outage, its bytes in the log. The receiver takes each byte once, whichever
+    /// copy comes first.
+    fn shadow_logged_data(&mut self) {
+        self.shadow_due = false;
+        let shadows: Vec<Chunk> = self
+            .log
+            .iter()
+            .filter(|p| p.first() == Some(&frame::kind::DATA) && p.len() > DATA_HEADER_LEN)
+            .filter_map(|p| match Frame::decode(p) {
+                // Only streams open at both ends take the fast path (a stream still opening
+                // has its OPEN in the log too, and LDATA must not overtake it).
+                Ok(Frame::Data { stream, offset, .. })
+                    if self
+                        .streams
+                        .get(&stream)
+                        .is_some_and(|s| s.state == OpenState::Open) =>
+                {
+                    Some(Chunk {
+                        stream,
+                        offset,
+                        payload: p.slice(DATA_HEADER_LEN..),
+                        order: 0, // older than anything the new fast path sends
+                        shadow: true,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        for c in shadows.into_iter().rev() {
+            self.lossy_tx.lost.push_front(c);
+        }
+    }
+
     /// A lost fast-path payload, sent again under a new packet number.
     fn resend_lossy(&mut self, now: Instant) -> Option<Bytes> {
         while let Some(c) = self.lossy_tx.lost.pop_front() {
@@ -1588,6 +1641,9 @@ impl Session {
     /// frame log carries it from here, and the stream no longer waits for its LACK.
     fn resend_lossless(&mut self, ctx: &mut Ctx<'_>) -> Option<Bytes> {
         while let Some(c) = self.lossy_tx.lost.pop_front() {
+            if c.shadow {
+                continue; // its original is in the log
+            }
             let Some(s) = self.streams.get_mut(&c.stream) else {
                 continue;
             };
@@ -1766,6 +1822,7 @@ impl Session {
                     offset,
                     payload: packet.slice(LOSSY_DATA_HEADER_LEN..),
                     order: 0, // numbered by on_sent
+                    shadow: false,
                 };
                 self.lossy_tx.on_sent(now, chunk, false);
                 return Some(packet);

@@ -282,3 +282,67 @@ fn a_stream_opened_during_an_outage_waits_for_the_path() {
         sim.finish().unwrap();
     }
 }
+
+#[test]
+fn bytes_sent_lossless_during_a_relay_spell_do_not_hold_the_fast_path_back() {
+    // What c-toxcore did in the WAN bench: 8 s into an outage its UDP timeout moved the
+    // link to the TCP relay (the fast path handed what it had in flight to the frame log as
+    // DATA); the path returned, and 4 s later c-toxcore went direct again. Its lossless
+    // packets, after the outage, crawled (here 20 kB/s): the DATA in the log held the
+    // receiver's stream behind a gap, the receiver granted no credit, and the download
+    // stood still for 28 s although the fast path was back.
+    let mut cfg = profiles().remove(0).1;
+    cfg.link.lossless_bandwidth = Some(20_000);
+    let bytes = 20 * MB;
+    let mut sim = Sim::new(9, &cfg);
+    sim.run_for(Duration::from_secs(1)).unwrap();
+    let ix = sim.streams_opened();
+    sim.apply(&Op::Open {
+        client: 0,
+        server: 0,
+        allowed: true,
+        up: 0,
+        down: bytes,
+        fin_up: true,
+        fin_down: true,
+    })
+    .unwrap();
+    sim.run_for(Duration::from_secs(1)).unwrap();
+    sim.blackout(0, 0, true);
+    sim.run_for(Duration::from_secs(8)).unwrap();
+    let relay = |direct| Op::Path {
+        client: 0,
+        server: 0,
+        direct,
+    };
+    sim.apply(&relay(false)).unwrap();
+    sim.blackout(0, 0, false);
+    sim.run_for(Duration::from_secs(4)).unwrap();
+    let before = sim.bytes_read(ix, End::Opener);
+    assert!(before < bytes, "the download ended before the test began");
+    sim.apply(&relay(true)).unwrap();
+    let back = sim.elapsed();
+    let mut first = None;
+    while sim.bytes_read(ix, End::Opener) < bytes {
+        assert_eq!(sim.ended(ix, End::Opener), None);
+        if first.is_none() && sim.bytes_read(ix, End::Opener) > before + 100_000 {
+            first = Some(sim.elapsed() - back);
+        }
+        assert!(
+            sim.elapsed() - back < Duration::from_secs(15),
+            "stuck at {} of {bytes} bytes {:?} after the fast path returned",
+            sim.bytes_read(ix, End::Opener),
+            sim.elapsed() - back
+        );
+        sim.run_for(Duration::from_millis(10)).unwrap();
+    }
+    let done = sim.elapsed() - back;
+    println!(
+        "the fast path returned: 100 kB more after {first:?}, all {bytes} bytes after {done:?}"
+    );
+    assert!(
+        first.is_some_and(|f| f < Duration::from_secs(1)),
+        "{first:?}"
+    );
+    sim.finish().unwrap();
+}

@@ -12,11 +12,16 @@
 //! * [`probe`]: the traffic: a server and clients for downloads, uploads (SHA-256
 //!   checked, kernel congestion control chosen per socket) and echo round trips.
 //! * [`profiles`]: the named paths of the WAN bench (broadband, lossy Wi-Fi, …).
+//! * [`tunnel`]: a real toxtun tunnel across it (bootstrap node and server on one side,
+//!   client on the other, processes of the `toxtun` binary the caller names).
+//! * [`bench`]: the WAN bench's measurements, toxtun beside kernel TCP.
 
+pub mod bench;
 pub mod netns;
 pub mod path;
 pub mod probe;
 pub mod profiles;
+pub mod tunnel;
 pub mod wan;
 
 pub use netns::{available, Namespace, NetsimError};

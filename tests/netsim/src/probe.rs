@@ -306,15 +306,27 @@ impl Transfer {
 
 /// Downloads `n` bytes from the probe server at `addr` (the server sends with congestion
 /// control `cc`, or its default). `progress` sees the total after every read, with the
-/// instant it arrived. Fails if the connection ends early.
+/// instant it arrived. Fails if the connection ends early, or moves nothing for 60 s.
 pub fn download(
     addr: SocketAddr,
     n: u64,
     cc: Option<&str>,
+    progress: impl FnMut(Instant, u64),
+) -> std::io::Result<Transfer> {
+    download_until_stalled(addr, n, cc, Duration::from_secs(60), progress)
+}
+
+/// [`download`], failing with `WouldBlock` once nothing arrived for `stall`.
+pub fn download_until_stalled(
+    addr: SocketAddr,
+    n: u64,
+    cc: Option<&str>,
+    stall: Duration,
     mut progress: impl FnMut(Instant, u64),
 ) -> std::io::Result<Transfer> {
     let start = now();
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(30))?;
+    s.set_read_timeout(Some(stall))?;
     writeln!(s, "DOWN {n} {}", cc.unwrap_or("-"))?;
     let mut expected = Pattern::default();
     let mut want = vec![0u8; 1 << 16];
@@ -355,11 +367,37 @@ pub fn download(
     })
 }
 
+/// Downloads from the probe server at `addr` until `stop` is set (or the connection ends),
+/// for load beside a measurement; returns the bytes read.
+pub fn download_until_stopped(
+    addr: SocketAddr,
+    cc: Option<&str>,
+    stop: &AtomicBool,
+) -> std::io::Result<u64> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(30))?;
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    writeln!(s, "DOWN {} {}", u64::MAX / 2, cc.unwrap_or("-"))?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => got += k as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 /// Uploads `n` bytes of the pattern to the probe server at `addr`, this socket sending with
 /// congestion control `cc` (or the default); the server's hash decides `intact`.
 pub fn upload(addr: SocketAddr, n: u64, cc: Option<&str>) -> std::io::Result<Transfer> {
     let start = now();
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(30))?;
+    s.set_read_timeout(Some(Duration::from_secs(300)))?;
+    s.set_write_timeout(Some(Duration::from_secs(60)))?;
     if let Some(cc) = cc {
         set_congestion_control(&s, cc)?;
     }

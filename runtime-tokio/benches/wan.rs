@@ -1,0 +1,62 @@
+//! The WAN bench: toxtun beside kernel TCP (BBR and CUBIC) over the same emulated internet
+//! path in the same run, for every profile of `toxtun_netsim::profiles` (two network
+//! namespaces joined by TUN devices through a userspace path; nothing leaves them).
+//!
+//! `cargo bench -p toxtun-tokio --bench wan` (as root: namespaces and TUN devices). Settings:
+//! * `TOXTUN_WAN_PROFILES=broadband,outage` — which profiles (default: all);
+//! * `TOXTUN_WAN_MB=50` — MB of each download and upload (10^6 bytes);
+//! * `TOXTUN_WAN_REPEAT=1` — tunnel transfers each way per profile (10 for the "0 cut,
+//!   0 stuck" goal);
+//! * `TOXTUN_WAN_KERNEL=0` — skip the kernel TCP baselines.
+//!
+//! Logs of every toxtun process stay in `target/wan-bench/<profile>/`. A Markdown table of
+//! everything measured is printed at the end.
+
+use std::path::PathBuf;
+
+use toxtun_netsim::bench::{markdown, run_profile, BenchOptions};
+use toxtun_netsim::profiles;
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // cargo bench -- --list
+    }
+    if let Err(why) = toxtun_netsim::available() {
+        println!("wan bench skipped: {why}");
+        return;
+    }
+    let wanted = std::env::var("TOXTUN_WAN_PROFILES").unwrap_or_default();
+    let chosen: Vec<_> = profiles::all()
+        .into_iter()
+        .filter(|p| wanted.is_empty() || wanted.split(',').any(|w| w == p.name))
+        .collect();
+    let opts = BenchOptions {
+        toxtun: PathBuf::from(env!("CARGO_BIN_EXE_toxtun")),
+        bytes: env("TOXTUN_WAN_MB", 50u64) * 1_000_000,
+        repeat: env("TOXTUN_WAN_REPEAT", 1usize),
+        kernel: env("TOXTUN_WAN_KERNEL", 1u8) != 0,
+        run_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wan-bench"),
+    };
+    println!(
+        "wan bench: {} MB each way, {} tunnel run(s) per profile; logs in {}",
+        opts.bytes / 1_000_000,
+        opts.repeat,
+        opts.run_dir.display()
+    );
+    let mut reports = Vec::new();
+    for p in &chosen {
+        println!("{} ({})", p.name, p.about);
+        match run_profile(p, &opts) {
+            Ok(r) => reports.push(r),
+            Err(e) => println!("  FAILED: {e}"),
+        }
+    }
+    println!("\n{}", markdown(&reports));
+}

@@ -1,0 +1,394 @@
+//! The WAN bench: for each path profile, toxtun beside kernel TCP (BBR and CUBIC, set per
+//! socket) over the very same emulated path in the same run. It measures what a person
+//! would see: goodput of a download and an upload (SHA-256 checked), the idle round trip,
+//! the round trip of a small echo while a download runs, the time from an outage's end to
+//! the first new byte, and the path toxtun used (direct UDP or TCP relay). Every transfer
+//! that is cut short or stalls is counted, never hidden.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::netns::NetsimError;
+use crate::probe::{self, ProbeServer, Transfer};
+use crate::profiles::Profile;
+use crate::tunnel::{Tunnel, TunnelOptions};
+use crate::wan::{Side, Wan};
+
+fn now() -> Instant {
+    #[allow(clippy::disallowed_methods)]
+    Instant::now()
+}
+
+/// The probe server's port on B.
+const PROBE_PORT: u16 = 9000;
+/// The tunnel's local port on A.
+const LOCAL_PORT: u16 = 9100;
+/// A transfer that moves nothing for this long is stuck.
+const STALL: Duration = Duration::from_secs(60);
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// The `toxtun` binary.
+    pub toxtun: PathBuf,
+    /// Bytes of each download and upload.
+    pub bytes: u64,
+    /// Transfers through the tunnel each way, per profile.
+    pub repeat: usize,
+    /// Kernel TCP baselines too.
+    pub kernel: bool,
+    /// Where logs go (one folder per profile).
+    pub run_dir: PathBuf,
+}
+
+/// How one kind of transfer went, over its repeats.
+#[derive(Clone, Debug, Default)]
+pub struct Goodput {
+    /// MB/s of each transfer that completed intact.
+    pub rates: Vec<f64>,
+    /// Transfers that ended early or arrived damaged.
+    pub cut: usize,
+    /// Transfers that stopped moving.
+    pub stuck: usize,
+    /// What went wrong, for the log.
+    pub failures: Vec<String>,
+}
+
+impl Goodput {
+    fn record(&mut self, r: std::io::Result<Transfer>) {
+        match r {
+            Ok(t) if t.intact => self.rates.push(t.mb_per_s()),
+            Ok(t) => {
+                self.cut += 1;
+                self.failures
+                    .push(format!("{} bytes, damaged or short", t.bytes));
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                self.stuck += 1;
+                self.failures.push(format!("stuck: {e}"));
+            }
+            Err(e) => {
+                self.cut += 1;
+                self.failures.push(e.to_string());
+            }
+        }
+    }
+
+    /// The median rate, if any transfer completed.
+    pub fn median(&self) -> Option<f64> {
+        let mut v = self.rates.clone();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    }
+
+    fn show(&self) -> String {
+        let mut s = match self.median() {
+            Some(m) if self.rates.len() > 1 => {
+                let lo = self.rates.iter().copied().fold(f64::MAX, f64::min);
+                let hi = self.rates.iter().copied().fold(0.0, f64::max);
+                format!("{m:.2} MB/s ({lo:.2}–{hi:.2}, {} runs)", self.rates.len())
+            }
+            Some(m) => format!("{m:.2} MB/s"),
+            None => "—".into(),
+        };
+        if self.cut + self.stuck > 0 {
+            s += &format!(" [{} cut, {} stuck]", self.cut, self.stuck);
+        }
+        s
+    }
+}
+
+/// Recovery from one outage.
+#[derive(Clone, Debug)]
+pub struct Recovery {
+    /// The outage's length.
+    pub outage: Duration,
+    /// From the path's return to the first new byte (`None`: none came).
+    pub first_byte: Option<Duration>,
+    /// The transfer completed intact.
+    pub completed: bool,
+}
+
+/// One way of carrying bytes over the profile's path: kernel TCP with a congestion
+/// control, or the tunnel.
+#[derive(Clone, Debug, Default)]
+pub struct Carrier {
+    /// Its name in the table.
+    pub name: String,
+    /// The idle round trip of a 64-byte echo (median).
+    pub idle_rtt: Option<Duration>,
+    /// The round trip of a 64-byte echo while a download runs (median, p99).
+    pub loaded_rtt: Option<(Duration, Duration)>,
+    /// Downloads (B to A).
+    pub down: Goodput,
+    /// Uploads (A to B).
+    pub up: Goodput,
+    /// Outages cut into downloads.
+    pub recoveries: Vec<Recovery>,
+    /// toxtun only: the path used (direct UDP or TCP relay), and when it became direct.
+    pub path: Option<String>,
+}
+
+/// A profile's results.
+#[derive(Clone, Debug)]
+pub struct ProfileReport {
+    /// The profile.
+    pub profile: Profile,
+    /// Kernel TCP BBR, kernel TCP CUBIC, toxtun.
+    pub carriers: Vec<Carrier>,
+}
+
+fn echo(addr: SocketAddr, count: usize) -> std::io::Result<Vec<Duration>> {
+    probe::echo_round_trips(addr, count, 64, Duration::from_millis(20))
+}
+
+/// Runs one download of `bytes` from `addr` (on A), optionally cutting an outage into it
+/// one second in; returns the transfer and, for an outage, the recovery.
+fn download_with_outage(
+    wan: &Wan,
+    addr: SocketAddr,
+    bytes: u64,
+    cc: Option<&'static str>,
+    outage: Option<Duration>,
+) -> Result<(std::io::Result<Transfer>, Option<Recovery>), NetsimError> {
+    let marks: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();
+    let start = now();
+    let back = outage.map(|o| {
+        wan.schedule_outage(start + Duration::from_secs(1), o);
+        start + Duration::from_secs(1) + o
+    });
+    let sink = Arc::clone(&marks);
+    let r = probe::in_namespace(wan.namespace(Side::A), move || {
+        probe::download_until_stalled(addr, bytes, cc, STALL, |t, got| {
+            sink.lock().expect("no panics while held").push((t, got))
+        })
+    })?;
+    let recovery = outage.zip(back).map(|(o, back)| {
+        let marks = marks.lock().expect("no panics while held");
+        let before = marks
+            .iter()
+            .rev()
+            .find(|(t, _)| *t < back)
+            .map_or(0, |m| m.1);
+        let first = marks
+            .iter()
+            .find(|(t, got)| *t >= back && *got > before)
+            .map(|(t, _)| *t - back);
+        Recovery {
+            outage: o,
+            first_byte: first,
+            completed: matches!(&r, Ok(t) if t.intact),
+        }
+    });
+    Ok((r, recovery))
+}
+
+/// While a download from `bulk` runs, 64-byte echoes to `echo_addr`: their median and
+/// p99 round trip.
+fn loaded_rtt(
+    wan: &Wan,
+    bulk: SocketAddr,
+    echo_addr: SocketAddr,
+    cc: Option<&'static str>,
+) -> Result<Option<(Duration, Duration)>, NetsimError> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let downloading = probe::spawn_in(wan.namespace(Side::A), move || {
+        probe::download_until_stopped(bulk, cc, &flag)
+    })?;
+    std::thread::sleep(Duration::from_secs(3)); // past the start-up, into the bulk
+    let rtts = probe::in_namespace(wan.namespace(Side::A), move || echo(echo_addr, 50))?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = downloading.join();
+    Ok(rtts.ok().map(|r| probe::median_p99(&r)))
+}
+
+fn kernel(
+    wan: &Wan,
+    profile: &Profile,
+    cc: &'static str,
+    opts: &BenchOptions,
+) -> Result<Carrier, NetsimError> {
+    let addr: SocketAddr = format!("{}:{PROBE_PORT}", Wan::addr(Side::B))
+        .parse()
+        .expect("an address");
+    let mut c = Carrier {
+        name: format!("kernel TCP {cc}"),
+        ..Carrier::default()
+    };
+    c.idle_rtt = probe::in_namespace(wan.namespace(Side::A), move || echo(addr, 20))?
+        .ok()
+        .map(|r| probe::median_p99(&r).0);
+    let (r, _) = download_with_outage(wan, addr, opts.bytes, Some(cc), None)?;
+    c.down.record(r);
+    let n = opts.bytes;
+    c.up.record(probe::in_namespace(wan.namespace(Side::A), move || {
+        probe::upload(addr, n, Some(cc))
+    })?);
+    c.loaded_rtt = loaded_rtt(wan, addr, addr, Some(cc))?;
+    for &o in &profile.outages {
+        let (_, rec) = download_with_outage(wan, addr, opts.bytes, Some(cc), Some(o))?;
+        c.recoveries.extend(rec);
+    }
+    Ok(c)
+}
+
+fn tunnel(wan: &Wan, profile: &Profile, opts: &BenchOptions) -> Result<Carrier, NetsimError> {
+    let dir = opts.run_dir.join(profile.name);
+    let t = Tunnel::start(
+        wan,
+        &opts.toxtun,
+        &TunnelOptions {
+            target_port: PROBE_PORT,
+            local_port: LOCAL_PORT,
+            fast_path: true,
+            dir: dir.clone(),
+        },
+    )?;
+    let up_at = t.wait_session(Duration::from_secs(90))?;
+    // Give c-toxcore a while to find the direct route (it searches the DHT for the peer's
+    // address every 20 s after its first tries); a profile that blocks UDP never gets it.
+    let direct_at = t.wait_direct(up_at + Duration::from_secs(45));
+    let path = match (direct_at, t.direct()) {
+        (Some(d), _) => format!(
+            "direct UDP ({:.1} s after start; session at {:.1} s)",
+            d.as_secs_f64(),
+            up_at.as_secs_f64()
+        ),
+        (None, _) => format!(
+            "TCP relay (session at {:.1} s; no direct route within 45 s)",
+            up_at.as_secs_f64()
+        ),
+    };
+    let addr = t.local();
+    let mut c = Carrier {
+        name: "toxtun".into(),
+        path: Some(path),
+        ..Carrier::default()
+    };
+    c.idle_rtt = probe::in_namespace(wan.namespace(Side::A), move || echo(addr, 20))?
+        .ok()
+        .map(|r| probe::median_p99(&r).0);
+    for _ in 0..opts.repeat {
+        let (r, _) = download_with_outage(wan, addr, opts.bytes, None, None)?;
+        c.down.record(r);
+        let n = opts.bytes;
+        c.up.record(probe::in_namespace(wan.namespace(Side::A), move || {
+            probe::upload(addr, n, None)
+        })?);
+    }
+    c.loaded_rtt = loaded_rtt(wan, addr, addr, None)?;
+    for &o in &profile.outages {
+        let (r, rec) = download_with_outage(wan, addr, opts.bytes, None, Some(o))?;
+        c.down.record(r);
+        c.recoveries.extend(rec);
+    }
+    if t.direct() == Some(false) && direct_at.is_some() {
+        c.path = Some(format!("{} then a TCP relay", c.path.unwrap_or_default()));
+    }
+    Ok(c)
+}
+
+/// Runs every measurement of `profile`; prints as it goes.
+pub fn run_profile(profile: &Profile, opts: &BenchOptions) -> Result<ProfileReport, NetsimError> {
+    let wan = Wan::start("b", profile.path.clone(), profile.path.clone(), 0x5EED)?;
+    let listen: SocketAddr = format!("0.0.0.0:{PROBE_PORT}").parse().expect("an address");
+    let _server = ProbeServer::start(wan.namespace(Side::B), listen)?;
+    let mut carriers = Vec::new();
+    if opts.kernel {
+        for cc in ["bbr", "cubic"] {
+            let c = kernel(&wan, profile, cc, opts)?;
+            println!("  {}", line(&c));
+            carriers.push(c);
+        }
+    }
+    let c = tunnel(&wan, profile, opts)?;
+    println!("  {}", line(&c));
+    carriers.push(c);
+    Ok(ProfileReport {
+        profile: profile.clone(),
+        carriers,
+    })
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or("—".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3))
+}
+
+fn line(c: &Carrier) -> String {
+    let mut s = format!(
+        "{:<16} down {:<28} up {:<28} idle RTT {:<8} loaded RTT {}",
+        c.name,
+        c.down.show(),
+        c.up.show(),
+        ms(c.idle_rtt),
+        c.loaded_rtt.map_or("—".into(), |(m, p)| format!(
+            "{} (p99 {})",
+            ms(Some(m)),
+            ms(Some(p))
+        ))
+    );
+    for r in &c.recoveries {
+        s += &format!(
+            "; {:.0} s outage: first new byte {} after the path returned{}",
+            r.outage.as_secs_f64(),
+            ms(r.first_byte),
+            if r.completed { "" } else { ", NOT completed" }
+        );
+    }
+    if let Some(p) = &c.path {
+        s += &format!("; path: {p}");
+    }
+    for f in c.down.failures.iter().chain(&c.up.failures) {
+        s += &format!("\n      failure: {f}");
+    }
+    s
+}
+
+/// The results as a Markdown table (for BENCHMARKS.md), one row per profile and carrier.
+pub fn markdown(reports: &[ProfileReport]) -> String {
+    let mut s = String::from(
+        "| profile | carrier | download | upload | idle RTT | RTT under load (p99) | after outage: first new byte | path |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in reports {
+        for c in &r.carriers {
+            let rec = if c.recoveries.is_empty() {
+                String::new()
+            } else {
+                c.recoveries
+                    .iter()
+                    .map(|x| {
+                        format!(
+                            "{:.0} s: {}{}",
+                            x.outage.as_secs_f64(),
+                            ms(x.first_byte),
+                            if x.completed { "" } else { " (not completed)" }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            s += &format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                r.profile.name,
+                c.name,
+                c.down.show(),
+                c.up.show(),
+                ms(c.idle_rtt),
+                c.loaded_rtt.map_or("—".into(), |(m, p)| format!(
+                    "{} ({})",
+                    ms(Some(m)),
+                    ms(Some(p))
+                )),
+                rec,
+                c.path.as_deref().unwrap_or(""),
+            );
+        }
+    }
+    s
+}
