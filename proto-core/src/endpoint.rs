@@ -314,6 +314,9 @@ pub struct SessionStats {
     /// Probe timeouts: no LACK came for a while, so the oldest packets went again (a
     /// stall on the way, or the tail of a loss; not a loss by itself).
     pub lossy_probe_timeouts: u64,
+    /// Fast-path copies made of stream bytes that waited in the frame log as DATA when the
+    /// fast path (re)started (their lossless originals were slower).
+    pub lossy_shadows: u64,
     /// LDATA packets received, and how many of them were duplicates.
     pub lossy_packets_received: u64,
     /// Duplicate LDATA packets received (ignored).
@@ -1255,6 +1258,7 @@ impl Endpoint {
             lossy_packets_sent: s.lossy_tx.packets_sent,
             lossy_packets_lost: s.lossy_tx.packets_lost,
             lossy_probe_timeouts: s.lossy_tx.probe_timeouts,
+            lossy_shadows: s.lossy_tx.shadows,
             lossy_bytes_resent: s.lossy_tx.bytes_resent,
             lossy_packets_received: s.lossy_rx.packets_received,
             lossy_duplicates: s.lossy_rx.duplicates,

@@ -246,6 +246,8 @@ pub(crate) struct LossySender {
     pub packets_lost: u64,
     pub bytes_resent: u64,
     pub probe_timeouts: u64,
+    /// Payloads queued as shadows of DATA still in the frame log.
+    pub shadows: u64,
 }
 
 impl Default for LossySender {
@@ -284,6 +286,7 @@ impl Default for LossySender {
             packets_lost: 0,
             bytes_resent: 0,
             probe_timeouts: 0,
+            shadows: 0,
         }
     }
 }
@@ -696,6 +699,7 @@ impl LossySender {
             packets_lost,
             bytes_resent,
             probe_timeouts,
+            shadows,
             ..
         } = std::mem::take(self);
         *self = LossySender {
@@ -706,6 +710,7 @@ impl LossySender {
             packets_lost,
             bytes_resent,
             probe_timeouts,
+            shadows,
             ..LossySender::default()
         };
     }

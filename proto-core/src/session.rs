@@ -1612,6 +1612,7 @@ impl Session {
                 _ => None,
             })
             .collect();
+        self.lossy_tx.shadows += shadows.len() as u64;
         for c in shadows.into_iter().rev() {
             self.lossy_tx.lost.push_front(c);
         }

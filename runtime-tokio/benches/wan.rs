@@ -7,7 +7,8 @@
 //! * `TOXTUN_WAN_MB=50` — MB of each download and upload (10^6 bytes);
 //! * `TOXTUN_WAN_REPEAT=1` — tunnel transfers each way per profile (10 for the "0 cut,
 //!   0 stuck" goal);
-//! * `TOXTUN_WAN_KERNEL=0` — skip the kernel TCP baselines.
+//! * `TOXTUN_WAN_KERNEL=0` — skip the kernel TCP baselines;
+//! * `TOXTUN_WAN_OUTAGES=8,30` — the outages (seconds) of the profiles that have them.
 //!
 //! Logs of every toxtun process stay in `target/wan-bench/<profile>/`. A Markdown table of
 //! everything measured is printed at the end.
@@ -33,9 +34,22 @@ fn main() {
         return;
     }
     let wanted = std::env::var("TOXTUN_WAN_PROFILES").unwrap_or_default();
+    let outages: Option<Vec<std::time::Duration>> =
+        std::env::var("TOXTUN_WAN_OUTAGES").ok().map(|v| {
+            v.split(',')
+                .filter_map(|s| s.parse().ok())
+                .map(std::time::Duration::from_secs)
+                .collect()
+        });
     let chosen: Vec<_> = profiles::all()
         .into_iter()
         .filter(|p| wanted.is_empty() || wanted.split(',').any(|w| w == p.name))
+        .map(|mut p| {
+            if let (Some(o), false) = (&outages, p.outages.is_empty()) {
+                p.outages = o.clone();
+            }
+            p
+        })
         .collect();
     let opts = BenchOptions {
         toxtun: PathBuf::from(env!("CARGO_BIN_EXE_toxtun")),

@@ -542,6 +542,24 @@ impl Sim {
         self.net.set_blackout(c, s, on);
     }
 
+    /// Takes the friend link between client `client` and server `server` down (`false`; both
+    /// are told, as c-toxcore reports a friend offline) or lets it come back.
+    pub fn link(&mut self, client: usize, server: usize, up: bool) {
+        let (c, s) = (NodeId(client), NodeId(self.clients + server));
+        if up {
+            self.net.link_up(c, s);
+        } else {
+            self.net.link_down(c, s);
+        }
+    }
+
+    /// Marks the link between client `client` and server `server` direct or relayed
+    /// without running the network (see [`Op::Path`]).
+    pub fn net_set_direct(&mut self, client: usize, server: usize, direct: bool) {
+        let (c, s) = (NodeId(client), NodeId(self.clients + server));
+        self.net.set_direct(c, s, direct);
+    }
+
     /// Streams opened so far: the index the next one gets.
     pub fn streams_opened(&self) -> usize {
         self.streams.len()

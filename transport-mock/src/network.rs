@@ -457,17 +457,24 @@ impl Network {
             self.stats.queue_full += 1;
             return Err(SendError::QueueFull(packet));
         }
-        let start = dir.busy_until.max(now);
         let serialize = cfg.bandwidth.map_or(Duration::ZERO, |bw| {
             Duration::from_nanos(packet.len() as u64 * 1_000_000_000 / bw.max(1))
         });
-        dir.busy_until = start + serialize;
-        let paced = cfg.lossless_bandwidth.map_or(dir.busy_until, |bw| {
-            let start = dir.lossless_busy_until.max(now);
-            dir.lossless_busy_until =
-                start + Duration::from_nanos(packet.len() as u64 * 1_000_000_000 / bw.max(1));
-            dir.lossless_busy_until.max(dir.busy_until)
-        });
+        let paced = match cfg.lossless_bandwidth {
+            // Lossless packets at their own (slow) rate: c-toxcore holds them, and they
+            // take a share of the bottleneck too small to model.
+            Some(bw) => {
+                let start = dir.lossless_busy_until.max(now);
+                dir.lossless_busy_until =
+                    start + Duration::from_nanos(packet.len() as u64 * 1_000_000_000 / bw.max(1));
+                dir.lossless_busy_until + serialize
+            }
+            None => {
+                let start = dir.busy_until.max(now);
+                dir.busy_until = start + serialize;
+                dir.busy_until
+            }
+        };
         let jitter = if cfg.jitter.is_zero() {
             Duration::ZERO
         } else {

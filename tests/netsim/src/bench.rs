@@ -108,6 +108,8 @@ impl Goodput {
 pub struct Recovery {
     /// The outage's length.
     pub outage: Duration,
+    /// When the path returned.
+    pub back: Instant,
     /// From the path's return to the first new byte (`None`: none came).
     pub first_byte: Option<Duration>,
     /// The transfer completed intact.
@@ -132,6 +134,8 @@ pub struct Carrier {
     pub recoveries: Vec<Recovery>,
     /// toxtun only: the path used (direct UDP or TCP relay), and when it became direct.
     pub path: Option<String>,
+    /// toxtun only: what the client reported around each outage.
+    pub outage_events: Vec<Vec<String>>,
 }
 
 /// A profile's results.
@@ -181,6 +185,7 @@ fn download_with_outage(
             .map(|(t, _)| *t - back);
         Recovery {
             outage: o,
+            back,
             first_byte: first,
             completed: matches!(&r, Ok(t) if t.intact),
         }
@@ -285,8 +290,27 @@ fn tunnel(wan: &Wan, profile: &Profile, opts: &BenchOptions) -> Result<Carrier, 
     c.loaded_rtt = loaded_rtt(wan, addr, addr, None)?;
     for &o in &profile.outages {
         let (r, rec) = download_with_outage(wan, addr, opts.bytes, None, Some(o))?;
-        c.down.record(r);
-        c.recoveries.extend(rec);
+        // Its bytes are checked, but its time is mostly the outage's: not a goodput.
+        let mut whole = Goodput::default();
+        whole.record(r);
+        c.down.cut += whole.cut;
+        c.down.stuck += whole.stuck;
+        c.down.failures.extend(whole.failures);
+        if let Some(rec) = rec {
+            let start = rec.back - o - Duration::from_secs(1);
+            let until = rec.back + rec.first_byte.unwrap_or(STALL) + Duration::from_secs(1);
+            c.outage_events.push(vec![
+                format!(
+                    "client: {}",
+                    t.events_between(Side::A, start, until, rec.back).join(", ")
+                ),
+                format!(
+                    "server: {}",
+                    t.events_between(Side::B, start, until, rec.back).join(", ")
+                ),
+            ]);
+            c.recoveries.push(rec);
+        }
     }
     if t.direct() == Some(false) && direct_at.is_some() {
         c.path = Some(format!("{} then a TCP relay", c.path.unwrap_or_default()));
@@ -343,6 +367,13 @@ fn line(c: &Carrier) -> String {
     }
     if let Some(p) = &c.path {
         s += &format!("; path: {p}");
+    }
+    for (r, ev) in c.recoveries.iter().zip(&c.outage_events) {
+        s += &format!(
+            "\n      {:.0} s outage, events from the path's return: {}",
+            r.outage.as_secs_f64(),
+            ev.join("; ")
+        );
     }
     for f in c.down.failures.iter().chain(&c.up.failures) {
         s += &format!("\n      failure: {f}");

@@ -43,7 +43,28 @@ pub struct Tunnel {
     children: Vec<Child>,
     local: SocketAddr,
     client_seen: Arc<Mutex<Seen>>,
+    server_seen: Arc<Mutex<Seen>>,
     started: Instant,
+}
+
+/// Copies a process's `--json` events to `file`, keeping each with the instant it came.
+fn record(out: std::process::ChildStdout, file: PathBuf) -> Arc<Mutex<Seen>> {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let sink = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let mut file = std::fs::File::create(file).ok();
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(f) = file.as_mut() {
+                use std::io::Write;
+                let _ = writeln!(f, "{line}");
+            }
+            sink.lock()
+                .expect("no panics while held")
+                .lines
+                .push((now(), line));
+        }
+    });
+    seen
 }
 
 impl Tunnel {
@@ -117,16 +138,20 @@ impl Tunnel {
             ),
         )
         .map_err(io)?;
-        let server = wan
+        let mut server = wan
             .command(Side::B, toxtun)?
             .args(["-vv", "--json", "--data-dir"])
             .arg(&server_dir)
             .args(["serve", "--config"])
             .arg(&config)
-            .stdout(log("server.json")?)
+            .stdout(Stdio::piped())
             .stderr(log("server.log")?)
             .spawn()
             .map_err(io)?;
+        let server_seen = record(
+            server.stdout.take().expect("piped"),
+            opts.dir.join("server.json"),
+        );
         children.push(server);
 
         let mut client = wan.command(Side::A, toxtun)?;
@@ -149,23 +174,10 @@ impl Tunnel {
             .stderr(log("client.log")?)
             .spawn()
             .map_err(io)?;
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let out = client.stdout.take().expect("piped");
-        let sink = Arc::clone(&seen);
-        let copy = opts.dir.join("client.json");
-        std::thread::spawn(move || {
-            let mut file = std::fs::File::create(copy).ok();
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(f) = file.as_mut() {
-                    use std::io::Write;
-                    let _ = writeln!(f, "{line}");
-                }
-                sink.lock()
-                    .expect("no panics while held")
-                    .lines
-                    .push((now(), line));
-            }
-        });
+        let seen = record(
+            client.stdout.take().expect("piped"),
+            opts.dir.join("client.json"),
+        );
         children.push(client);
         Ok(Tunnel {
             children,
@@ -173,6 +185,7 @@ impl Tunnel {
                 .parse()
                 .expect("an address"),
             client_seen: seen,
+            server_seen,
             started,
         })
     }
@@ -193,6 +206,48 @@ impl Tunnel {
             .iter()
             .find(|(_, l)| l.contains(&tag) && l.contains(field))
             .map(|(t, _)| *t - self.started)
+    }
+
+    /// The events of the client (side A) or the server (B) between `from` and `to`: their
+    /// names and, for paths, whether direct, each with its time since `origin` (what
+    /// happened around an outage).
+    pub fn events_between(
+        &self,
+        side: Side,
+        from: Instant,
+        to: Instant,
+        origin: Instant,
+    ) -> Vec<String> {
+        let seen = match side {
+            Side::A => &self.client_seen,
+            Side::B => &self.server_seen,
+        };
+        seen.lock()
+            .expect("no panics while held")
+            .lines
+            .iter()
+            .filter(|(t, _)| *t >= from && *t <= to)
+            .map(|(t, l)| {
+                let name = l
+                    .split("\"event\":\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or("?");
+                let extra = if l.contains("\"direct\":true") {
+                    " direct"
+                } else if l.contains("\"direct\":false") {
+                    " relay"
+                } else {
+                    ""
+                };
+                let at = if *t >= origin {
+                    format!("+{:.1} s", (*t - origin).as_secs_f64())
+                } else {
+                    format!("-{:.1} s", (origin - *t).as_secs_f64())
+                };
+                format!("{at} {name}{extra}")
+            })
+            .collect()
     }
 
     /// Whether the client's latest path report says direct UDP (`None`: none yet).
