@@ -305,6 +305,9 @@ pub struct SessionStats {
     /// Stream bytes go on the fast path now (negotiated, direct link, lossy packets get
     /// through).
     pub fast_path: bool,
+    /// Both sides offered the fast path in the handshake: it runs whenever the link is
+    /// direct UDP and lossy packets get through.
+    pub fast_path_negotiated: bool,
     /// LDATA packets sent in this session.
     pub lossy_packets_sent: u64,
     /// LDATA packets declared lost (their bytes were sent again).
@@ -1255,6 +1258,7 @@ impl Endpoint {
             acks_sent: s.acks_sent,
             frames_resent: s.frames_resent,
             fast_path: s.lossy_active(),
+            fast_path_negotiated: s.lossy_negotiated,
             lossy_packets_sent: s.lossy_tx.packets_sent,
             lossy_packets_lost: s.lossy_tx.packets_lost,
             lossy_probe_timeouts: s.lossy_tx.probe_timeouts,

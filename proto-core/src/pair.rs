@@ -1,9 +1,9 @@
 //! A deterministic pair harness: two endpoints joined by in-memory packet queues with
 //! latency, a per-direction capacity (a full queue is `SendBlocked` backpressure) and the
 //! transport's packet-size limit, under a virtual clock that jumps to the next event.
-//! Lossy packets (the fast path) take a second channel, open only while the link is marked
-//! direct, which can lose, duplicate and reorder them and has a bottleneck with a drop-tail
-//! buffer ([`LossyLink`]). Each side has a small scripted application that accepts, writes,
+//! Lossy packets (the fast path) take a second channel, which can lose, duplicate and
+//! reorder them and has a bottleneck with a drop-tail buffer ([`LossyLink`]); a relayed link
+//! may drop them all (`relay_drops_lossy`). Each side has a small scripted application that accepts, writes,
 //! reads and records.
 //!
 //! After every step the harness checks the flow-control bounds: no stream holds more than
@@ -215,7 +215,7 @@ impl App {
     }
 }
 
-/// How the lossy channel (direct UDP) behaves, per direction.
+/// How the lossy channel behaves, per direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LossyLink {
     /// Packets lost at random, per thousand.
@@ -333,8 +333,12 @@ pub struct Pair {
     pub max_packet: usize,
     /// Check the flow-control bounds after every step.
     pub check_invariants: bool,
-    /// The lossy channel's behaviour (used while the link is direct).
+    /// The lossy channel's behaviour.
     pub lossy: LossyLink,
+    /// A relayed link drops every lossy packet. c-toxcore carries them through its TCP
+    /// relays, so by default they travel either way; tests of the fast path's fallback set
+    /// this.
+    pub relay_drops_lossy: bool,
     /// Extra one-way delay of lossless packets only (c-toxcore's congestion control holding
     /// them while lossy packets go at once).
     pub lossless_delay: Duration,
@@ -363,6 +367,7 @@ impl Pair {
             max_packet: crate::MAX_PACKET_SIZE,
             check_invariants: true,
             lossy: LossyLink::default(),
+            relay_drops_lossy: false,
             lossless_delay: Duration::ZERO,
             link_up: false,
             direct: false,
@@ -371,11 +376,11 @@ impl Pair {
         }
     }
 
-    /// Marks the link direct UDP (lossy packets travel) or relayed (they are dropped), and
-    /// tells both sides, as the transport would.
+    /// Marks the link direct UDP or relayed (where lossy packets are dropped if
+    /// `relay_drops_lossy`), and tells both sides, as the transport would.
     pub fn set_direct(&mut self, direct: bool) {
         self.direct = direct;
-        if !direct {
+        if !direct && self.relay_drops_lossy {
             self.a.lossy_inflight.clear();
             self.b.lossy_inflight.clear();
         }
@@ -489,7 +494,7 @@ impl Pair {
                         continue; // friend offline, or a silent peer
                     }
                     if packet[0] >= 192 {
-                        // Lossy: only on a direct link, never backpressure.
+                        // Lossy: never backpressure; dropped on a relay that drops them.
                         if let Some((link, rng)) = lossy.as_mut() {
                             Self::send_lossy(side, now, latency, link, rng, packet);
                         }
@@ -569,7 +574,8 @@ impl Pair {
                 side.endpoint.handle_timeout(now);
                 progress = true;
             }
-            let lossy = self.direct.then_some((&self.lossy, &mut self.rng));
+            let lossy =
+                (self.direct || !self.relay_drops_lossy).then_some((&self.lossy, &mut self.rng));
             progress |= Self::drain(
                 side,
                 to,

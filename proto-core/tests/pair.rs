@@ -589,7 +589,11 @@ fn assert_all_arrived(p: &Pair, streams: &[(StreamId, Bytes)], reply_len: usize)
 
 #[test]
 fn streams_ride_through_link_flaps_with_nothing_lost() {
-    let mut p = connected(client(), server_allowing(&["*:*"]), 21);
+    // Lossless only: the frame log carries the stream bytes, and its resend is the test.
+    let (mut c, mut s) = (client(), server_allowing(&["*:*"]));
+    c.fast_path = false;
+    s.fast_path = false;
+    let mut p = connected(c, s, 21);
     let streams = bulk_streams(&mut p, 4, 2 << 20, 1 << 20);
     for flap in 0..12u64 {
         p.advance(Duration::from_millis(40 + flap * 7), STEPS)
@@ -811,14 +815,28 @@ fn the_fast_path_carries_bulk_both_ways_byte_exact_through_loss_duplication_and_
 }
 
 #[test]
-fn the_fast_path_is_used_only_when_both_offer_it_and_the_link_is_direct() {
-    // Relayed link: everything lossless.
+fn the_fast_path_runs_over_relays_too_and_only_when_both_offer_it() {
+    // A relayed link carries lossy packets (c-toxcore sends them through its TCP relays):
+    // bulk takes the fast path there too.
     let mut p = connected(client(), server_allowing(&["*:*"]), 32);
     let streams = bulk_streams(&mut p, 2, 256 << 10, 256 << 10);
     p.run_until(STEPS, |p| all_done(p, &streams)).unwrap();
     assert_all_arrived(&p, &streams, 256 << 10);
-    assert_eq!(p.a.lossy_sent + p.b.lossy_sent, 0);
-    // Direct, but the server does not offer it.
+    assert!(p.a.lossy_sent > 150 && p.b.lossy_sent > 150);
+    assert!(lossy_stats(&p).0.fast_path);
+    // A relay that drops lossy packets: the fast path finds out and everything goes
+    // lossless, nothing lost.
+    let mut p = connected(client(), server_allowing(&["*:*"]), 37);
+    p.relay_drops_lossy = true;
+    let streams = bulk_streams(&mut p, 2, 256 << 10, 256 << 10);
+    p.run_until(STEPS, |p| all_done(p, &streams)).unwrap();
+    assert_all_arrived(&p, &streams, 256 << 10);
+    assert!(p.a.lossy_sent + p.b.lossy_sent < 100, "only probes");
+    assert!(
+        !lossy_stats(&p).0.fast_path,
+        "declared broken on this relay"
+    );
+    // Direct, but the server does not offer it: everything lossless.
     let mut server = server_allowing(&["*:*"]);
     server.fast_path = false;
     let mut p = connected(client(), server, 33);
@@ -999,6 +1017,8 @@ fn leaving_the_direct_path_mid_transfer_loses_no_byte() {
         },
         35,
     );
+    // The relay drops lossy packets: each switch to it strands what was in flight.
+    p.relay_drops_lossy = true;
     let streams = bulk_streams(&mut p, 4, 2 << 20, 1 << 20);
     for i in 0..6u64 {
         p.advance(Duration::from_millis(30 + 11 * i), STEPS)

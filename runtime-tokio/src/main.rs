@@ -266,16 +266,18 @@ fn tox_config(
 }
 
 /// Prints events: JSON lines with --json, else log lines; returns when the node stops.
-fn report(node: &Node, json: bool) {
+/// `fast_path`: this node offers the fast path (the log says what is true of it).
+fn report(node: &Node, json: bool, fast_path: bool) {
     let mut rx = node.events();
     tokio::spawn(async move {
+        let mut paths = PathReport::new(fast_path);
         loop {
             match rx.recv().await {
                 Ok(e) => {
                     if json {
                         println!("{}", event_json(&e));
                     } else {
-                        log_event(&e);
+                        log_event(&e, &mut paths);
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -305,8 +307,8 @@ fn event_json(e: &NodeEvent) -> String {
         NodeEvent::PeerPath { peer, direct } => {
             serde_json::json!({"event": "peer_path", "direct": direct, "peer": peer.to_string()})
         }
-        NodeEvent::SessionUp { peer } => {
-            serde_json::json!({"event": "session_up", "peer": peer.to_string()})
+        NodeEvent::SessionUp { peer, fast_path } => {
+            serde_json::json!({"event": "session_up", "fast_path": fast_path, "peer": peer.to_string()})
         }
         NodeEvent::SessionSuspended { peer } => {
             serde_json::json!({"event": "session_suspended", "peer": peer.to_string()})
@@ -332,7 +334,81 @@ fn event_json(e: &NodeEvent) -> String {
     v.to_string()
 }
 
-fn log_event(e: &NodeEvent) {
+/// What is known of each peer's link and session, so that a log line about the fast path
+/// says what is true: a link alone does not tell whether streams take it (this side or the
+/// peer may not offer it). Also how long a link stayed on a TCP relay.
+struct PathReport {
+    offered: bool,
+    /// Per peer: since when the link has been on a TCP relay (`None`: direct, or not
+    /// known), and (once a session is up) whether both offered the fast path.
+    peers: std::collections::HashMap<toxtun_proto::PeerId, (Option<Instant>, Option<bool>)>,
+}
+
+impl PathReport {
+    fn new(offered: bool) -> Self {
+        PathReport {
+            offered,
+            peers: std::collections::HashMap::new(),
+        }
+    }
+
+    /// What the fast path does for `peer` now, as a log line's tail.
+    fn fast_path(&self, peer: &toxtun_proto::PeerId) -> &'static str {
+        let negotiated = self.peers.get(peer).and_then(|p| p.1);
+        match (self.offered, negotiated) {
+            (false, _) => {
+                "fast path off here (--no-fast-path, or fast_path = false): streams go lossless"
+            }
+            (true, None) => "fast path offered; the session decides",
+            (true, Some(false)) => "the peer does not offer the fast path: streams go lossless",
+            (true, Some(true)) => "streams take the fast path",
+        }
+    }
+}
+
+fn log_event(e: &NodeEvent, paths: &mut PathReport) {
+    match e {
+        NodeEvent::PeerPath { peer, direct } => {
+            let entry = paths.peers.entry(*peer).or_insert((None, None));
+            let relayed_since = entry.0;
+            entry.0 = if *direct {
+                None
+            } else {
+                Some(relayed_since.unwrap_or_else(Instant::now))
+            };
+            let how = paths.fast_path(peer);
+            match (direct, relayed_since) {
+                (true, Some(t)) => tracing::info!(
+                    %peer,
+                    relayed_secs = t.elapsed().as_secs(),
+                    "link is direct UDP after {:.1} s on a TCP relay: {how}",
+                    t.elapsed().as_secs_f64()
+                ),
+                (true, None) => tracing::info!(%peer, "link is direct UDP: {how}"),
+                (false, _) => tracing::info!(
+                    %peer,
+                    "link goes through a TCP relay (c-toxcore has not found a direct UDP route \
+                     to the peer, or lost it): {how}"
+                ),
+            }
+        }
+        NodeEvent::SessionUp { peer, fast_path } => {
+            paths.peers.entry(*peer).or_insert((None, None)).1 = Some(*fast_path);
+            let how = paths.fast_path(peer);
+            tracing::info!(%peer, "session established; {how}")
+        }
+        NodeEvent::Peer {
+            peer,
+            online: false,
+        } => {
+            paths.peers.remove(peer);
+            tracing::info!(code = 302, %peer, "peer offline")
+        }
+        other => log_plain_event(other),
+    }
+}
+
+fn log_plain_event(e: &NodeEvent) {
     match e {
         NodeEvent::Tox { connected: true } => {
             tracing::info!(code = 402, "connected to the Tox network")
@@ -352,18 +428,7 @@ fn log_event(e: &NodeEvent) {
             decision: Err(c),
         } => tracing::warn!(code = c.code(), %peer, "friend request refused: {c}"),
         NodeEvent::Peer { peer, online: true } => tracing::info!(code = 301, %peer, "peer online"),
-        NodeEvent::Peer {
-            peer,
-            online: false,
-        } => tracing::info!(code = 302, %peer, "peer offline"),
-        NodeEvent::PeerPath { peer, direct: true } => {
-            tracing::info!(%peer, "link is direct UDP: streams take the fast path")
-        }
-        NodeEvent::PeerPath {
-            peer,
-            direct: false,
-        } => tracing::info!(%peer, "link goes through a TCP relay: streams go lossless"),
-        NodeEvent::SessionUp { peer } => tracing::info!(%peer, "session established"),
+
         NodeEvent::SessionSuspended { peer } => tracing::warn!(
             %peer,
             "link to the peer lost; its streams are held while it returns"
@@ -444,7 +509,7 @@ async fn client_node(
         transport,
         NodeOptions::default(),
     );
-    report(&node, cli.json);
+    report(&node, cli.json, !net.no_fast_path);
     watch_progress(&node);
     node.connect(server, message.into_bytes()).await?;
     Ok(node)
@@ -563,7 +628,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     ..Default::default()
                 },
             );
-            report(&node, cli.json);
+            report(&node, cli.json, !net_args.no_fast_path);
             eprintln!("toxtun: serving as {id}");
             tokio::select! {
                 () = until_ctrl_c(&node) => {}
@@ -758,7 +823,7 @@ async fn demo(mib: usize, json: bool) -> Result<(), Fail> {
         NodeOptions::default(),
     );
     if json {
-        report(&client, true);
+        report(&client, true, true);
     }
     println!("  server          {sid}");
     println!("  client          {cid}");

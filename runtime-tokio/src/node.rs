@@ -87,6 +87,8 @@ pub enum NodeEvent {
     SessionUp {
         /// With whom.
         peer: PeerId,
+        /// Both sides offered the fast path: streams take it while the link is direct UDP.
+        fast_path: bool,
     },
     /// The Tox link to the peer was lost while a session was up. Its streams are held
     /// (their local connections simply pause) until the link returns within the resume
@@ -782,7 +784,13 @@ impl<T: Transport> Driver<T> {
                 }
                 self.emit(NodeEvent::FriendRequest { peer, decision });
             }
-            Event::SessionEstablished { peer } => self.emit(NodeEvent::SessionUp { peer }),
+            Event::SessionEstablished { peer } => {
+                let fast_path = self
+                    .endpoint
+                    .session_stats(peer)
+                    .is_some_and(|s| s.fast_path_negotiated);
+                self.emit(NodeEvent::SessionUp { peer, fast_path })
+            }
             Event::SessionSuspended { peer } => self.emit(NodeEvent::SessionSuspended { peer }),
             Event::SessionResumed { peer } => self.emit(NodeEvent::SessionResumed { peer }),
             Event::SessionClosed { peer, code, remote } => {

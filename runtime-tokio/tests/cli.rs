@@ -447,3 +447,48 @@ fn a_port_in_use_or_a_damaged_identity_fails_clearly_and_keeps_the_file() {
     );
     assert_eq!(std::fs::read(d.join("server.tox")).unwrap(), junk);
 }
+
+#[test]
+fn a_client_without_the_fast_path_says_so_and_never_claims_it() {
+    // Once, a client started with --no-fast-path logged "link is direct UDP: streams take
+    // the fast path" while the server's counters showed it off.
+    let (_boot, boot) = bootstrap();
+    let port = echo_server();
+    let sdir = tmp("serve-nofp");
+    let cdir = tmp("pipe-nofp");
+    let (_server, server_id) = serve(&sdir, port, &boot);
+    let mut pipe = toxtun()
+        .args(["--data-dir", cdir.to_str().unwrap(), "pipe"])
+        .args(["--secret", "a shared test secret", "--no-fast-path"])
+        .args(["--lan-discovery", "false", "--bootstrap", &boot, &server_id])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = pipe.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        stdin.write_all(b"hello without the fast path").unwrap();
+    });
+    let mut out = Vec::new();
+    let mut stdout = pipe.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        stdout.read_to_end(&mut out).unwrap();
+        out
+    });
+    let status = wait_timeout(&mut pipe, Duration::from_secs(90)).expect("pipe finished");
+    let mut err = String::new();
+    pipe.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    assert_eq!(reader.join().unwrap(), b"hello without the fast path");
+    assert!(
+        err.contains("session established; fast path off here"),
+        "{err}"
+    );
+    assert!(!err.contains("take the fast path"), "{err}");
+}

@@ -65,6 +65,10 @@ pub async fn run<T: Transport>(
     }
     let mut deadline = None;
     let mut done = false;
+    // After its stream closed, an endpoint keeps running a moment, as a daemon does: the
+    // peer's last fast-path packets still wait for their acknowledgement (the receiver
+    // sends it within 2 ms), and the peer frees its stream only then.
+    let mut linger_until: Option<Instant> = None;
     loop {
         // Carry out everything the endpoint wants, reacting to events as the app.
         let mut work = true;
@@ -149,7 +153,11 @@ pub async fn run<T: Transport>(
             }
         }
         if done {
-            return Ok(received);
+            let until = *linger_until.get_or_insert(now + std::time::Duration::from_millis(200));
+            if now >= until {
+                return Ok(received);
+            }
+            deadline = Some(deadline.map_or(until, |d: Instant| d.min(until)));
         }
         // Wait for the transport or the timer, whichever comes first.
         let event = future::or(

@@ -199,6 +199,8 @@ impl SimConfig {
         // a bloated DSL modem's 500 ms; and now and then losses in bursts (Wi-Fi).
         self.link.bottleneck_queue =
             Duration::from_millis([20, 100, 500][((draw >> 32) % 3) as usize]);
+        // Some relays drop lossy packets: the fast path must find out and fall back.
+        self.link.relay_drops_lossy = (draw >> 44) % 2 == 0;
         self.link.burst_loss = ((draw >> 40) % 4 == 0).then_some(BurstLoss {
             enter_per_mille: 5,
             leave_per_mille: 200,

@@ -32,9 +32,12 @@ pub struct LinkConfig {
     pub queue_capacity: usize,
     /// How long after both sides are friends and reachable the link comes up.
     pub connect_delay: Duration,
-    /// The link is direct UDP: lossy packets travel (else they are dropped, as over a TCP
-    /// relay), and the nodes are told so when it comes up.
+    /// The link is direct UDP (else it goes through a TCP relay), and the nodes are told so
+    /// when it comes up.
     pub direct: bool,
+    /// A relayed link drops every lossy packet (c-toxcore carries them through its TCP
+    /// relays, but a test of the fast path's fallback needs a link that does not).
+    pub relay_drops_lossy: bool,
     /// Lossy packets lost at random, per thousand.
     pub lossy_loss_per_mille: u32,
     /// Lossy packets delivered twice, per thousand.
@@ -77,6 +80,7 @@ impl Default for LinkConfig {
             queue_capacity: 256,
             connect_delay: Duration::from_millis(100),
             direct: false,
+            relay_drops_lossy: false,
             lossy_loss_per_mille: 0,
             lossy_duplicate_per_mille: 0,
             lossy_reorder: Duration::ZERO,
@@ -370,7 +374,7 @@ impl Network {
             return;
         }
         link.config.direct = direct;
-        if !direct {
+        if !direct && link.config.relay_drops_lossy {
             for d in &mut link.dirs {
                 d.lossy.clear();
             }
@@ -385,8 +389,8 @@ impl Network {
         }
     }
 
-    /// Node `node` sends a packet to `peer`: lossless (queued, in order) or lossy (dropped
-    /// unless the link is direct, and maybe lost, duplicated or reordered on the way).
+    /// Node `node` sends a packet to `peer`: lossless (queued, in order) or lossy (maybe
+    /// lost, duplicated or reordered on the way; dropped on a relayed link that drops them).
     pub fn send(&mut self, node: NodeId, peer: PeerId, packet: Bytes) -> Result<(), SendError> {
         if !self.nodes[node.0].running {
             return Err(SendError::Failed("node is stopped"));
@@ -426,7 +430,7 @@ impl Network {
                 };
                 dir.in_burst && ((burst_draw >> 20) % 1000) < u64::from(b.loss_per_mille)
             });
-            let dropped = !cfg.direct
+            let dropped = (!cfg.direct && cfg.relay_drops_lossy)
                 || blackout
                 || burst_lost
                 || (jitter_draw % 1000) < u64::from(cfg.lossy_loss_per_mille)

@@ -73,7 +73,7 @@ fn the_namespaces_hold_nothing_else_and_outages_stop_everything() {
     }
     // A device added by someone else makes every later command refuse to run.
     w.namespace(Side::A)
-        .ip(&["link", "add", "intruder", "type", "dummy"])
+        .ip(&["tuntap", "add", "dev", "intruder", "mode", "tun"])
         .unwrap();
     let refused = w.command(Side::A, "true").unwrap_err().to_string();
     assert!(refused.contains("intruder"), "{refused}");
