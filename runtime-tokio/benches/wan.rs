@@ -8,7 +8,9 @@
 //! * `TOXTUN_WAN_REPEAT=1` — tunnel transfers each way per profile (10 for the "0 cut,
 //!   0 stuck" goal);
 //! * `TOXTUN_WAN_KERNEL=0` — skip the kernel TCP baselines;
-//! * `TOXTUN_WAN_OUTAGES=8,30` — the outages (seconds) of the profiles that have them.
+//! * `TOXTUN_WAN_OUTAGES=8,30` — the outages (seconds) of the profiles that have them;
+//! * `TOXTUN_WAN_STARTS=9` — instead of the rest: start the tunnel that many times on each
+//!   chosen profile and report how long each took to a session and to a direct UDP path.
 //!
 //! Logs of every toxtun process stay in `target/wan-bench/<profile>/`. A Markdown table of
 //! everything measured is printed at the end.
@@ -64,6 +66,25 @@ fn main() {
         opts.repeat,
         opts.run_dir.display()
     );
+    if let Ok(n) = std::env::var("TOXTUN_WAN_STARTS") {
+        let n: usize = n.parse().unwrap_or(9);
+        for p in &chosen {
+            println!("{} ({}): {n} fresh starts", p.name, p.about);
+            match toxtun_netsim::bench::start_times(p, &opts, n) {
+                Ok(times) => {
+                    let relayed = times
+                        .iter()
+                        .filter(|(up, d)| {
+                            d.is_none_or(|d| d > *up + std::time::Duration::from_secs(20))
+                        })
+                        .count();
+                    println!("  {relayed} of {n} starts stayed on the TCP relay 20 s or more after the session");
+                }
+                Err(e) => println!("  FAILED: {e}"),
+            }
+        }
+        return;
+    }
     let mut reports = Vec::new();
     for p in &chosen {
         println!("{} ({})", p.name, p.about);

@@ -213,6 +213,12 @@ fn loaded_rtt(
     Ok(rtts.ok().map(|r| probe::median_p99(&r)))
 }
 
+/// A download cut by an outage one second in must still be running then (30 MB last
+/// about 3 s on the broadband path).
+fn outage_bytes(opts: &BenchOptions) -> u64 {
+    opts.bytes.max(30_000_000)
+}
+
 fn kernel(
     wan: &Wan,
     profile: &Profile,
@@ -237,7 +243,7 @@ fn kernel(
     })?);
     c.loaded_rtt = loaded_rtt(wan, addr, addr, Some(cc))?;
     for &o in &profile.outages {
-        let (_, rec) = download_with_outage(wan, addr, opts.bytes, Some(cc), Some(o))?;
+        let (_, rec) = download_with_outage(wan, addr, outage_bytes(opts), Some(cc), Some(o))?;
         c.recoveries.extend(rec);
     }
     Ok(c)
@@ -289,7 +295,7 @@ fn tunnel(wan: &Wan, profile: &Profile, opts: &BenchOptions) -> Result<Carrier, 
     }
     c.loaded_rtt = loaded_rtt(wan, addr, addr, None)?;
     for &o in &profile.outages {
-        let (r, rec) = download_with_outage(wan, addr, opts.bytes, None, Some(o))?;
+        let (r, rec) = download_with_outage(wan, addr, outage_bytes(opts), None, Some(o))?;
         // Its bytes are checked, but its time is mostly the outage's: not a goodput.
         let mut whole = Goodput::default();
         whole.record(r);
@@ -316,6 +322,43 @@ fn tunnel(wan: &Wan, profile: &Profile, opts: &BenchOptions) -> Result<Carrier, 
         c.path = Some(format!("{} then a TCP relay", c.path.unwrap_or_default()));
     }
     Ok(c)
+}
+
+/// How long `n` fresh starts of the tunnel took to a session and to a direct UDP path
+/// (`None`: still on the TCP relay after 60 s), each with fresh identities: how often
+/// c-toxcore keeps a new link on the relay.
+pub fn start_times(
+    profile: &Profile,
+    opts: &BenchOptions,
+    n: usize,
+) -> Result<Vec<(Duration, Option<Duration>)>, NetsimError> {
+    let wan = Wan::start("s", profile.path.clone(), profile.path.clone(), 0x57A7)?;
+    let mut times = Vec::new();
+    for i in 0..n {
+        let t = Tunnel::start(
+            &wan,
+            &opts.toxtun,
+            &TunnelOptions {
+                target_port: PROBE_PORT,
+                local_port: LOCAL_PORT,
+                fast_path: true,
+                dir: opts.run_dir.join(format!("start-{i}")),
+            },
+        )?;
+        let up = t.wait_session(Duration::from_secs(90))?;
+        let direct = t.wait_direct(up + Duration::from_secs(60));
+        println!(
+            "  start {}: session {:.1} s, direct UDP {}",
+            i + 1,
+            up.as_secs_f64(),
+            direct.map_or("not within 60 s".into(), |d| format!(
+                "{:.1} s",
+                d.as_secs_f64()
+            ))
+        );
+        times.push((up, direct));
+    }
+    Ok(times)
 }
 
 /// Runs every measurement of `profile`; prints as it goes.

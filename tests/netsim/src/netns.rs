@@ -69,6 +69,27 @@ pub fn available() -> Result<(), NetsimError> {
     Ok(())
 }
 
+/// The start of every namespace's name made here: `toxtun-wan-<tag>-<pid>-<side>`.
+pub const PREFIX: &str = "toxtun-wan-";
+
+/// Deletes namespaces a run left behind when it was killed (their process is gone), so
+/// they do not pile up.
+pub(crate) fn remove_stale() {
+    let Ok(list) = ip(&["netns", "list"]) else {
+        return;
+    };
+    for line in list.lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid = rest.split('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
+
 /// A network namespace made here, deleted when dropped.
 #[derive(Debug)]
 pub struct Namespace {

@@ -114,11 +114,14 @@ impl Wan {
         seed: u64,
     ) -> Result<Self, NetsimError> {
         crate::netns::available()?;
-        let id = format!("{tag}{}", std::process::id() % 100_000);
-        let a = Namespace::create(&format!("toxtun-wan-{id}-a"))?;
-        let b = Namespace::create(&format!("toxtun-wan-{id}-b"))?;
-        let tun_a = Tun::open(&format!("tw{id}a"))?;
-        let tun_b = Tun::open(&format!("tw{id}b"))?;
+        crate::netns::remove_stale();
+        let pid = std::process::id();
+        let a = Namespace::create(&format!("{}{tag}-{pid}-a", crate::netns::PREFIX))?;
+        let b = Namespace::create(&format!("{}{tag}-{pid}-b", crate::netns::PREFIX))?;
+        // Device names hold 15 bytes.
+        let short = format!("{tag}{}", pid % 100_000);
+        let tun_a = Tun::open(&format!("tw{short}a"))?;
+        let tun_b = Tun::open(&format!("tw{short}b"))?;
         tun_a.place(&a, &format!("{ADDR_A}/24"), MTU)?;
         tun_b.place(&b, &format!("{ADDR_B}/24"), MTU)?;
         a.check_isolated(tun_a.name())?;
