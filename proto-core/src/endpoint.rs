@@ -320,6 +320,10 @@ pub struct SessionStats {
     /// Fast-path copies made of stream bytes that waited in the frame log as DATA when the
     /// fast path (re)started (their lossless originals were slower).
     pub lossy_shadows: u64,
+    /// LDATA packets declared lost that were acknowledged after all (the path reorders):
+    /// each raised the reordering thresholds, and an episode of only such losses had its
+    /// window reduction undone.
+    pub lossy_spurious_losses: u64,
     /// LDATA packets received, and how many of them were duplicates.
     pub lossy_packets_received: u64,
     /// Duplicate LDATA packets received (ignored).
@@ -1263,6 +1267,7 @@ impl Endpoint {
             lossy_packets_lost: s.lossy_tx.packets_lost,
             lossy_probe_timeouts: s.lossy_tx.probe_timeouts,
             lossy_shadows: s.lossy_tx.shadows,
+            lossy_spurious_losses: s.lossy_tx.spurious_losses,
             lossy_bytes_resent: s.lossy_tx.bytes_resent,
             lossy_packets_received: s.lossy_rx.packets_received,
             lossy_duplicates: s.lossy_rx.duplicates,

@@ -44,6 +44,11 @@ pub struct LinkConfig {
     pub lossy_duplicate_per_mille: u32,
     /// Extra random delay of lossy packets, up to this much (they overtake each other).
     pub lossy_reorder: Duration,
+    /// Lossy packets that arrive `lossy_late` late, overtaken by those behind them, per
+    /// thousand (a path that reorders now and then, as the WAN bench's "reordering").
+    pub lossy_late_per_mille: u32,
+    /// How late those packets arrive.
+    pub lossy_late: Duration,
     /// How much transmission time a bandwidth-limited link queues before it drops lossy
     /// packets: the bottleneck's drop-tail buffer, in time (100 ms of a 100 Mbit/s link
     /// holds 1.25 MB). Lossless packets are never dropped (c-toxcore resends them); they
@@ -84,6 +89,8 @@ impl Default for LinkConfig {
             lossy_loss_per_mille: 0,
             lossy_duplicate_per_mille: 0,
             lossy_reorder: Duration::ZERO,
+            lossy_late_per_mille: 0,
+            lossy_late: Duration::ZERO,
             bottleneck_queue: Duration::from_millis(20),
             burst_loss: None,
             lossless_bandwidth: None,
@@ -441,8 +448,14 @@ impl Network {
                 });
                 dir.busy_until = start + serialize;
                 let reorder = cfg.lossy_reorder.as_nanos() as u64;
+                let late = if ((jitter_draw >> 52) % 1000) < u64::from(cfg.lossy_late_per_mille) {
+                    cfg.lossy_late
+                } else {
+                    Duration::ZERO
+                };
                 let delay = |draw: u64| {
                     cfg.latency
+                        + late
                         + Duration::from_nanos(if reorder == 0 { 0 } else { draw % reorder })
                 };
                 let draw = jitter_draw.rotate_left(17);
