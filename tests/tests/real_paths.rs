@@ -450,3 +450,25 @@ fn a_path_that_reorders_is_not_a_lossy_one() {
         sim.finish().unwrap_or_else(|e| panic!("{way:?}: {e}"));
     }
 }
+
+#[test]
+fn an_upload_starts_as_fast_as_a_download() {
+    // The opener's first bytes go before OPEN_OK, as DATA (the fast path waits for it);
+    // they crawled behind c-toxcore's lossless packets, and uploads of 10 MB on the WAN
+    // bench's broadband path ran at half the speed of downloads. Now they get fast-path
+    // copies when OPEN_OK comes.
+    let (_, cfg) = profiles().remove(0);
+    let mut times = Vec::new();
+    for way in [Way::Down, Way::Up] {
+        let mut sim = Sim::new(17, &cfg);
+        times.push(transfer(&mut sim, way, 2 * MB, Duration::from_secs(60)).unwrap());
+        sim.finish().unwrap();
+    }
+    println!("2 MiB down in {:?}, up in {:?}", times[0], times[1]);
+    assert!(
+        times[1] <= times[0] + Duration::from_millis(150),
+        "the upload took {:?}, the download {:?}",
+        times[1],
+        times[0]
+    );
+}
