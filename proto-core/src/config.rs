@@ -5,6 +5,7 @@ use core::time::Duration;
 use crate::frame::MAX_PACKET_SIZE;
 use crate::ids::PeerId;
 use crate::policy::{ServerPolicy, SharedSecret};
+use crate::recovery::congestion::CongestionControl;
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -75,9 +76,12 @@ pub struct EndpointConfig {
     /// ends the session at once.
     pub resume_grace: Duration,
     /// Offer the fast path (lossy packets with toxtun's own congestion control) in the
-    /// handshake. It is used only when both sides offer it and the transport reports a
-    /// direct UDP link; otherwise every byte goes in c-toxcore's lossless packets.
+    /// handshake. It is used when both sides offer it, over a direct UDP link or a TCP
+    /// relay, until its packets stop getting through; otherwise every byte goes in
+    /// c-toxcore's lossless packets.
     pub fast_path: bool,
+    /// The congestion controller the fast path runs (on this side's sending direction).
+    pub congestion: CongestionControl,
     /// As a client: the shared secret to prove to servers, if any.
     pub client_secret: Option<SharedSecret>,
     /// As a server: who is admitted and what they may reach. `None`: accept no sessions.
@@ -100,6 +104,7 @@ impl EndpointConfig {
             reconnect_delay: Duration::from_secs(1),
             resume_grace: Duration::from_secs(120),
             fast_path: true,
+            congestion: CongestionControl::default(),
             client_secret: None,
             server: None,
         }

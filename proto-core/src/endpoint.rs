@@ -1251,6 +1251,7 @@ impl Endpoint {
     /// Counters of the session with one peer.
     pub fn session_stats(&self, peer: PeerId) -> Option<SessionStats> {
         let s = self.sessions.get(&peer)?;
+        let (tx, rx) = (s.lossy_tx.counters(), s.lossy_rx.counters());
         Some(SessionStats {
             established: s.is_established(),
             streams: s.streams.len(),
@@ -1263,18 +1264,18 @@ impl Endpoint {
             frames_resent: s.frames_resent,
             fast_path: s.lossy_active(),
             fast_path_negotiated: s.lossy_negotiated,
-            lossy_packets_sent: s.lossy_tx.packets_sent,
-            lossy_packets_lost: s.lossy_tx.packets_lost,
-            lossy_probe_timeouts: s.lossy_tx.probe_timeouts,
-            lossy_shadows: s.lossy_tx.shadows,
-            lossy_spurious_losses: s.lossy_tx.spurious_losses,
-            lossy_bytes_resent: s.lossy_tx.bytes_resent,
-            lossy_packets_received: s.lossy_rx.packets_received,
-            lossy_duplicates: s.lossy_rx.duplicates,
-            rtt: s.lossy_tx.rtt.smoothed,
-            congestion_window: s.lossy_tx.window,
-            bytes_in_flight: s.lossy_tx.bytes_in_flight,
-            min_rtt: s.lossy_tx.rtt.smoothed.map(|_| s.lossy_tx.rtt.min),
+            lossy_packets_sent: tx.packets_sent,
+            lossy_packets_lost: tx.packets_lost,
+            lossy_probe_timeouts: tx.probe_timeouts,
+            lossy_shadows: tx.shadows,
+            lossy_spurious_losses: tx.spurious_losses,
+            lossy_bytes_resent: tx.bytes_resent,
+            lossy_packets_received: rx.packets_received,
+            lossy_duplicates: rx.duplicates,
+            rtt: s.lossy_tx.rtt().smoothed(),
+            congestion_window: s.lossy_tx.window(),
+            bytes_in_flight: s.lossy_tx.bytes_in_flight(),
+            min_rtt: s.lossy_tx.rtt().smoothed().map(|_| s.lossy_tx.rtt().min()),
         })
     }
 

@@ -81,6 +81,7 @@ pub use endpoint::{
 pub use frame::{DecodeError, Frame, MAX_PACKET_SIZE};
 pub use ids::{PeerId, SessionId, StreamId, ToxId, ToxIdError};
 pub use policy::{ClientRule, Limits, ServerPolicy, SharedSecret, TargetRules};
+pub use recovery::congestion::CongestionControl;
 pub use target::{Host, Target, TargetError, TargetPattern};
 pub use transport::{
     FriendAdded, FriendError, SendError, Transport, TransportEvent, TransportStats,

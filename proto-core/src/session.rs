@@ -259,7 +259,7 @@ impl Session {
             twin_updates: VecDeque::new(),
             session_twin_due: false,
             path_direct: false,
-            lossy_tx: LossySender::default(),
+            lossy_tx: LossySender::new(config.congestion),
             lossy_rx: LossyReceiver::default(),
             pace_until: None,
             liveness_ping_out: false,
@@ -274,7 +274,7 @@ impl Session {
     /// path moves 0.8–2 MB/s (the WAN bench's relay-only profile).
     pub fn lossy_active(&self) -> bool {
         self.lossy_negotiated
-            && !self.lossy_tx.broken
+            && !self.lossy_tx.is_broken()
             && self.is_established()
             && !self.awaiting_peer_count
     }
@@ -395,7 +395,7 @@ impl Session {
         self.deferred = None;
         self.twin_updates.clear();
         self.session_twin_due = false;
-        self.lossy_tx = LossySender::default();
+        self.lossy_tx = LossySender::new(config.congestion);
         self.lossy_rx = LossyReceiver::default();
         self.pace_until = None;
         self.liveness_ping_out = false;
@@ -1341,7 +1341,7 @@ impl Session {
                 }
                 self.lossy_rx.on_timeout(now);
                 self.lossy_tx.on_timeout(now);
-                if self.lossy_tx.broken {
+                if self.lossy_tx.is_broken() {
                     if self.lossy_tx.retry_at().is_some_and(|t| now >= t) {
                         // Try the fast path again, from a fresh window: the link c-toxcore
                         // still calls direct may carry lossy packets again.
@@ -1354,8 +1354,7 @@ impl Session {
                         self.lossy_tx.abandon_in_flight();
                     }
                 }
-                if std::mem::take(&mut self.lossy_tx.wants_liveness_ping) && !self.liveness_ping_out
-                {
+                if self.lossy_tx.take_liveness_ping_request() && !self.liveness_ping_out {
                     // Does anything get through? A PONG while the probes stay unanswered
                     // says the fast path alone is down; silence says the path is.
                     self.liveness_ping_out = true;
@@ -1495,7 +1494,7 @@ impl Session {
         if lossy && self.shadow_due {
             self.shadow_logged_data();
         }
-        if lossy_lane && lossy && !self.lossy_tx.lost.is_empty() && self.lossy_may_send(now) {
+        if lossy_lane && lossy && self.lossy_tx.has_lost() && self.lossy_may_send(now) {
             if let Some(p) = self.resend_lossy(now) {
                 return Some(p);
             }
@@ -1536,7 +1535,7 @@ impl Session {
         if self.shadow_due {
             self.shadow_logged_data();
         }
-        if !self.lossy_tx.lost.is_empty() && self.lossy_may_send(now) {
+        if self.lossy_tx.has_lost() && self.lossy_may_send(now) {
             if let Some(p) = self.resend_lossy(now) {
                 return Some(p);
             }
@@ -1619,15 +1618,12 @@ impl Session {
                 _ => None,
             })
             .collect();
-        self.lossy_tx.shadows += shadows.len() as u64;
-        for c in shadows.into_iter().rev() {
-            self.lossy_tx.lost.push_front(c);
-        }
+        self.lossy_tx.push_shadows(shadows);
     }
 
     /// A lost fast-path payload, sent again under a new packet number.
     fn resend_lossy(&mut self, now: Instant) -> Option<Bytes> {
-        while let Some(c) = self.lossy_tx.lost.pop_front() {
+        while let Some(c) = self.lossy_tx.pop_lost() {
             if !self.streams.contains_key(&c.stream) {
                 continue;
             }
@@ -1648,7 +1644,7 @@ impl Session {
     /// A lost fast-path payload, sent as ordinary DATA now that the fast path is off: the
     /// frame log carries it from here, and the stream no longer waits for its LACK.
     fn resend_lossless(&mut self, ctx: &mut Ctx<'_>) -> Option<Bytes> {
-        while let Some(c) = self.lossy_tx.lost.pop_front() {
+        while let Some(c) = self.lossy_tx.pop_lost() {
             if c.shadow {
                 continue; // its original is in the log
             }
@@ -1659,7 +1655,7 @@ impl Session {
             let mut buf = BytesMut::with_capacity(DATA_HEADER_LEN + c.payload.len());
             frame::encode_data_header(&mut buf, c.stream, c.offset, s.recv.received);
             buf.extend_from_slice(&c.payload);
-            self.lossy_tx.bytes_resent += n;
+            self.lossy_tx.on_resent_lossless(n);
             s.send.lossy_unacked = s.send.lossy_unacked.saturating_sub(n);
             if s.send.lossy_unacked == 0 {
                 self.maybe_close(c.stream, ctx);
