@@ -11,5 +11,6 @@
 
 pub mod config;
 mod node;
+pub mod settings;
 
 pub use node::{Node, NodeError, NodeEvent, NodeOptions, TunnelStream};

@@ -586,7 +586,7 @@ impl LossySender {
             self.detect_lost(now, false);
             return;
         }
-        if !self.deadline().is_some_and(|t| now >= t) {
+        if self.deadline().is_none_or(|t| now < t) {
             return;
         }
         let p = &mut self.probing;

@@ -1,0 +1,51 @@
+//! `toxtun serve`: admit clients and connect their streams as the config file allows.
+
+use std::path::Path;
+
+use toxtun_proto::Endpoint;
+use toxtun_tokio::config::ServerConfig;
+use toxtun_tokio::{Node, NodeOptions};
+use toxtun_transport_tox::ToxTransport;
+
+use super::{data_dir, seed, until_ctrl_c};
+use crate::cli::{Cli, NetArgs};
+use crate::report::report;
+use crate::Fail;
+
+/// Serves with the configuration in `config` until Ctrl-C.
+pub(crate) async fn run(cli: &Cli, config: &Path, net: &NetArgs) -> Result<(), Fail> {
+    let conf = ServerConfig::load(config)?;
+    if !conf.policy.admits_anyone() {
+        eprintln!("toxtun: {} admits no client (no [[client]] and no [secret]): nothing is reachable. Add a rule to let someone in.", config.display());
+    }
+    for c in &conf.policy.clients {
+        if c.targets.allow.is_empty() {
+            eprintln!(
+                "toxtun: client {} may reach no target (empty allow list)",
+                c.peer
+            );
+        }
+    }
+    let dir = data_dir(&cli.data_dir)?;
+    let mut settings = net.settings()?;
+    settings.apply_server_file(&conf);
+    let transport = ToxTransport::start(settings.tox_config(dir.join("server.tox")))?;
+    let id = toxtun_proto::Transport::id(&transport);
+    let mut cfg = settings.endpoint_config(id.public_key, None);
+    cfg.server = Some(conf.policy);
+    let (node, done) = Node::spawn(
+        Endpoint::new(cfg, seed())?,
+        transport,
+        NodeOptions {
+            serve: true,
+            ..Default::default()
+        },
+    );
+    report(&node, cli.json, settings.fast_path);
+    eprintln!("toxtun: serving as {id}");
+    tokio::select! {
+        () = until_ctrl_c(&node) => {}
+        _ = done => return Err(Fail("the node stopped".into())),
+    }
+    Ok(())
+}
