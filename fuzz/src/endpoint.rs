@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
-use toxtun_proto::frame::{self, Hello, HelloAck};
+use toxtun_proto::wire::{self as frame, Frame, Hello, HelloAck};
 use toxtun_proto::{
-    ClientRule, Endpoint, EndpointConfig, Frame, Input, Limits, Output, PeerId, ServerPolicy,
-    SessionCode, SessionId, SharedSecret, StreamCode, StreamId, Target, TargetRules,
-    MAX_PACKET_SIZE,
+    ClientRule, Endpoint, EndpointConfig, Input, Limits, Output, PeerId, ServerPolicy, SessionCode,
+    SessionId, SharedSecret, StreamCode, StreamId, Target, TargetRules, MAX_PACKET_SIZE,
 };
 
 const ME: PeerId = PeerId([0x5E; 32]);

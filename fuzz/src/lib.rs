@@ -13,7 +13,8 @@ pub use endpoint::endpoint_ops;
 pub use parsers::{server_config, target_rule, tox_id};
 
 use bytes::Bytes;
-use toxtun_proto::{Frame, MAX_PACKET_SIZE};
+use toxtun_proto::wire::Frame;
+use toxtun_proto::MAX_PACKET_SIZE;
 
 /// Decodes arbitrary bytes as a frame. It must never panic; a frame that decodes must
 /// re-encode to exactly the same bytes and fit a Tox lossless packet.
@@ -64,8 +65,8 @@ mod tests {
     #[ignore = "writes files; run by hand to refresh the seeds"]
     fn write_seed_corpus() {
         use bytes::Bytes;
-        use toxtun_proto::frame::{Hello, HelloAck};
-        use toxtun_proto::{Frame, SessionCode, SessionId, StreamCode, StreamId};
+        use toxtun_proto::wire::{Frame, Hello, HelloAck};
+        use toxtun_proto::{SessionCode, SessionId, StreamCode, StreamId};
         let s = StreamId::from_bytes([0x11; 16]);
         let frames = [
             Frame::Hello(Hello {

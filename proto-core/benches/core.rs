@@ -11,11 +11,9 @@ use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, BatchSize, Criterion, Throughput};
-use toxtun_proto::frame::{encode_data_header, MAX_DATA_PAYLOAD};
 use toxtun_proto::pair::Pair;
-use toxtun_proto::{
-    ClientRule, EndpointConfig, Frame, PeerId, ServerPolicy, StreamId, TargetRules,
-};
+use toxtun_proto::wire::{encode_data_header, Frame, MAX_DATA_PAYLOAD};
+use toxtun_proto::{ClientRule, EndpointConfig, PeerId, ServerPolicy, StreamId, TargetRules};
 
 const CLIENT: PeerId = PeerId([1; 32]);
 const SERVER: PeerId = PeerId([2; 32]);

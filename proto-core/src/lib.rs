@@ -61,7 +61,7 @@ pub mod codes;
 mod collections;
 pub mod config;
 mod endpoint;
-pub mod frame;
+mod frame;
 pub mod ids;
 #[cfg(feature = "testing")]
 pub mod pair;
@@ -72,17 +72,25 @@ mod stream;
 pub mod target;
 pub mod transport;
 
+/// The wire codec, for tests, benchmarks and the fuzz crate (the `testing` feature): every
+/// frame of PROTOCOL.md as a [`wire::Frame`], and its encoding and decoding. An embedder
+/// never needs it: the endpoint takes and gives whole packets.
+#[cfg(feature = "testing")]
+pub mod wire {
+    pub use crate::frame::*;
+}
+
 pub use codes::{SessionCode, StatusCode, StreamCode};
 pub use config::{Capabilities, ConfigError, EndpointConfig, PROTOCOL_VERSION};
 pub use endpoint::{
     Endpoint, Event, Input, OpenError, Output, ReadError, SessionStats, StreamError, StreamStats,
     WriteError,
 };
-pub use frame::{DecodeError, Frame, MAX_PACKET_SIZE};
+pub use frame::MAX_PACKET_SIZE;
 pub use ids::{PeerId, SessionId, StreamId, ToxId, ToxIdError};
 pub use policy::{ClientRule, Limits, ServerPolicy, SharedSecret, TargetRules};
 pub use recovery::congestion::CongestionControl;
 pub use target::{Host, Target, TargetError, TargetPattern};
 pub use transport::{
-    FriendAdded, FriendError, SendError, Transport, TransportEvent, TransportStats,
+    FriendAdded, FriendError, PacketKind, SendError, Transport, TransportEvent, TransportStats,
 };

@@ -22,6 +22,7 @@ use crate::codes::StreamCode;
 use crate::endpoint::{Endpoint, Event, Input, Output, ReadError, WriteError};
 use crate::ids::{PeerId, StreamId};
 use crate::target::Target;
+use crate::transport::PacketKind;
 use crate::EndpointConfig;
 
 /// How a stream ended, as its application saw it.
@@ -493,7 +494,7 @@ impl Pair {
                     if !link_up || side.mute {
                         continue; // friend offline, or a silent peer
                     }
-                    if packet[0] >= 192 {
+                    if PacketKind::is_lossy(&packet) {
                         // Lossy: never backpressure; dropped on a relay that drops them.
                         if let Some((link, rng)) = lossy.as_mut() {
                             Self::send_lossy(side, now, latency, link, rng, packet);

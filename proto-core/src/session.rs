@@ -1839,7 +1839,7 @@ impl Session {
 
 /// Whether a packet travels as a Tox lossy packet (its first byte says).
 fn is_lossy(packet: &[u8]) -> bool {
-    packet.first().is_some_and(|&b| b >= frame::FIRST_LOSSY_ID)
+    crate::transport::PacketKind::is_lossy(packet)
 }
 
 /// Counts what a DATA or LDATA frame did against the session credit we grant (a peer past

@@ -19,7 +19,35 @@ use bytes::Bytes;
 
 use crate::codes::StatusCode;
 use crate::endpoint::Input;
+use crate::frame::{FIRST_FRAME_ID, FIRST_LOSSY_ID, LAST_FRAME_ID, LAST_LOSSY_ID};
 use crate::ids::{PeerId, ToxId};
+
+/// Which of c-toxcore's two kinds of custom packet a packet travels as, by its first byte:
+/// 160..=191 lossless, 192..=254 lossy. Every transport sends each packet as its kind says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketKind {
+    /// A lossless custom packet: delivered in order, or the friend link drops.
+    Lossless,
+    /// A lossy custom packet: may be lost, late or reordered (the fast path's frames).
+    Lossy,
+}
+
+impl PacketKind {
+    /// The kind of `packet`; `None` if it is empty or its first byte is outside both
+    /// ranges (not a packet toxtun sends).
+    pub fn of(packet: &[u8]) -> Option<PacketKind> {
+        match *packet.first()? {
+            FIRST_FRAME_ID..=LAST_FRAME_ID => Some(PacketKind::Lossless),
+            FIRST_LOSSY_ID..=LAST_LOSSY_ID => Some(PacketKind::Lossy),
+            _ => None,
+        }
+    }
+
+    /// Whether `packet` travels as a lossy custom packet.
+    pub fn is_lossy(packet: &[u8]) -> bool {
+        PacketKind::of(packet) == Some(PacketKind::Lossy)
+    }
+}
 
 /// Something the network reports to one node.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use toxtun_proto::frame::{Hello, HelloAck};
+use toxtun_proto::wire::{Frame, Hello, HelloAck};
 use toxtun_proto::{
-    ClientRule, Endpoint, EndpointConfig, Event, Frame, Input, Limits, Output, PeerId, ReadError,
+    ClientRule, Endpoint, EndpointConfig, Event, Input, Limits, Output, PeerId, ReadError,
     ServerPolicy, SessionCode, SessionId, SharedSecret, StatusCode, StreamCode, StreamId,
     TargetRules, WriteError, PROTOCOL_VERSION,
 };

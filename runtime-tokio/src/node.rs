@@ -494,9 +494,7 @@ where
 
 /// Whether a packet goes as a Tox lossy packet (first byte 192..=254).
 fn is_lossy(packet: &[u8]) -> bool {
-    packet
-        .first()
-        .is_some_and(|&b| b >= toxtun_proto::frame::FIRST_LOSSY_ID)
+    toxtun_proto::transport::PacketKind::is_lossy(packet)
 }
 
 /// Writes every chunk, in order, with as few (vectored) writes as the socket allows.

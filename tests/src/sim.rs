@@ -886,8 +886,8 @@ impl Sim {
                 Some(Output::Transmit { peer, packet }) => {
                     moved = true;
                     if trace() {
-                        let f = toxtun_proto::Frame::decode(&packet).map(|f| match f {
-                            toxtun_proto::Frame::Data {
+                        let f = toxtun_proto::wire::Frame::decode(&packet).map(|f| match f {
+                            toxtun_proto::wire::Frame::Data {
                                 offset, payload, ..
                             } => {
                                 format!("DATA @{offset} +{}", payload.len())
@@ -898,7 +898,7 @@ impl Sim {
                     }
                     // The mock's lossy channel never refuses (it drops), so only the lossless
                     // lane is ever blocked; lossy packets may go meanwhile.
-                    if packet[0] < toxtun_proto::frame::FIRST_LOSSY_ID
+                    if !toxtun_proto::transport::PacketKind::is_lossy(&packet)
                         && self.nodes[i].held.contains_key(&peer)
                     {
                         fail!("node {i} sent a lossless packet to a peer whose lossless queue it was told is full");

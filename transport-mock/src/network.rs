@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use toxtun_proto::frame::{FIRST_FRAME_ID, LAST_FRAME_ID, LAST_LOSSY_ID};
 use toxtun_proto::{
-    FriendAdded, FriendError, PeerId, SendError, ToxId, TransportEvent, MAX_PACKET_SIZE,
+    FriendAdded, FriendError, PacketKind, PeerId, SendError, ToxId, TransportEvent, MAX_PACKET_SIZE,
 };
 
 /// The longest friend request message c-toxcore takes (`TOX_MAX_FRIEND_REQUEST_LENGTH`).
@@ -408,10 +407,10 @@ impl Network {
         if packet.is_empty() || packet.len() > MAX_PACKET_SIZE {
             return Err(SendError::Failed("packet size outside 1..=1373"));
         }
-        if !(FIRST_FRAME_ID..=LAST_LOSSY_ID).contains(&packet[0]) {
+        let Some(kind) = PacketKind::of(&packet) else {
             return Err(SendError::Failed("first byte outside 160..=254"));
-        }
-        let lossy = packet[0] > LAST_FRAME_ID;
+        };
+        let lossy = kind == PacketKind::Lossy;
         let Some(other) = self.node_of(peer) else {
             return Err(SendError::Offline);
         };

@@ -23,9 +23,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use toxtun_proto::frame::{FIRST_FRAME_ID, LAST_FRAME_ID, LAST_LOSSY_ID};
 use toxtun_proto::{
-    FriendAdded, FriendError, PeerId, SendError, ToxId, Transport, TransportEvent, TransportStats,
+    FriendAdded, FriendError, PacketKind, PeerId, SendError, ToxId, Transport, TransportEvent,
+    TransportStats,
 };
 
 use crate::bootstrap::BootstrapNode;
@@ -400,10 +400,10 @@ impl Transport for ToxTransport {
         if packet.is_empty() || packet.len() > self.max_packet {
             return Err(SendError::Failed("packet size outside 1..=1373"));
         }
-        if !(FIRST_FRAME_ID..=LAST_LOSSY_ID).contains(&packet[0]) {
+        let Some(kind) = PacketKind::of(&packet) else {
             return Err(SendError::Failed("first byte outside 160..=254"));
-        }
-        let lossy = packet[0] > LAST_FRAME_ID;
+        };
+        let lossy = kind == PacketKind::Lossy;
         let mut st = self.shared.lock();
         if st.closed {
             return Err(SendError::Failed("transport stopped"));
@@ -533,7 +533,7 @@ fn run(mut tox: RawTox, shared: &Shared, config: ToxConfig) {
                 RawEvent::Packet { friend, data } => {
                     if let Some(&peer) = numbers.get(&friend) {
                         st.stats.packets_received += 1;
-                        if data.first().is_some_and(|&b| b > LAST_FRAME_ID) {
+                        if PacketKind::is_lossy(&data) {
                             st.stats.lossy_received += 1;
                         }
                         st.events
