@@ -61,6 +61,7 @@ pub mod codes;
 mod collections;
 pub mod config;
 mod endpoint;
+mod event;
 mod frame;
 pub mod ids;
 #[cfg(feature = "testing")]
@@ -82,9 +83,9 @@ pub mod wire {
 
 pub use codes::{SessionCode, StatusCode, StreamCode};
 pub use config::{Capabilities, ConfigError, EndpointConfig, PROTOCOL_VERSION};
-pub use endpoint::{
-    Endpoint, Event, Input, OpenError, Output, ReadError, SessionStats, StreamError, StreamStats,
-    WriteError,
+pub use endpoint::Endpoint;
+pub use event::{
+    Event, Input, OpenError, Output, ReadError, SessionStats, StreamError, StreamStats, WriteError,
 };
 pub use frame::MAX_PACKET_SIZE;
 pub use ids::{PeerId, SessionId, StreamId, ToxId, ToxIdError};

@@ -19,7 +19,8 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::codes::StreamCode;
-use crate::endpoint::{Endpoint, Event, Input, Output, ReadError, WriteError};
+use crate::endpoint::Endpoint;
+use crate::event::{Event, Input, Output, ReadError, WriteError};
 use crate::ids::{PeerId, StreamId};
 use crate::target::Target;
 use crate::transport::PacketKind;

@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::codes::{SessionCode, StreamCode};
 use crate::collections::{Hasher, Map};
 use crate::config::{Capabilities, EndpointConfig, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
-use crate::endpoint::Event;
+use crate::event::Event;
 use crate::frame::{self, Frame, Hello, DATA_HEADER_LEN, LOSSY_DATA_HEADER_LEN};
 use crate::ids::{PeerId, SessionId, StreamId};
 use crate::policy::Admission;

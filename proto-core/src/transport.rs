@@ -18,7 +18,7 @@ use core::task::{Context, Poll};
 use bytes::Bytes;
 
 use crate::codes::StatusCode;
-use crate::endpoint::Input;
+use crate::event::Input;
 use crate::frame::{FIRST_FRAME_ID, FIRST_LOSSY_ID, LAST_FRAME_ID, LAST_LOSSY_ID};
 use crate::ids::{PeerId, ToxId};
 
