@@ -1,0 +1,163 @@
+//! Frames in: the dispatch of every frame an established session receives.
+
+use super::{Ctx, Gone, Session, MAX_ADVISORY_QUEUED};
+use crate::codes::{SessionCode, StreamCode};
+use crate::event::Event;
+use crate::frame::Frame;
+use crate::stream::OpenState;
+
+impl Session {
+    /// Queues a frame: sequenced ones after the control frames already queued, the others
+    /// (handshake, PING, PONG, ACK) before everything.
+    pub(crate) fn queue_control(&mut self, frame: Frame) {
+        if frame.is_sequenced() {
+            self.control.push_back(frame);
+        } else {
+            self.urgent.push_back(frame);
+        }
+    }
+
+    pub(super) fn queue_advisory(&mut self, frame: Frame) {
+        if self.advisory_queued < MAX_ADVISORY_QUEUED {
+            self.advisory_queued += 1;
+            self.queue_control(frame);
+        }
+    }
+
+    /// Handles a stream or keepalive frame on an established session. Returns a session
+    /// code if the frame breaks the session as a whole.
+    pub(crate) fn on_frame(&mut self, frame: Frame, ctx: &mut Ctx<'_>) -> Result<(), SessionCode> {
+        match frame {
+            Frame::Ping { token } => self.queue_advisory(Frame::Pong { token }),
+            Frame::Pong { .. } => self.liveness_ping_out = false,
+            Frame::Ack { received } => self.on_ack_frame(received)?,
+            Frame::SessionWindow { max } => self.on_session_window(max),
+            Frame::LossySessionWindow { max } => {
+                if !self.lossy_credit {
+                    return Err(SessionCode::ProtocolViolation);
+                }
+                self.on_session_window(max);
+            }
+            Frame::Open { stream, target } => self.on_open(stream, target, ctx),
+            Frame::OpenOk { stream } => match self.streams.get_mut(&stream) {
+                Some(s) if s.state == (OpenState::Opening { open_sent: true }) => {
+                    s.state = OpenState::Open;
+                    // Bytes written before OPEN_OK went as DATA (the fast path waits for
+                    // it): their copies go on the fast path now, rather than behind
+                    // c-toxcore's lossless packets (uploads started at half the speed of
+                    // downloads on the WAN bench's broadband path, their first 100-160 kB
+                    // crawling in the frame log).
+                    if s.send.sent > 0 {
+                        self.shadow_due = true;
+                    }
+                    ctx.events.push_back(Event::StreamOpened { stream });
+                    if s.recv.buffered > 0 && !s.recv.readable_signaled {
+                        // Fast-path bytes overtook the OPEN_OK.
+                        s.recv.readable_signaled = true;
+                        ctx.events.push_back(Event::StreamReadable { stream });
+                    }
+                }
+                Some(_) => self.reset_stream(stream, StreamCode::StreamState, true, ctx),
+                None => self.unknown_stream(stream),
+            },
+            Frame::OpenErr { stream, code } => match self.streams.get(&stream) {
+                Some(s) if s.state == (OpenState::Opening { open_sent: true }) => {
+                    self.remove_stream(stream, Gone::Settled, ctx);
+                    ctx.events.push_back(Event::StreamRefused { stream, code });
+                }
+                Some(_) => self.reset_stream(stream, StreamCode::StreamState, true, ctx),
+                None => {}
+            },
+            Frame::Data {
+                stream,
+                offset,
+                ack,
+                payload,
+            } => return self.on_data(stream, offset, ack, payload, ctx),
+            Frame::Fin {
+                stream,
+                offset,
+                ack,
+            } => {
+                let Some(s) = self.streams.get_mut(&stream) else {
+                    self.unknown_stream(stream);
+                    return Ok(());
+                };
+                let res = if matches!(s.state, OpenState::Opening { .. }) {
+                    Err(StreamCode::StreamState)
+                } else {
+                    s.recv
+                        .on_fin(offset, self.lossy_negotiated)
+                        .and_then(|()| s.send.on_ack(ack))
+                };
+                match res {
+                    Err(code) => self.reset_stream(stream, code, true, ctx),
+                    Ok(()) => {
+                        if !s.recv.readable_signaled && s.state == OpenState::Open {
+                            s.recv.readable_signaled = true;
+                            ctx.events.push_back(Event::StreamReadable { stream });
+                        }
+                    }
+                }
+            }
+            Frame::Rst {
+                stream,
+                code,
+                offset,
+                received,
+            } => {
+                if let Some(s) = self.streams.get(&stream) {
+                    let (hi, sent) = (s.recv.hi, s.send.sent);
+                    self.remove_stream(stream, Gone::Settled, ctx);
+                    ctx.events.push_back(Event::StreamReset {
+                        stream,
+                        code,
+                        remote: true,
+                    });
+                    self.settle(hi, offset, Some((sent, received)), ctx.config)?;
+                } else {
+                    match self.gone(&stream) {
+                        Some(Gone::Closed { sent, received: hi }) => {
+                            self.set_gone(&stream, Gone::Settled);
+                            self.settle(hi, offset, Some((sent, received)), ctx.config)?;
+                        }
+                        Some(Gone::Reset { received: hi }) => {
+                            // Both reset at once: each settles its receive direction.
+                            self.set_gone(&stream, Gone::Settled);
+                            self.settle(hi, offset, None, ctx.config)?;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Frame::LossyData { .. } | Frame::LossyAck { .. } => {
+                // The endpoint routes the fast path's frames to their own handlers.
+            }
+            Frame::Window {
+                stream,
+                max_offset,
+                ack,
+            } => self.on_window(stream, max_offset, ack, false, ctx),
+            Frame::LossyWindow {
+                stream,
+                max_offset,
+                ack,
+            } => {
+                if !self.lossy_credit {
+                    return Err(SessionCode::ProtocolViolation);
+                }
+                self.on_window(stream, max_offset, ack, true, ctx);
+            }
+            Frame::Batch(_)
+            | Frame::Hello(_)
+            | Frame::Resume(_)
+            | Frame::HelloAck(_)
+            | Frame::HelloReject { .. }
+            | Frame::Close { .. } => {
+                // The endpoint handles handshake frames, and splits batches, before
+                // routing here.
+            }
+        }
+        Ok(())
+    }
+}
