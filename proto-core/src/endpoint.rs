@@ -1,5 +1,7 @@
-//! The endpoint: one per Tox identity. It routes transport inputs to per-peer sessions, takes
-//! the application's commands, and hands out outputs (packets, events, its next deadline).
+//! The endpoint: one per Tox identity. It routes transport inputs to per-peer sessions by
+//! peer, and the application's commands by stream ID; it admits or refuses sessions under
+//! the server policy, names sessions and streams, and hands out outputs (packets, events,
+//! its next deadline). What happens within a session is the session's (`session/`).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -10,15 +12,13 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::codes::{SessionCode, StreamCode};
 use crate::collections::{hasher, Map, Set};
-use crate::config::{
-    Capabilities, ConfigError, EndpointConfig, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
-};
+use crate::config::{ConfigError, EndpointConfig, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::event::{
     Event, Input, OpenError, Output, ReadError, SessionStats, StreamError, StreamStats, WriteError,
 };
-use crate::frame::{self, DecodeError, Frame, HelloAck};
+use crate::frame::{self, DecodeError, Frame, Hello, HelloAck};
 use crate::ids::{PeerId, SessionId, StreamId};
-use crate::session::{Ctx, Gone, Role, Session, State};
+use crate::session::{Ctx, Disposition, HelloAckOutcome, Role, Session};
 use crate::stream::{OpenState, Origin, Stream};
 use crate::target::Target;
 
@@ -86,10 +86,16 @@ impl Endpoint {
 
     fn mark_ready(&mut self, peer: PeerId) {
         if let Some(s) = self.sessions.get_mut(&peer) {
-            if !s.in_ready {
-                s.in_ready = true;
+            if s.enqueue() {
                 self.ready.push_back(peer);
             }
+        }
+    }
+
+    /// Applies what a session event decided.
+    fn dispose(&mut self, peer: PeerId, d: Disposition) {
+        if d == Disposition::Remove {
+            self.sessions.remove(&peer);
         }
     }
 
@@ -100,9 +106,7 @@ impl Endpoint {
     }
 
     fn new_session_id(&mut self) -> SessionId {
-        let mut id = [0u8; 16];
-        self.rng.fill_bytes(&mut id);
-        SessionId(id)
+        new_session_id(&mut self.rng)
     }
 
     fn new_stream_id(&mut self) -> StreamId {
@@ -125,20 +129,10 @@ impl Endpoint {
             Input::PeerOnline(peer) => {
                 self.online.insert(peer);
                 self.events.push_back(Event::PeerOnline { peer });
+                let rng = &mut self.rng;
                 if let Some(s) = self.sessions.get_mut(&peer) {
-                    s.link_up = true;
-                    s.unblock();
-                    match (s.role, s.state) {
-                        (Role::Initiator, State::Idle { .. }) => {
-                            let id = self.new_session_id();
-                            let s = self.sessions.get_mut(&peer).expect("present");
-                            s.send_hello(now, id, &self.config);
-                        }
-                        (Role::Responder(_), _) if s.is_suspended() => {
-                            // The client may not have seen the link drop.
-                            self.ask_for_resume(peer);
-                        }
-                        _ => {}
+                    if s.on_link_up(now, || new_session_id(rng), &self.config) {
+                        self.ask_for_resume(peer);
                     }
                     self.mark_ready(peer);
                 }
@@ -150,7 +144,11 @@ impl Endpoint {
                     s.set_path(false);
                 }
                 self.events.push_back(Event::PeerOffline { peer });
-                self.link_lost(now, peer);
+                let (sessions, mut ctx) = self.ctx();
+                if let Some(s) = sessions.get_mut(&peer) {
+                    let d = s.on_link_lost(now, &mut ctx);
+                    self.dispose(peer, d);
+                }
             }
             Input::FriendRequest { peer, message } => {
                 let decision = match &self.config.server {
@@ -188,28 +186,6 @@ impl Endpoint {
         }
     }
 
-    fn link_lost(&mut self, now: Instant, peer: PeerId) {
-        let (sessions, mut ctx) = self.ctx();
-        let Some(s) = sessions.get_mut(&peer) else {
-            return;
-        };
-        s.link_up = false;
-        s.unblock();
-        let grace = !ctx.config.resume_grace.is_zero();
-        match (s.role, s.state) {
-            (_, State::Established) if grace => s.suspend(now, &mut ctx),
-            (_, State::HelloSent { .. }) if s.is_suspended() => {
-                s.state = State::Idle { retry_at: None };
-            }
-            (_, State::Idle { .. }) => {}
-            (Role::Initiator, _) => s.fail_and_retry(now, SessionCode::LinkLost, false, &mut ctx),
-            (Role::Responder(_), _) => {
-                s.end(SessionCode::LinkLost, false, &mut ctx);
-                sessions.remove(&peer);
-            }
-        }
-    }
-
     fn on_packet(&mut self, now: Instant, peer: PeerId, packet: Bytes) {
         if packet.first() == Some(&frame::kind::BATCH) {
             return self.on_batch(now, peer, &packet);
@@ -233,7 +209,7 @@ impl Endpoint {
             }
         };
         if let Some(s) = self.sessions.get_mut(&peer) {
-            s.link_up = true;
+            s.on_packet_heard();
         }
         match frame {
             Frame::Hello(h) => self.on_hello(now, peer, h, false),
@@ -246,31 +222,25 @@ impl Endpoint {
             Frame::HelloReject { code, .. } => {
                 let (sessions, mut ctx) = self.ctx();
                 if let Some(s) = sessions.get_mut(&peer) {
-                    if matches!(s.state, State::HelloSent { .. }) {
-                        if is_fatal(code) {
-                            s.end(code, true, &mut ctx);
-                            sessions.remove(&peer);
-                        } else {
-                            s.fail_and_retry(now, code, true, &mut ctx);
-                        }
-                    }
+                    let d = s.on_hello_reject(now, code, &mut ctx);
+                    self.dispose(peer, d);
                 }
             }
             Frame::Close {
                 code: SessionCode::ResumeRequired,
-            } => self.on_resume_required(now, peer),
+            } => {
+                let (sessions, mut ctx) = self.ctx();
+                if let Some(s) = sessions.get_mut(&peer) {
+                    if s.on_resume_required(now, &mut ctx) {
+                        self.mark_ready(peer);
+                    }
+                }
+            }
             Frame::Close { code } => {
                 let (sessions, mut ctx) = self.ctx();
                 if let Some(s) = sessions.get_mut(&peer) {
-                    if s.is_established() || matches!(s.state, State::HelloSent { .. }) {
-                        match s.role {
-                            Role::Initiator => s.fail_and_retry(now, code, true, &mut ctx),
-                            Role::Responder(_) => {
-                                s.end(code, true, &mut ctx);
-                                sessions.remove(&peer);
-                            }
-                        }
-                    }
+                    let d = s.on_close(now, code, &mut ctx);
+                    self.dispose(peer, d);
                 }
             }
             other => self.on_stream_frame(now, peer, other, false),
@@ -283,32 +253,7 @@ impl Endpoint {
         let Some(s) = sessions.get_mut(&peer).filter(|s| s.is_established()) else {
             return self.without_session(peer);
         };
-        s.last_recv = now;
-        if !frame.is_lossy() {
-            // The path carries lossless packets: tells a broken fast path from an outage.
-            s.lossy_tx.on_lossless_heard(now);
-        }
-        if frame.is_sequenced() {
-            s.count_received(now);
-        }
-        let result = match frame {
-            // A frame we answer directly (OPEN_ERR for an undecodable OPEN).
-            frame if reply => {
-                s.queue_control(frame);
-                Ok(())
-            }
-            Frame::LossyData {
-                packet,
-                stream,
-                offset,
-                payload,
-            } => s.on_lossy_data(now, packet, stream, offset, payload, &mut ctx),
-            Frame::LossyAck { delay_us, ranges } => {
-                s.on_lossy_ack(now, delay_us, &ranges, &mut ctx)
-            }
-            frame => s.on_frame(frame, &mut ctx),
-        };
-        if let Err(code) = result {
+        if let Err(code) = s.on_stream_frame(now, frame, reply, &mut ctx) {
             return self.protocol_violation(now, peer, code);
         }
         self.mark_ready(peer);
@@ -320,7 +265,7 @@ impl Endpoint {
     /// else is told that the handshake must come first.
     fn without_session(&mut self, peer: PeerId) {
         let (idle_initiator, suspended) = match self.sessions.get(&peer) {
-            Some(s) => (s.role == Role::Initiator, s.is_suspended()),
+            Some(s) => (s.is_initiator(), s.is_suspended()),
             None => (false, false),
         };
         if suspended && !idle_initiator {
@@ -347,7 +292,7 @@ impl Endpoint {
             return self.protocol_violation(now, peer, SessionCode::ProtocolViolation);
         };
         match self.sessions.get(&peer) {
-            Some(s) if s.is_established() && !s.batching => {
+            Some(s) if s.is_established() && !s.batching() => {
                 return self.protocol_violation(now, peer, SessionCode::ProtocolViolation)
             }
             Some(s) if s.is_established() => {}
@@ -357,7 +302,7 @@ impl Endpoint {
             if !self
                 .sessions
                 .get(&peer)
-                .is_some_and(|s| s.is_established() && s.batching)
+                .is_some_and(|s| s.is_established() && s.batching())
             {
                 return; // an earlier frame ended or restarted the session
             }
@@ -367,11 +312,11 @@ impl Endpoint {
 
     /// A suspended server asks its client to resume (CLOSE 1013), once per outage.
     fn ask_for_resume(&mut self, peer: PeerId) {
-        let Some(s) = self.sessions.get_mut(&peer) else {
-            return;
-        };
-        if !s.resume_asked {
-            s.resume_asked = true;
+        if self
+            .sessions
+            .get_mut(&peer)
+            .is_some_and(Session::ask_resume_once)
+        {
             self.send_stray(
                 peer,
                 Frame::Close {
@@ -388,123 +333,83 @@ impl Endpoint {
         let Some(s) = sessions.get_mut(&peer) else {
             return;
         };
-        if matches!(s.state, State::Idle { .. }) {
+        let Some(d) = s.on_protocol_violation(now, code, &mut ctx) else {
             return;
-        }
-        s.end(code, false, &mut ctx);
-        match s.role {
-            Role::Initiator => s.schedule_retry(now, ctx.config),
-            Role::Responder(_) => {
-                sessions.remove(&peer);
-            }
-        }
+        };
+        self.dispose(peer, d);
         self.send_stray(peer, Frame::Close { code });
     }
 
-    /// HELLO starts a session; RESUME (`resume`) continues one after a link outage.
-    fn on_hello(&mut self, now: Instant, peer: PeerId, h: crate::frame::Hello, resume: bool) {
-        let reject = |this: &mut Self, code: SessionCode| {
-            this.send_stray(
-                peer,
-                Frame::HelloReject {
-                    code,
-                    min_version: MIN_PROTOCOL_VERSION,
-                    max_version: PROTOCOL_VERSION,
-                },
-            );
-        };
-        let Some(policy) = self.config.server.as_ref() else {
-            return reject(self, SessionCode::Unauthorized);
-        };
-        let Some(version) = Session::negotiate_version(&h) else {
-            return reject(self, SessionCode::VersionMismatch);
-        };
-        let admission = match policy.admit(&peer, &self.config.local_id, h.proof.as_ref()) {
+    /// HELLO starts a session; RESUME (`resume`) continues one after a link outage. The
+    /// server policy admits the peer here; the session does the rest.
+    fn on_hello(&mut self, now: Instant, peer: PeerId, h: Hello, resume: bool) {
+        let admitted = self.admit(peer, &h);
+        let (version, admission) = match admitted {
             Ok(a) => a,
-            Err(code) => return reject(self, code),
+            Err(code) => return self.reject(peer, code),
         };
-        let responders = self
-            .sessions
-            .values()
-            .filter(|s| matches!(s.role, Role::Responder(_)) && s.peer != peer)
-            .count();
-        if responders >= policy.limits.max_peers {
-            return reject(self, SessionCode::TooManyPeers);
-        }
         let stream_hasher = hasher(&mut self.rng);
         let direct = self.direct.contains(&peer);
         let (sessions, mut ctx) = self.ctx();
         if resume {
-            let Some(s) = sessions
+            let resumed = sessions
                 .get_mut(&peer)
-                .filter(|s| s.id == h.session && (s.is_established() || s.is_suspended()))
-            else {
+                .is_some_and(|s| s.accept_resume(now, &h, version, admission, &mut ctx));
+            if !resumed {
                 // Not a session we know (we restarted, or it outlived its grace here).
-                return reject(self, SessionCode::SessionUnknown);
-            };
-            // The client's link dropped, whether or not we saw it.
-            s.role = Role::Responder(admission);
-            s.link_up = true;
-            s.suspend(now, &mut ctx);
-            let capabilities = [
-                (s.lossy_negotiated, Capabilities::LOSSY_DATA),
-                (s.lossy_credit, Capabilities::LOSSY_CREDIT),
-                (s.batching, Capabilities::BATCH),
-            ]
-            .iter()
-            .filter(|(on, _)| *on)
-            .fold(0, |caps, (_, c)| caps | c.0);
-            s.queue_control(Frame::HelloAck(HelloAck {
-                version,
-                capabilities,
-                session: h.session,
-                resumed: true,
-                stream_window: ctx.config.stream_window,
-                session_window: ctx.config.session_window,
-            }));
-            s.resume(now, &mut ctx);
+                return self.reject(peer, SessionCode::SessionUnknown);
+            }
             return self.mark_ready(peer);
         }
-        let session = match sessions.get_mut(&peer) {
-            Some(s) => {
-                if s.is_established() || s.is_suspended() {
-                    // The peer started over: whatever it had with us is gone on its side.
-                    s.end(SessionCode::SessionUnknown, true, &mut ctx);
-                }
-                s.role = Role::Responder(admission);
-                s
-            }
-            None => sessions.entry(peer).or_insert_with(|| {
-                Session::new(
-                    peer,
-                    Role::Responder(admission),
-                    h.session,
-                    now,
-                    ctx.config,
-                    stream_hasher,
-                )
-            }),
-        };
-        session.set_path(direct);
-        session.id = h.session;
-        session.link_up = true;
-        let capabilities = h.capabilities & ctx.config.capabilities().0;
-        session.queue_control(Frame::HelloAck(HelloAck {
-            version,
-            capabilities,
-            session: h.session,
-            resumed: false,
-            stream_window: ctx.config.stream_window,
-            session_window: ctx.config.session_window,
-        }));
-        session.establish(
-            now,
-            h.stream_window,
-            h.session_window,
-            Capabilities(capabilities),
-            &mut ctx,
-        );
+        let session = sessions.entry(peer).or_insert_with(|| {
+            Session::new(
+                peer,
+                Role::Responder(admission),
+                h.session,
+                now,
+                ctx.config,
+                stream_hasher,
+            )
+        });
+        session.accept_hello(now, &h, version, admission, direct, &mut ctx);
         self.mark_ready(peer);
+    }
+
+    /// Whether the server policy admits `peer`'s HELLO: the version both speak and what
+    /// the peer may reach, or the code to refuse it with.
+    fn admit(
+        &self,
+        peer: PeerId,
+        h: &Hello,
+    ) -> Result<(u16, crate::policy::Admission), SessionCode> {
+        let policy = self
+            .config
+            .server
+            .as_ref()
+            .ok_or(SessionCode::Unauthorized)?;
+        let version = Session::negotiate_version(h).ok_or(SessionCode::VersionMismatch)?;
+        let admission = policy.admit(&peer, &self.config.local_id, h.proof.as_ref())?;
+        let responders = self
+            .sessions
+            .values()
+            .filter(|s| s.is_responder() && s.peer() != peer)
+            .count();
+        if responders >= policy.limits.max_peers {
+            return Err(SessionCode::TooManyPeers);
+        }
+        Ok((version, admission))
+    }
+
+    /// Refuses a HELLO or RESUME (HELLO_REJECT with the versions we speak).
+    fn reject(&mut self, peer: PeerId, code: SessionCode) {
+        self.send_stray(
+            peer,
+            Frame::HelloReject {
+                code,
+                min_version: MIN_PROTOCOL_VERSION,
+                max_version: PROTOCOL_VERSION,
+            },
+        );
     }
 
     fn on_hello_ack(&mut self, now: Instant, peer: PeerId, a: HelloAck) {
@@ -512,71 +417,32 @@ impl Endpoint {
         let Some(s) = sessions.get_mut(&peer) else {
             return;
         };
-        if !matches!(s.state, State::HelloSent { .. }) || a.session != s.id {
-            return; // stale or unsolicited
-        }
-        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&a.version) {
-            s.end(SessionCode::VersionMismatch, false, &mut ctx);
-            sessions.remove(&peer);
-            return self.send_stray(
-                peer,
-                Frame::Close {
-                    code: SessionCode::VersionMismatch,
-                },
-            );
-        }
-        match (s.is_suspended(), a.resumed) {
-            (true, true) => s.resume(now, &mut ctx),
-            // A server answers RESUME with resumed set, or refuses it.
-            (true, false) => return self.resume_refused(now, peer),
-            _ => {
-                let caps = Capabilities(a.capabilities & ctx.config.capabilities().0);
-                s.establish(now, a.stream_window, a.session_window, caps, &mut ctx)
+        match s.on_hello_ack(now, &a, &mut ctx) {
+            HelloAckOutcome::Ignored => {}
+            HelloAckOutcome::Accepted => self.mark_ready(peer),
+            HelloAckOutcome::ResumeRefused => self.resume_refused(now, peer),
+            HelloAckOutcome::VersionMismatch => {
+                self.sessions.remove(&peer);
+                self.send_stray(
+                    peer,
+                    Frame::Close {
+                        code: SessionCode::VersionMismatch,
+                    },
+                );
             }
         }
-        self.mark_ready(peer);
     }
 
-    /// The server does not know the session we tried to resume: it restarted, so its
-    /// streams are gone. End ours at once with that code and start a new session now.
+    /// The server does not know the session we tried to resume: a new one starts now.
     fn resume_refused(&mut self, now: Instant, peer: PeerId) {
         let id = self.new_session_id();
         let (sessions, mut ctx) = self.ctx();
-        let Some(s) = sessions
+        if sessions
             .get_mut(&peer)
-            .filter(|s| s.is_suspended() && matches!(s.state, State::HelloSent { .. }))
-        else {
-            return;
-        };
-        s.end_keeping_unsent(SessionCode::SessionUnknown, true, &mut ctx);
-        s.send_hello(now, id, ctx.config);
-        self.mark_ready(peer);
-    }
-
-    /// The server saw the link drop and we did not: suspend and resume at once.
-    fn on_resume_required(&mut self, now: Instant, peer: PeerId) {
-        let (sessions, mut ctx) = self.ctx();
-        let Some(s) = sessions.get_mut(&peer) else {
-            return;
-        };
-        if s.role != Role::Initiator {
-            return;
+            .is_some_and(|s| s.restart_refused_resume(now, id, &mut ctx))
+        {
+            self.mark_ready(peer);
         }
-        match s.state {
-            State::Established if !ctx.config.resume_grace.is_zero() => {
-                s.suspend(now, &mut ctx);
-                s.send_hello(now, s.id, ctx.config);
-            }
-            State::Established => {
-                s.end(SessionCode::LinkLost, true, &mut ctx);
-                s.schedule_retry(now, ctx.config);
-            }
-            State::Idle { .. } if s.is_suspended() && s.link_up => {
-                s.send_hello(now, s.id, ctx.config);
-            }
-            _ => return,
-        }
-        self.mark_ready(peer);
     }
 
     // ----- timers ------------------------------------------------------------------------
@@ -590,63 +456,21 @@ impl Endpoint {
             let Some(s) = sessions.get_mut(&peer) else {
                 continue;
             };
-            if s.resume_by.is_some_and(|t| now >= t) {
-                // The outage outlasted the grace: the streams end now.
-                match s.role {
-                    Role::Initiator => {
-                        s.fail_and_retry(now, SessionCode::LinkLost, false, &mut ctx)
-                    }
-                    Role::Responder(_) => {
-                        s.end(SessionCode::LinkLost, false, &mut ctx);
-                        sessions.remove(&peer);
-                        continue;
-                    }
-                }
+            if s.on_grace_timer(now, &mut ctx) == Disposition::Remove {
+                sessions.remove(&peer);
+                continue;
             }
-            if let State::Idle { retry_at: Some(t) } = s.state {
-                if s.link_up && now >= t {
-                    let id = self.new_session_id();
-                    let (sessions, ctx) = self.ctx();
-                    let s = sessions.get_mut(&peer).expect("present");
-                    s.send_hello(now, id, ctx.config);
-                }
+            if s.hello_retry_due(now) {
+                let id = new_session_id(&mut self.rng);
+                let s = self.sessions.get_mut(&peer).expect("present");
+                s.send_hello(now, id, &self.config);
             }
             let (sessions, mut ctx) = self.ctx();
             let s = sessions.get_mut(&peer).expect("present");
-            let grace = !ctx.config.resume_grace.is_zero();
-            // Timeouts that suspend or retry are handled here; the others end the session.
-            let ending = match s.on_timeout(now, &mut ctx) {
-                Some(SessionCode::HandshakeTimeout) if s.is_suspended() => {
-                    // A resume got no answer: try again (with backoff) within the grace.
-                    s.schedule_retry(now, ctx.config);
-                    None
-                }
-                Some(SessionCode::IdleTimeout) if grace => {
-                    // Silence is an outage too: keep the streams, and a client resumes at
-                    // once (RESUME goes out if the link is really there).
-                    s.suspend(now, &mut ctx);
-                    if s.role == Role::Initiator && s.link_up {
-                        s.send_hello(now, s.id, ctx.config);
-                    }
-                    None
-                }
-                other => other,
-            };
-            if let Some(code) = ending {
-                match s.role {
-                    Role::Initiator => {
-                        s.fail_and_retry(now, code, false, &mut ctx);
-                        if code == SessionCode::IdleTimeout {
-                            // Tell the peer, in case only our direction is dead.
-                            self.send_stray(peer, Frame::Close { code });
-                        }
-                    }
-                    Role::Responder(_) => {
-                        s.end(code, false, &mut ctx);
-                        sessions.remove(&peer);
-                        self.send_stray(peer, Frame::Close { code });
-                    }
-                }
+            let (d, close) = s.on_timers(now, &mut ctx);
+            self.dispose(peer, d);
+            if let Some(code) = close {
+                self.send_stray(peer, Frame::Close { code });
             }
             self.mark_ready(peer);
         }
@@ -663,11 +487,12 @@ impl Endpoint {
         let id = self.new_session_id();
         let stream_hasher = hasher(&mut self.rng);
         let mut s = Session::new(peer, Role::Initiator, id, now, &self.config, stream_hasher);
-        s.path_direct = self.direct.contains(&peer);
-        if self.online.contains(&peer) {
-            s.link_up = true;
-            s.send_hello(now, id, &self.config);
-        }
+        s.start(
+            now,
+            self.direct.contains(&peer),
+            self.online.contains(&peer),
+            &self.config,
+        );
         self.sessions.insert(peer, s);
         self.mark_ready(peer);
     }
@@ -675,37 +500,25 @@ impl Endpoint {
     /// Ends the session with the peer (CLOSE with `Normal`), resetting its streams, and stops
     /// reconnecting to it.
     pub fn disconnect(&mut self, peer: PeerId) {
-        let (sessions, mut ctx) = self.ctx();
-        if let Some(mut s) = sessions.remove(&peer) {
-            let was_live = !matches!(s.state, State::Idle { .. }) || s.is_suspended();
-            s.end(SessionCode::Normal, false, &mut ctx);
-            if was_live {
-                self.send_stray(
-                    peer,
-                    Frame::Close {
-                        code: SessionCode::Normal,
-                    },
-                );
-            }
-        }
+        self.close(peer, SessionCode::Normal);
     }
 
     /// Closes every session (CLOSE with `Shutdown`): for a clean exit.
     pub fn shutdown(&mut self) {
         let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
         for peer in peers {
-            let (sessions, mut ctx) = self.ctx();
-            if let Some(mut s) = sessions.remove(&peer) {
-                let was_live = !matches!(s.state, State::Idle { .. }) || s.is_suspended();
-                s.end(SessionCode::Shutdown, false, &mut ctx);
-                if was_live {
-                    self.send_stray(
-                        peer,
-                        Frame::Close {
-                            code: SessionCode::Shutdown,
-                        },
-                    );
-                }
+            self.close(peer, SessionCode::Shutdown);
+        }
+    }
+
+    /// Ends and forgets the session with `peer`, telling it `code` if it was live.
+    fn close(&mut self, peer: PeerId, code: SessionCode) {
+        let (sessions, mut ctx) = self.ctx();
+        if let Some(mut s) = sessions.remove(&peer) {
+            let was_live = s.is_live();
+            s.end(code, false, &mut ctx);
+            if was_live {
+                self.send_stray(peer, Frame::Close { code });
             }
         }
     }
@@ -741,137 +554,66 @@ impl Endpoint {
         Ok(id)
     }
 
-    fn stream_session(&mut self, stream: StreamId) -> Option<(&mut Session, Ctx<'_>)> {
+    /// Runs a command on the session that owns `stream`; `None` if no session does. When
+    /// the command succeeds (`ready` says so of its result), the session may have packets.
+    fn on_stream<T, E>(
+        &mut self,
+        stream: StreamId,
+        command: impl FnOnce(&mut Session, &mut Ctx<'_>) -> Result<T, E>,
+        ready: impl FnOnce(&T) -> bool,
+    ) -> Option<Result<T, E>> {
         let peer = *self.index.get(&stream)?;
-        let (sessions, ctx) = self.ctx();
-        Some((sessions.get_mut(&peer)?, ctx))
+        let (sessions, mut ctx) = self.ctx();
+        let s = sessions.get_mut(&peer)?;
+        let result = command(s, &mut ctx);
+        if result.as_ref().is_ok_and(ready) {
+            self.mark_ready(peer);
+        }
+        Some(result)
     }
 
     /// Writes as much of `data` as the stream's credit allows and returns how much. A short
     /// count (or `Blocked`) means: wait for `StreamWritable`.
     pub fn write(&mut self, stream: StreamId, data: Bytes) -> Result<usize, WriteError> {
-        let (s, _) = self
-            .stream_session(stream)
-            .ok_or(WriteError::UnknownStream)?;
-        let st = s
-            .streams
-            .get_mut(&stream)
-            .ok_or(WriteError::UnknownStream)?;
-        if st.state == OpenState::Incoming {
-            return Err(WriteError::NotAccepted);
-        }
-        if st.send.fin_requested {
-            return Err(WriteError::Finished);
-        }
-        let want = data.len();
-        let n = st.send.write(data);
-        if n < want {
-            st.send.want_writable = true;
-        }
-        if n == 0 && want > 0 {
-            return Err(WriteError::Blocked);
-        }
-        let peer = s.peer;
-        s.schedule(stream);
-        self.mark_ready(peer);
-        Ok(n)
+        self.on_stream(stream, |s, _| s.write(stream, data), |_| true)
+            .unwrap_or(Err(WriteError::UnknownStream))
     }
 
     /// Finishes this side's direction: FIN follows the bytes already written. Idempotent.
     pub fn finish(&mut self, stream: StreamId) -> Result<(), StreamError> {
-        let (s, mut ctx) = self
-            .stream_session(stream)
-            .ok_or(StreamError::UnknownStream)?;
-        let st = s
-            .streams
-            .get_mut(&stream)
-            .ok_or(StreamError::UnknownStream)?;
-        if st.state == OpenState::Incoming {
-            return Err(StreamError::WrongState);
-        }
-        st.send.fin_requested = true;
-        let peer = s.peer;
-        s.maybe_send_fin(stream, &mut ctx);
-        self.mark_ready(peer);
-        Ok(())
+        self.on_stream(stream, |s, ctx| s.finish(stream, ctx), |_| true)
+            .unwrap_or(Err(StreamError::UnknownStream))
     }
 
     /// Aborts the stream both ways with `code` (RST). No event follows for it.
     pub fn reset(&mut self, stream: StreamId, code: StreamCode) -> Result<(), StreamError> {
-        let (s, mut ctx) = self
-            .stream_session(stream)
-            .ok_or(StreamError::UnknownStream)?;
-        let peer = s.peer;
-        s.reset_stream(stream, code, false, &mut ctx);
-        self.mark_ready(peer);
-        Ok(())
+        let reset = |s: &mut Session, ctx: &mut Ctx<'_>| {
+            s.reset_stream(stream, code, false, ctx);
+            Ok(())
+        };
+        self.on_stream(stream, reset, |_| true)
+            .unwrap_or(Err(StreamError::UnknownStream))
     }
 
     /// Accepts an incoming stream (its target is connected): OPEN_OK goes out, and bytes
     /// that arrived with the OPEN become readable.
     pub fn accept(&mut self, stream: StreamId) -> Result<(), StreamError> {
-        let (s, ctx) = self
-            .stream_session(stream)
-            .ok_or(StreamError::UnknownStream)?;
-        let st = s
-            .streams
-            .get_mut(&stream)
-            .ok_or(StreamError::UnknownStream)?;
-        if st.state != OpenState::Incoming {
-            return Err(StreamError::WrongState);
-        }
-        st.state = OpenState::Open;
-        if st.recv.buffered > 0 || st.recv.fin_offset.is_some() {
-            st.recv.readable_signaled = true;
-            ctx.events.push_back(Event::StreamReadable { stream });
-        }
-        let peer = s.peer;
-        s.queue_control(Frame::OpenOk { stream });
-        self.mark_ready(peer);
-        Ok(())
+        self.on_stream(stream, |s, ctx| s.accept(stream, ctx), |_| true)
+            .unwrap_or(Err(StreamError::UnknownStream))
     }
 
     /// Refuses an incoming stream with `code` (OPEN_ERR), e.g. `TargetRefused`.
     pub fn refuse(&mut self, stream: StreamId, code: StreamCode) -> Result<(), StreamError> {
-        let (s, mut ctx) = self
-            .stream_session(stream)
-            .ok_or(StreamError::UnknownStream)?;
-        if s.streams.get(&stream).map(|st| st.state) != Some(OpenState::Incoming) {
-            return Err(StreamError::WrongState);
-        }
-        s.remove_stream(stream, Gone::Refused, &mut ctx);
-        s.queue_control(Frame::OpenErr { stream, code });
-        let peer = s.peer;
-        self.mark_ready(peer);
-        Ok(())
+        self.on_stream(stream, |s, ctx| s.refuse(stream, code, ctx), |_| true)
+            .unwrap_or(Err(StreamError::UnknownStream))
     }
 
     /// Reads up to `max` bytes. `Ok(None)` is the end of the stream (the peer finished);
     /// `Err(Blocked)` means wait for `StreamReadable`. Reading returns credit to the peer.
     pub fn read(&mut self, stream: StreamId, max: usize) -> Result<Option<Bytes>, ReadError> {
-        let (s, mut ctx) = self
-            .stream_session(stream)
-            .ok_or(ReadError::UnknownStream)?;
-        let st = s.streams.get_mut(&stream).ok_or(ReadError::UnknownStream)?;
-        if st.state == OpenState::Incoming {
-            return Err(ReadError::NotAccepted);
-        }
-        if let Some(chunk) = st.recv.read(max.max(1)) {
-            let n = chunk.len() as u64;
-            let peer = s.peer;
-            s.after_read(stream, n, ctx.config);
-            self.mark_ready(peer);
-            return Ok(Some(chunk));
-        }
-        if st.recv.at_end() {
-            if !st.recv.fin_read {
-                st.recv.fin_read = true;
-                s.maybe_close(stream, &mut ctx);
-            }
-            return Ok(None);
-        }
-        st.recv.readable_signaled = false;
-        Err(ReadError::Blocked)
+        let read = |s: &mut Session, ctx: &mut Ctx<'_>| s.read(stream, max, ctx);
+        self.on_stream(stream, read, Option::is_some)
+            .unwrap_or(Err(ReadError::UnknownStream))
     }
 
     // ----- output ------------------------------------------------------------------------
@@ -885,7 +627,7 @@ impl Endpoint {
         }
         if let Some((peer, packet)) = self.stray.pop_front() {
             if let Some(s) = self.sessions.get_mut(&peer) {
-                s.last_lossy = false; // strays are lossless (CLOSE, HELLO_REJECT)
+                s.on_stray_sent();
             }
             return Some(Output::Transmit { peer, packet });
         }
@@ -899,7 +641,7 @@ impl Endpoint {
                 self.ready.push_back(peer);
                 return Some(Output::Transmit { peer, packet });
             }
-            s.in_ready = false;
+            s.dequeued();
             if !self.events.is_empty() {
                 return self.events.pop_front().map(Output::Event);
             }
@@ -923,47 +665,12 @@ impl Endpoint {
     /// Counters of one stream.
     pub fn stream_stats(&self, stream: StreamId) -> Option<StreamStats> {
         let peer = *self.index.get(&stream)?;
-        let st = self.sessions.get(&peer)?.streams.get(&stream)?;
-        Some(StreamStats {
-            peer,
-            recv_buffered: st.recv.buffered,
-            send_buffered: st.send.unacked() as usize,
-            recv_window: st.recv.window,
-            send_window: st.send.max_offset.saturating_sub(st.send.acked),
-            received: st.recv.received,
-            sent: st.send.sent,
-        })
+        self.sessions.get(&peer)?.stream_stats(stream)
     }
 
     /// Counters of the session with one peer.
     pub fn session_stats(&self, peer: PeerId) -> Option<SessionStats> {
-        let s = self.sessions.get(&peer)?;
-        let (tx, rx) = (s.lossy_tx.counters(), s.lossy_rx.counters());
-        Some(SessionStats {
-            established: s.is_established(),
-            streams: s.streams.len(),
-            recv_buffered: s.recv_total - s.recv_consumed,
-            sent: s.send_total,
-            received: s.recv_total,
-            suspended: s.is_suspended(),
-            retransmit_buffered: s.log_bytes(),
-            acks_sent: s.acks_sent,
-            frames_resent: s.frames_resent,
-            fast_path: s.lossy_active(),
-            fast_path_negotiated: s.lossy_negotiated,
-            lossy_packets_sent: tx.packets_sent,
-            lossy_packets_lost: tx.packets_lost,
-            lossy_probe_timeouts: tx.probe_timeouts,
-            lossy_shadows: tx.shadows,
-            lossy_spurious_losses: tx.spurious_losses,
-            lossy_bytes_resent: tx.bytes_resent,
-            lossy_packets_received: rx.packets_received,
-            lossy_duplicates: rx.duplicates,
-            rtt: s.lossy_tx.rtt().smoothed(),
-            congestion_window: s.lossy_tx.window(),
-            bytes_in_flight: s.lossy_tx.bytes_in_flight(),
-            min_rtt: s.lossy_tx.rtt().smoothed().map(|_| s.lossy_tx.rtt().min()),
-        })
+        Some(self.sessions.get(&peer)?.stats())
     }
 
     /// Every stream with its peer.
@@ -984,10 +691,9 @@ impl Endpoint {
     }
 }
 
-/// Refusals that retrying cannot fix.
-fn is_fatal(code: SessionCode) -> bool {
-    matches!(
-        code,
-        SessionCode::Unauthorized | SessionCode::BadSecret | SessionCode::VersionMismatch
-    )
+/// A fresh random session ID.
+fn new_session_id(rng: &mut ChaCha8Rng) -> SessionId {
+    let mut id = [0u8; 16];
+    rng.fill_bytes(&mut id);
+    SessionId(id)
 }

@@ -9,23 +9,26 @@ use bytes::Bytes;
 use crate::codes::{SessionCode, StreamCode};
 use crate::collections::{Hasher, Map};
 use crate::config::EndpointConfig;
-use crate::event::Event;
+use crate::event::{Event, SessionStats};
 use crate::frame::Frame;
 use crate::ids::{PeerId, SessionId, StreamId};
 use crate::policy::Admission;
 use crate::recovery::{LossyReceiver, LossySender};
 use crate::stream::{OpenState, Stream};
 
+mod commands;
 mod credit;
 mod fast_path;
 mod frame_log;
 mod handshake;
+mod links;
 mod receive;
 mod scheduler;
 mod streams;
 mod timers;
 
 use credit::count_received_bytes;
+pub(crate) use links::HelloAckOutcome;
 
 /// How many recently closed stream IDs a session remembers, so that frames still in flight
 /// for them are dropped quietly instead of answered with RST.
@@ -73,6 +76,15 @@ pub(crate) enum Gone {
     Settled,
 }
 
+/// What the endpoint does with a session after an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Disposition {
+    /// It stays (established, suspended, or a client waiting to try again).
+    Keep,
+    /// It ended for good: the endpoint forgets it.
+    Remove,
+}
+
 /// Which side of the handshake this endpoint took.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -101,26 +113,26 @@ pub(crate) struct Ctx<'a> {
 
 #[derive(Debug)]
 pub(crate) struct Session {
-    pub peer: PeerId,
-    pub role: Role,
-    pub state: State,
-    pub id: SessionId,
+    peer: PeerId,
+    role: Role,
+    state: State,
+    id: SessionId,
     /// The transport says the friend link is up.
-    pub link_up: bool,
+    link_up: bool,
     /// The transport's lossless queue for this peer is full (`SendBlocked` after a lossless
     /// packet): no lossless packet goes until `SendReady`; lossy ones still do.
-    pub lossless_blocked: bool,
+    lossless_blocked: bool,
     /// The transport's lossy queue for this peer is full, likewise.
-    pub lossy_blocked: bool,
+    lossy_blocked: bool,
     /// Whether the last packet emitted to this peer was lossy: the lane `SendBlocked`
     /// blocks.
-    pub last_lossy: bool,
+    last_lossy: bool,
     /// The session is in the endpoint's queue of sessions that may have output.
-    pub in_ready: bool,
+    in_ready: bool,
     /// Consecutive failed attempts, for the reconnect backoff.
-    pub failures: u32,
+    failures: u32,
 
-    pub streams: Map<StreamId, Stream>,
+    streams: Map<StreamId, Stream>,
     /// Unsequenced frames (HELLO, HELLO_ACK, PING, PONG, ACK): sent before anything else,
     /// never resent.
     urgent: VecDeque<Frame>,
@@ -139,19 +151,19 @@ pub(crate) struct Session {
     recently_closed: VecDeque<(StreamId, Gone)>,
 
     /// Credit the peer grants each new stream of ours.
-    pub peer_stream_window: u64,
+    peer_stream_window: u64,
     /// The peer's session credit: we may send stream bytes up to this cumulative total.
-    pub send_max: u64,
+    send_max: u64,
     /// Stream bytes we sent in this session.
-    pub send_total: u64,
+    send_total: u64,
     /// The session credit we granted.
-    pub recv_max: u64,
+    recv_max: u64,
     /// Stream bytes we received in this session (new bytes only).
-    pub recv_total: u64,
+    recv_total: u64,
     /// Stream bytes read by the application or discarded.
-    pub recv_consumed: u64,
+    recv_consumed: u64,
 
-    pub last_recv: Instant,
+    last_recv: Instant,
     last_ping: Option<Instant>,
     ping_token: u64,
 
@@ -177,19 +189,19 @@ pub(crate) struct Session {
     /// since the resend must start where the peer stopped.
     awaiting_peer_count: bool,
     /// Suspended: the link was lost and the session waits for a resume until then.
-    pub resume_by: Option<Instant>,
+    resume_by: Option<Instant>,
     /// A suspended server asked the client to resume (once per outage).
-    pub resume_asked: bool,
+    resume_asked: bool,
     /// Counters for the stats: ACK frames sent, frames resent.
-    pub acks_sent: u64,
-    pub frames_resent: u64,
+    acks_sent: u64,
+    frames_resent: u64,
 
     /// Both sides speak the fast path (negotiated in the handshake).
-    pub lossy_negotiated: bool,
+    lossy_negotiated: bool,
     /// Both sides speak credit on the lossy lane (LWINDOW, LSESSION_WINDOW).
-    pub lossy_credit: bool,
+    lossy_credit: bool,
     /// Both sides take several frames in one lossless packet (BATCH).
-    pub batching: bool,
+    batching: bool,
     /// A packet taken while filling a batch that did not fit in it: it goes next.
     deferred: Option<Bytes>,
     /// Streams whose credit grant goes on the lossy lane too (LWINDOW), at most once each.
@@ -197,11 +209,11 @@ pub(crate) struct Session {
     /// The session's credit grant goes on the lossy lane too (LSESSION_WINDOW).
     session_twin_due: bool,
     /// The transport says the friend link is direct UDP (else it goes through a TCP relay).
-    pub path_direct: bool,
+    path_direct: bool,
     /// The fast path's sending side: packets in flight, losses, window, pacer.
-    pub lossy_tx: LossySender,
+    lossy_tx: LossySender,
     /// The fast path's receiving side: packet numbers seen, acknowledgements due.
-    pub lossy_rx: LossyReceiver,
+    lossy_rx: LossyReceiver,
     /// The pacer holds the next LDATA until then.
     pace_until: Option<Instant>,
     /// A PING sent because the fast path's probes went unanswered has had no PONG yet.
@@ -275,6 +287,80 @@ impl Session {
             pace_until: None,
             liveness_ping_out: false,
             shadow_due: false,
+        }
+    }
+
+    /// The peer.
+    pub(crate) fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// Whether we are the client of this session (we sent HELLO).
+    pub(crate) fn is_initiator(&self) -> bool {
+        self.role == Role::Initiator
+    }
+
+    /// Whether we are the server of this session.
+    pub(crate) fn is_responder(&self) -> bool {
+        matches!(self.role, Role::Responder(_))
+    }
+
+    /// Whether a CLOSE would mean anything to the peer: a handshake or session is under
+    /// way, or suspended.
+    pub(crate) fn is_live(&self) -> bool {
+        !matches!(self.state, State::Idle { .. }) || self.is_suspended()
+    }
+
+    /// Whether both sides take BATCH packets.
+    pub(crate) fn batching(&self) -> bool {
+        self.batching
+    }
+
+    /// Puts the session in the endpoint's queue of sessions that may have output: whether
+    /// it was not there yet.
+    pub(crate) fn enqueue(&mut self) -> bool {
+        !std::mem::replace(&mut self.in_ready, true)
+    }
+
+    /// The session had nothing more to send: it left the endpoint's queue.
+    pub(crate) fn dequeued(&mut self) {
+        self.in_ready = false;
+    }
+
+    /// The endpoint sent the peer a stray packet (CLOSE, HELLO_REJECT): a lossless one,
+    /// which a `SendBlocked` now refers to.
+    pub(crate) fn on_stray_sent(&mut self) {
+        self.last_lossy = false;
+    }
+
+    /// The session's counters.
+    pub(crate) fn stats(&self) -> SessionStats {
+        let (tx, rx) = (self.lossy_tx.counters(), self.lossy_rx.counters());
+        let rtt = self.lossy_tx.rtt();
+        SessionStats {
+            established: self.is_established(),
+            streams: self.streams.len(),
+            recv_buffered: self.recv_total - self.recv_consumed,
+            sent: self.send_total,
+            received: self.recv_total,
+            suspended: self.is_suspended(),
+            retransmit_buffered: self.log_bytes(),
+            acks_sent: self.acks_sent,
+            frames_resent: self.frames_resent,
+            fast_path: self.lossy_active(),
+            fast_path_negotiated: self.lossy_negotiated,
+            lossy_packets_sent: tx.packets_sent,
+            lossy_packets_lost: tx.packets_lost,
+            lossy_probe_timeouts: tx.probe_timeouts,
+            lossy_shadows: tx.shadows,
+            lossy_spurious_losses: tx.spurious_losses,
+            lossy_bytes_resent: tx.bytes_resent,
+            lossy_packets_received: rx.packets_received,
+            lossy_duplicates: rx.duplicates,
+            rtt: rtt.smoothed(),
+            congestion_window: self.lossy_tx.window(),
+            bytes_in_flight: self.lossy_tx.bytes_in_flight(),
+            min_rtt: rtt.smoothed().map(|_| rtt.min()),
         }
     }
 

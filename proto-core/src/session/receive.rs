@@ -1,5 +1,7 @@
 //! Frames in: the dispatch of every frame an established session receives.
 
+use std::time::Instant;
+
 use super::{Ctx, Gone, Session, MAX_ADVISORY_QUEUED};
 use crate::codes::{SessionCode, StreamCode};
 use crate::event::Event;
@@ -7,6 +9,40 @@ use crate::frame::Frame;
 use crate::stream::OpenState;
 
 impl Session {
+    /// A frame for this established session, other than the handshake's. `reply`: a frame
+    /// we answer with rather than one the peer sent (OPEN_ERR for an undecodable OPEN).
+    /// `Err`: the peer broke the protocol.
+    pub(crate) fn on_stream_frame(
+        &mut self,
+        now: Instant,
+        frame: Frame,
+        reply: bool,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), SessionCode> {
+        self.last_recv = now;
+        if !frame.is_lossy() {
+            // The path carries lossless packets: tells a broken fast path from an outage.
+            self.lossy_tx.on_lossless_heard(now);
+        }
+        if frame.is_sequenced() {
+            self.count_received(now);
+        }
+        match frame {
+            frame if reply => {
+                self.queue_control(frame);
+                Ok(())
+            }
+            Frame::LossyData {
+                packet,
+                stream,
+                offset,
+                payload,
+            } => self.on_lossy_data(now, packet, stream, offset, payload, ctx),
+            Frame::LossyAck { delay_us, ranges } => self.on_lossy_ack(now, delay_us, &ranges, ctx),
+            frame => self.on_frame(frame, ctx),
+        }
+    }
+
     /// Queues a frame: sequenced ones after the control frames already queued, the others
     /// (handshake, PING, PONG, ACK) before everything.
     pub(crate) fn queue_control(&mut self, frame: Frame) {

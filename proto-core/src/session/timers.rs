@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{Ctx, Session, State, OPEN_RECHECK};
+use super::{Ctx, Disposition, Role, Session, State, OPEN_RECHECK};
 use crate::codes::{SessionCode, StreamCode};
 use crate::config::EndpointConfig;
 use crate::event::Event;
@@ -11,6 +11,72 @@ use crate::frame::Frame;
 use crate::stream::{OpenState, Stream};
 
 impl Session {
+    /// The resume grace of a suspended session ran out: its streams end now (a client
+    /// keeps trying for a new session).
+    pub(crate) fn on_grace_timer(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Disposition {
+        if self.resume_by.is_none_or(|t| now < t) {
+            return Disposition::Keep;
+        }
+        match self.role {
+            Role::Initiator => {
+                self.fail_and_retry(now, SessionCode::LinkLost, false, ctx);
+                Disposition::Keep
+            }
+            Role::Responder(_) => {
+                self.end(SessionCode::LinkLost, false, ctx);
+                Disposition::Remove
+            }
+        }
+    }
+
+    /// Whether a client's next HELLO is due (the endpoint names the new session).
+    pub(crate) fn hello_retry_due(&self, now: Instant) -> bool {
+        matches!(self.state, State::Idle { retry_at: Some(t) } if self.link_up && now >= t)
+    }
+
+    /// Runs the session's due timers. Timeouts that suspend or retry are handled here;
+    /// the others end the session. Returns what the endpoint does with it, and the CLOSE
+    /// to send the peer, if any.
+    pub(crate) fn on_timers(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+    ) -> (Disposition, Option<SessionCode>) {
+        let grace = !ctx.config.resume_grace.is_zero();
+        let ending = match self.on_timeout(now, ctx) {
+            Some(SessionCode::HandshakeTimeout) if self.is_suspended() => {
+                // A resume got no answer: try again (with backoff) within the grace.
+                self.schedule_retry(now, ctx.config);
+                None
+            }
+            Some(SessionCode::IdleTimeout) if grace => {
+                // Silence is an outage too: keep the streams, and a client resumes at
+                // once (RESUME goes out if the link is really there).
+                self.suspend(now, ctx);
+                if self.role == Role::Initiator && self.link_up {
+                    self.send_hello(now, self.id, ctx.config);
+                }
+                None
+            }
+            other => other,
+        };
+        let Some(code) = ending else {
+            return (Disposition::Keep, None);
+        };
+        match self.role {
+            Role::Initiator => {
+                self.fail_and_retry(now, code, false, ctx);
+                // Tell the peer, in case only our direction is dead.
+                let close = (code == SessionCode::IdleTimeout).then_some(code);
+                (Disposition::Keep, close)
+            }
+            Role::Responder(_) => {
+                self.end(code, false, ctx);
+                (Disposition::Remove, Some(code))
+            }
+        }
+    }
+
     /// The next instant this session needs `handle_timeout`.
     pub(crate) fn deadline(&self, config: &EndpointConfig) -> Option<Instant> {
         let mut next = self.open_deadlines.front().map(|&(t, _)| t);
@@ -79,7 +145,7 @@ impl Session {
 
     /// Fires expired open timeouts and keepalives. Session-wide timeouts are returned for
     /// the endpoint to act on.
-    pub(crate) fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<SessionCode> {
+    fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<SessionCode> {
         while let Some(&(t, id)) = self.open_deadlines.front() {
             if t > now {
                 break;
