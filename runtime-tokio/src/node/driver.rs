@@ -1,0 +1,485 @@
+//! The driver: one task owns the endpoint and the transport, feeds it transport events,
+//! commands and stream notes, carries out its outputs (the drain rule), and arms one timer
+//! from its deadline.
+
+use std::collections::HashMap;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, mpsc};
+use toxtun_proto::{
+    Endpoint, Event, FriendError, Input, Output, PeerId, SendError, StreamCode, StreamId,
+    Transport, TransportEvent, WriteError,
+};
+
+use super::outbox::Outbox;
+use super::stream::{connect_target, pipes, run_stream, Down, Note, StreamIo, Up, DOWN_CHUNK};
+use super::{Cmd, NodeEvent, NodeOptions};
+
+/// The most transport events or notes handled before the endpoint is drained.
+const EVENT_BATCH: usize = 64;
+
+pub(super) struct Driver<T> {
+    endpoint: Endpoint,
+    transport: T,
+    options: NodeOptions,
+    /// Packets the transport refused, sent first when it has room.
+    outbox: Outbox,
+    streams: HashMap<StreamId, StreamIo>,
+    events: broadcast::Sender<NodeEvent>,
+    notes: mpsc::UnboundedSender<Note>,
+    deadline: Option<Instant>,
+    /// When session counters were last logged (at debug level, every `STATS_LOG_EVERY`).
+    stats_logged: Instant,
+}
+
+/// How often `-vv` (debug) logs each session's counters: RTT, congestion window, losses.
+const STATS_LOG_EVERY: Duration = Duration::from_secs(2);
+
+fn now() -> Instant {
+    #[allow(clippy::disallowed_methods)]
+    Instant::now()
+}
+
+/// The transport events ready now, at most [`EVENT_BATCH`] of them, once at least one is:
+/// events come in bursts (a window of packets), and the endpoint is drained once per
+/// burst, not per packet. `None`: the transport stopped.
+async fn transport_batch<T: Transport>(transport: &mut T) -> Option<Vec<TransportEvent>> {
+    std::future::poll_fn(|cx| {
+        let mut evs = Vec::new();
+        while evs.len() < EVENT_BATCH {
+            match transport.poll_event(cx) {
+                Poll::Ready(Some(ev)) => evs.push(ev),
+                Poll::Ready(None) if evs.is_empty() => return Poll::Ready(None),
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        if evs.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(Some(evs))
+        }
+    })
+    .await
+}
+
+impl<T: Transport> Driver<T> {
+    /// A driver for `endpoint` over `transport`, reporting to `events`; stream tasks send
+    /// their notes to `notes`.
+    pub(super) fn new(
+        endpoint: Endpoint,
+        transport: T,
+        options: NodeOptions,
+        events: broadcast::Sender<NodeEvent>,
+        notes: mpsc::UnboundedSender<Note>,
+    ) -> Self {
+        Driver {
+            endpoint,
+            transport,
+            options,
+            outbox: Outbox::default(),
+            streams: HashMap::new(),
+            events,
+            notes,
+            deadline: None,
+            stats_logged: now(),
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut cmds: mpsc::Receiver<Cmd>,
+        mut notes: mpsc::UnboundedReceiver<Note>,
+    ) {
+        self.befriend_allowlisted();
+        loop {
+            self.drain();
+            self.log_stats();
+            let deadline = self.deadline;
+            let sleep = async move {
+                match deadline {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let batch = transport_batch(&mut self.transport);
+            tokio::select! {
+                evs = batch => match evs {
+                    Some(evs) => {
+                        for ev in evs {
+                            self.on_transport(ev);
+                        }
+                    }
+                    None => {
+                        tracing::warn!("transport stopped; the node stops");
+                        return;
+                    }
+                },
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::Shutdown(done)) => {
+                        self.endpoint.shutdown();
+                        self.drain();
+                        // Let the CLOSE frames reach the transport before going.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(cmd) => self.on_cmd(cmd),
+                    None => {
+                        self.endpoint.shutdown();
+                        self.drain();
+                        return;
+                    }
+                },
+                Some(note) = notes.recv() => {
+                    self.on_note(note);
+                    for _ in 1..EVENT_BATCH {
+                        match notes.try_recv() {
+                            Ok(note) => self.on_note(note),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = sleep => self.endpoint.handle_timeout(now()),
+            }
+        }
+    }
+
+    /// A server makes the clients it allowlists by key its friends at once. c-toxcore then
+    /// looks for them on the network from the start (a server is usually long on it), so
+    /// such a client's link comes up without its friend request having to find the server
+    /// first: over real Tox on loopback, 7.2 s from the client's start to its first byte
+    /// instead of 10.2 s (BENCHMARKS.md). Who may *use* the link is still the policy's
+    /// decision, at the handshake.
+    fn befriend_allowlisted(&mut self) {
+        let Some(policy) = &self.endpoint.config().server else {
+            return;
+        };
+        let keys: Vec<PeerId> = policy.clients.iter().map(|c| c.peer).collect();
+        for peer in keys {
+            match self.transport.accept_friend(peer) {
+                Ok(_) | Err(FriendError::AlreadyFriend) => {}
+                Err(e) => {
+                    tracing::warn!(%peer, "cannot add the allowlisted client as a friend: {e}")
+                }
+            }
+        }
+    }
+
+    /// At debug level, each session's counters every `STATS_LOG_EVERY`: what a person
+    /// looks at when a tunnel is slower than expected.
+    fn log_stats(&mut self) {
+        if !tracing::enabled!(tracing::Level::DEBUG)
+            || self.stats_logged.elapsed() < STATS_LOG_EVERY
+        {
+            return;
+        }
+        self.stats_logged = now();
+        tracing::debug!(stats = ?self.transport.stats(), "transport counters");
+        for peer in self.endpoint.peers() {
+            if let Some(st) = self.endpoint.session_stats(peer) {
+                tracing::debug!(%peer, stats = ?st, "session counters");
+            }
+        }
+    }
+
+    fn emit(&self, e: NodeEvent) {
+        let _ = self.events.send(e);
+    }
+
+    /// The drain rule: carry out outputs until the endpoint is idle.
+    fn drain(&mut self) {
+        let now = now();
+        loop {
+            match self.endpoint.poll_output(now) {
+                None => {
+                    self.deadline = None;
+                    return;
+                }
+                Some(Output::Timeout(t)) => {
+                    self.deadline = Some(t);
+                    return;
+                }
+                Some(Output::Transmit { peer, packet }) => self.transmit(now, peer, packet),
+                Some(Output::Event(e)) => self.on_endpoint_event(e),
+            }
+        }
+    }
+
+    fn transmit(&mut self, now: Instant, peer: PeerId, packet: Bytes) {
+        match self.transport.send(peer, packet) {
+            Ok(()) => {}
+            Err(SendError::QueueFull(p)) => {
+                self.outbox.hold(peer, p);
+                self.endpoint.handle_input(now, Input::SendBlocked(peer));
+            }
+            // The link is down: the transport reports it, and the endpoint ends the session.
+            Err(SendError::Offline) | Err(SendError::NotFriend) => {}
+            Err(e) => tracing::warn!(code = ?e.status_code().map(|c| c.code()), "send failed: {e}"),
+        }
+    }
+
+    fn on_transport(&mut self, ev: TransportEvent) {
+        let now = now();
+        match ev {
+            TransportEvent::SendReady(peer) => {
+                // Each lane's held packet first, in its lane's order; the endpoint hears
+                // SendReady only once neither is still refused (it then unblocks both).
+                if self.outbox.retry(peer, &mut self.transport) {
+                    self.endpoint.handle_input(now, Input::SendReady(peer));
+                }
+            }
+            TransportEvent::SelfConnection { connected } => {
+                self.emit(NodeEvent::Tox { connected });
+            }
+            other => {
+                match &other {
+                    TransportEvent::FriendOnline(p) => self.emit(NodeEvent::Peer {
+                        peer: *p,
+                        online: true,
+                    }),
+                    TransportEvent::FriendOffline(p) => {
+                        self.outbox.forget(*p);
+                        self.emit(NodeEvent::Peer {
+                            peer: *p,
+                            online: false,
+                        })
+                    }
+                    TransportEvent::FriendPath { peer, direct } => self.emit(NodeEvent::PeerPath {
+                        peer: *peer,
+                        direct: *direct,
+                    }),
+                    _ => {}
+                }
+                if let Some(input) = other.into_input() {
+                    self.endpoint.handle_input(now, input);
+                }
+            }
+        }
+    }
+
+    fn on_endpoint_event(&mut self, e: Event) {
+        match e {
+            Event::FriendRequest { peer, decision } => {
+                if decision.is_ok() {
+                    match self.transport.accept_friend(peer) {
+                        Ok(_) | Err(FriendError::AlreadyFriend) => {}
+                        Err(err) => tracing::warn!(%peer, "accepting friend failed: {err}"),
+                    }
+                }
+                self.emit(NodeEvent::FriendRequest { peer, decision });
+            }
+            Event::SessionEstablished { peer } => {
+                let fast_path = self
+                    .endpoint
+                    .session_stats(peer)
+                    .is_some_and(|s| s.fast_path_negotiated);
+                self.emit(NodeEvent::SessionUp { peer, fast_path })
+            }
+            Event::SessionSuspended { peer } => self.emit(NodeEvent::SessionSuspended { peer }),
+            Event::SessionResumed { peer } => self.emit(NodeEvent::SessionResumed { peer }),
+            Event::SessionClosed { peer, code, remote } => {
+                self.emit(NodeEvent::SessionDown { peer, code, remote })
+            }
+            Event::StreamIncoming { stream, target, .. } => {
+                self.emit(NodeEvent::StreamOpen {
+                    stream,
+                    target: target.clone(),
+                    incoming: true,
+                });
+                if !self.options.serve {
+                    let _ = self.endpoint.refuse(stream, StreamCode::NotAccepting);
+                    return;
+                }
+                let notes = self.notes.clone();
+                let timeout = self.options.connect_timeout;
+                tokio::spawn(async move {
+                    let r = connect_target(target, timeout).await;
+                    let _ = notes.send(Note::Connected(stream, r));
+                });
+            }
+            Event::StreamReadable { stream } => self.pump_down(stream),
+            Event::StreamWritable { stream } => self.pump_up(stream),
+            Event::StreamRefused { stream, code } | Event::StreamReset { stream, code, .. } => {
+                if let Some(io) = self.streams.remove(&stream) {
+                    let _ = io.down.try_send(Down::Reset(code));
+                }
+                self.emit(NodeEvent::StreamEnd {
+                    stream,
+                    code: Some(code),
+                });
+            }
+            Event::StreamClosed { stream } => {
+                self.streams.remove(&stream);
+                self.emit(NodeEvent::StreamEnd { stream, code: None });
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves bytes from the endpoint to the stream's local side while it has room. The
+    /// endpoint hands out one packet's payload per read; up to `DOWN_CHUNK` of them go in
+    /// one message, which the stream's task writes with one vectored write, so the local
+    /// socket sees a few large writes, not one per packet, and nothing is copied to
+    /// gather them.
+    fn pump_down(&mut self, stream: StreamId) {
+        let Some(io) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        loop {
+            let Ok(permit) = io.down.try_reserve() else {
+                return; // full (DownSpace will call again) or gone
+            };
+            let mut chunks: Vec<Bytes> = Vec::new();
+            let mut have = 0;
+            let end = loop {
+                if have >= DOWN_CHUNK {
+                    break false;
+                }
+                match self.endpoint.read(stream, DOWN_CHUNK - have) {
+                    Ok(Some(b)) => {
+                        have += b.len();
+                        chunks.push(b);
+                    }
+                    Ok(None) => break true,
+                    Err(_) => break false,
+                }
+            };
+            let data = chunks;
+            match (data.is_empty(), end) {
+                (false, false) => permit.send(Down::Data(data)),
+                (false, true) => {
+                    permit.send(Down::Data(data));
+                    // The end follows on the next round (or when there is room).
+                }
+                (true, true) => {
+                    permit.send(Down::Fin);
+                    return;
+                }
+                (true, false) => return,
+            }
+        }
+    }
+
+    /// Moves bytes from the stream's local side into the endpoint while it has credit.
+    fn pump_up(&mut self, stream: StreamId) {
+        loop {
+            let Some(io) = self.streams.get_mut(&stream) else {
+                return;
+            };
+            let chunk = match io.pending.take() {
+                Some(c) => c,
+                None => match io.up.try_recv() {
+                    Ok(Up::Data(b)) => b,
+                    Ok(Up::Fin) => {
+                        io.fin_sent = true;
+                        let _ = self.endpoint.finish(stream);
+                        return;
+                    }
+                    Ok(Up::Abort(code)) => {
+                        self.streams.remove(&stream);
+                        let _ = self.endpoint.reset(stream, code);
+                        self.emit(NodeEvent::StreamEnd {
+                            stream,
+                            code: Some(code),
+                        });
+                        return;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => return,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        // The local side went away without finishing: abort.
+                        if !io.fin_sent {
+                            self.streams.remove(&stream);
+                            let _ = self.endpoint.reset(stream, StreamCode::Cancelled);
+                        }
+                        return;
+                    }
+                },
+            };
+            match self.endpoint.write(stream, chunk.clone()) {
+                Ok(n) if n == chunk.len() => {}
+                Ok(n) => {
+                    io.pending = Some(chunk.slice(n..));
+                    return;
+                }
+                Err(WriteError::Blocked) => {
+                    io.pending = Some(chunk);
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn on_note(&mut self, note: Note) {
+        match note {
+            Note::Up(id) => self.pump_up(id),
+            Note::DownSpace(id) => self.pump_down(id),
+            Note::Connected(id, Ok(tcp)) => {
+                if self.endpoint.accept(id).is_ok() {
+                    let (io, pipes) = pipes(id, &self.notes);
+                    self.streams.insert(id, io);
+                    tokio::spawn(run_stream(tcp, pipes));
+                    self.pump_down(id);
+                }
+            }
+            Note::Connected(id, Err(code)) => {
+                tracing::info!(stream = %id, code = code.code(), "target: {code}");
+                let _ = self.endpoint.refuse(id, code);
+                self.emit(NodeEvent::StreamEnd {
+                    stream: id,
+                    code: Some(code),
+                });
+            }
+        }
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Befriend(server, message, reply) => {
+                let r = match self.transport.add_friend(&server, &message) {
+                    Ok(added) => {
+                        self.emit(NodeEvent::FriendRequestSent {
+                            peer: server.public_key,
+                            code: added.status_code().code(),
+                        });
+                        Ok(())
+                    }
+                    Err(toxtun_proto::FriendError::AlreadyFriend) => Ok(()),
+                    Err(e) => {
+                        self.emit(NodeEvent::FriendRequestSent {
+                            peer: server.public_key,
+                            code: e.status_code().code(),
+                        });
+                        Err(e.to_string())
+                    }
+                };
+                if r.is_ok() {
+                    self.endpoint.connect(now(), server.public_key);
+                }
+                let _ = reply.send(r);
+            }
+            Cmd::Open(server, target, reply) => {
+                let r = match self.endpoint.open(now(), server, target.clone()) {
+                    Ok(id) => {
+                        let (io, pipes) = pipes(id, &self.notes);
+                        self.streams.insert(id, io);
+                        self.emit(NodeEvent::StreamOpen {
+                            stream: id,
+                            target,
+                            incoming: false,
+                        });
+                        Ok(pipes)
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = reply.send(r);
+            }
+            Cmd::Stats(peer, reply) => {
+                let _ = reply.send(self.endpoint.session_stats(peer));
+            }
+            Cmd::Shutdown(_) => unreachable!("handled in run"),
+        }
+    }
+}
