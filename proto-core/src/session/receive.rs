@@ -6,6 +6,7 @@ use super::{Ctx, Gone, Session, MAX_ADVISORY_QUEUED};
 use crate::codes::{SessionCode, StreamCode};
 use crate::event::Event;
 use crate::frame::Frame;
+use crate::ids::StreamId;
 use crate::stream::OpenState;
 
 impl Session {
@@ -75,35 +76,8 @@ impl Session {
                 self.on_session_window(max);
             }
             Frame::Open { stream, target } => self.on_open(stream, target, ctx),
-            Frame::OpenOk { stream } => match self.streams.get_mut(&stream) {
-                Some(s) if s.state == (OpenState::Opening { open_sent: true }) => {
-                    s.state = OpenState::Open;
-                    // Bytes written before OPEN_OK went as DATA (the fast path waits for
-                    // it): their copies go on the fast path now, rather than behind
-                    // c-toxcore's lossless packets (uploads started at half the speed of
-                    // downloads on the WAN bench's broadband path, their first 100-160 kB
-                    // crawling in the frame log).
-                    if s.send.sent > 0 {
-                        self.shadow_due = true;
-                    }
-                    ctx.events.push_back(Event::StreamOpened { stream });
-                    if s.recv.buffered > 0 && !s.recv.readable_signaled {
-                        // Fast-path bytes overtook the OPEN_OK.
-                        s.recv.readable_signaled = true;
-                        ctx.events.push_back(Event::StreamReadable { stream });
-                    }
-                }
-                Some(_) => self.reset_stream(stream, StreamCode::StreamState, true, ctx),
-                None => self.unknown_stream(stream),
-            },
-            Frame::OpenErr { stream, code } => match self.streams.get(&stream) {
-                Some(s) if s.state == (OpenState::Opening { open_sent: true }) => {
-                    self.remove_stream(stream, Gone::Settled, ctx);
-                    ctx.events.push_back(Event::StreamRefused { stream, code });
-                }
-                Some(_) => self.reset_stream(stream, StreamCode::StreamState, true, ctx),
-                None => {}
-            },
+            Frame::OpenOk { stream } => self.on_open_ok(stream, ctx),
+            Frame::OpenErr { stream, code } => self.on_open_err(stream, code, ctx),
             Frame::Data {
                 stream,
                 offset,
@@ -114,58 +88,13 @@ impl Session {
                 stream,
                 offset,
                 ack,
-            } => {
-                let Some(s) = self.streams.get_mut(&stream) else {
-                    self.unknown_stream(stream);
-                    return Ok(());
-                };
-                let res = if matches!(s.state, OpenState::Opening { .. }) {
-                    Err(StreamCode::StreamState)
-                } else {
-                    s.recv
-                        .on_fin(offset, self.lossy_negotiated)
-                        .and_then(|()| s.send.on_ack(ack))
-                };
-                match res {
-                    Err(code) => self.reset_stream(stream, code, true, ctx),
-                    Ok(()) => {
-                        if !s.recv.readable_signaled && s.state == OpenState::Open {
-                            s.recv.readable_signaled = true;
-                            ctx.events.push_back(Event::StreamReadable { stream });
-                        }
-                    }
-                }
-            }
+            } => self.on_fin(stream, offset, ack, ctx),
             Frame::Rst {
                 stream,
                 code,
                 offset,
                 received,
-            } => {
-                if let Some(s) = self.streams.get(&stream) {
-                    let (hi, sent) = (s.recv.hi, s.send.sent);
-                    self.remove_stream(stream, Gone::Settled, ctx);
-                    ctx.events.push_back(Event::StreamReset {
-                        stream,
-                        code,
-                        remote: true,
-                    });
-                    self.settle(hi, offset, Some((sent, received)), ctx.config)?;
-                } else {
-                    match self.gone(&stream) {
-                        Some(Gone::Closed { sent, received: hi }) => {
-                            self.set_gone(&stream, Gone::Settled);
-                            self.settle(hi, offset, Some((sent, received)), ctx.config)?;
-                        }
-                        Some(Gone::Reset { received: hi }) => {
-                            // Both reset at once: each settles its receive direction.
-                            self.set_gone(&stream, Gone::Settled);
-                            self.settle(hi, offset, None, ctx.config)?;
-                        }
-                        _ => {}
-                    }
-                }
-            }
+            } => self.on_rst(stream, code, offset, received, ctx)?,
             Frame::LossyData { .. } | Frame::LossyAck { .. } => {
                 // The endpoint routes the fast path's frames to their own handlers.
             }
@@ -195,5 +124,99 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// OPEN_OK for a stream we opened.
+    fn on_open_ok(&mut self, stream: StreamId, ctx: &mut Ctx<'_>) {
+        match self.streams.get_mut(&stream) {
+            Some(s) if s.state == (OpenState::Opening { open_sent: true }) => {
+                s.state = OpenState::Open;
+                // Bytes written before OPEN_OK went as DATA (the fast path waits for it):
+                // their copies go on the fast path now, rather than behind c-toxcore's
+                // lossless packets (uploads started at half the speed of downloads on the
+                // WAN bench's broadband path, their first 100-160 kB crawling in the frame
+                // log).
+                if s.send.sent > 0 {
+                    self.shadow_due = true;
+                }
+                ctx.events.push_back(Event::StreamOpened { stream });
+                if s.recv.buffered > 0 && !s.recv.readable_signaled {
+                    // Fast-path bytes overtook the OPEN_OK.
+                    s.recv.readable_signaled = true;
+                    ctx.events.push_back(Event::StreamReadable { stream });
+                }
+            }
+            Some(_) => self.reset_stream(stream, StreamCode::StreamState, true, ctx),
+            None => self.unknown_stream(stream),
+        }
+    }
+
+    /// OPEN_ERR: the server refused a stream we opened.
+    fn on_open_err(&mut self, stream: StreamId, code: StreamCode, ctx: &mut Ctx<'_>) {
+        match self.streams.get(&stream) {
+            Some(s) if s.state == (OpenState::Opening { open_sent: true }) => {
+                self.remove_stream(stream, Gone::Settled, ctx);
+                ctx.events.push_back(Event::StreamRefused { stream, code });
+            }
+            Some(_) => self.reset_stream(stream, StreamCode::StreamState, true, ctx),
+            None => {}
+        }
+    }
+
+    /// FIN: the peer's direction ends after `offset` bytes.
+    fn on_fin(&mut self, stream: StreamId, offset: u64, ack: u64, ctx: &mut Ctx<'_>) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return self.unknown_stream(stream);
+        };
+        let res = if matches!(s.state, OpenState::Opening { .. }) {
+            Err(StreamCode::StreamState)
+        } else {
+            s.recv
+                .on_fin(offset, self.lossy_negotiated)
+                .and_then(|()| s.send.on_ack(ack))
+        };
+        match res {
+            Err(code) => self.reset_stream(stream, code, true, ctx),
+            Ok(()) => {
+                if !s.recv.readable_signaled && s.state == OpenState::Open {
+                    s.recv.readable_signaled = true;
+                    ctx.events.push_back(Event::StreamReadable { stream });
+                }
+            }
+        }
+    }
+
+    /// RST: the peer aborted the stream; both sides settle its bytes against the session
+    /// credit (a peer whose counts break it breaks the session).
+    fn on_rst(
+        &mut self,
+        stream: StreamId,
+        code: StreamCode,
+        offset: u64,
+        received: u64,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), SessionCode> {
+        if let Some(s) = self.streams.get(&stream) {
+            let (hi, sent) = (s.recv.hi, s.send.sent);
+            self.remove_stream(stream, Gone::Settled, ctx);
+            ctx.events.push_back(Event::StreamReset {
+                stream,
+                code,
+                remote: true,
+            });
+            return self.settle(hi, offset, Some((sent, received)), ctx.config);
+        }
+        match self.gone(&stream) {
+            Some(Gone::Closed { sent, received: hi }) => {
+                self.set_gone(&stream, Gone::Settled);
+                self.settle(hi, offset, Some((sent, received)), ctx.config)
+            }
+            Some(Gone::Reset { received: hi }) => {
+                // Both reset at once: each settles its receive direction.
+                self.set_gone(&stream, Gone::Settled);
+                self.settle(hi, offset, None, ctx.config)
+            }
+            _ => Ok(()),
+        }
     }
 }

@@ -258,26 +258,9 @@ impl Session {
                 s.send.lossy_unacked += n as u64;
             }
             self.send_total += n as u64;
-            if s.send.unsent_len() > 0 {
-                s.scheduled = true;
-                // A stream keeps the turn for TURN_BYTES: the receiver then gets runs of
-                // one stream's packets, which its runtime writes to the local socket at
-                // once, instead of one packet per stream per pass.
-                let in_turn = match self.turn {
-                    Some((t, sent)) if t == id => sent + n,
-                    _ => n,
-                };
-                if in_turn < TURN_BYTES {
-                    self.turn = Some((id, in_turn));
-                    self.sched.push_front(id);
-                } else {
-                    self.turn = None;
-                    self.sched.push_back(id);
-                }
-            } else {
-                self.turn = None;
-                self.maybe_send_fin(id, ctx);
-            }
+            let more = s.send.unsent_len() > 0;
+            s.scheduled = more;
+            self.end_turn_step(id, n, more, ctx);
             let packet = buf.freeze();
             if fast {
                 let chunk = Chunk {
@@ -293,6 +276,31 @@ impl Session {
             return Some(self.log_frame(packet));
         }
         None
+    }
+}
+
+impl Session {
+    /// Stream `id` sent `n` bytes, and has `more`: it keeps the turn for [`TURN_BYTES`],
+    /// so that the receiver gets runs of one stream's packets, which its runtime writes to
+    /// the local socket at once, instead of one packet per stream per pass. A stream with
+    /// nothing more may send its FIN.
+    fn end_turn_step(&mut self, id: StreamId, n: usize, more: bool, ctx: &mut Ctx<'_>) {
+        if !more {
+            self.turn = None;
+            self.maybe_send_fin(id, ctx);
+            return;
+        }
+        let in_turn = match self.turn {
+            Some((t, sent)) if t == id => sent + n,
+            _ => n,
+        };
+        if in_turn < TURN_BYTES {
+            self.turn = Some((id, in_turn));
+            self.sched.push_front(id);
+        } else {
+            self.turn = None;
+            self.sched.push_back(id);
+        }
     }
 }
 
