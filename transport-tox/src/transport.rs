@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use toxtun_proto::{
@@ -31,7 +31,9 @@ use toxtun_proto::{
 use crate::bootstrap::BootstrapNode;
 use crate::ffi;
 use crate::identity;
-use crate::tox::{RawEvent, RawTox, Sink, ToxError, ToxOptions};
+use crate::tox::{RawTox, ToxError, ToxOptions};
+
+mod thread;
 
 /// How to run a Tox node.
 #[derive(Debug, Clone)]
@@ -284,7 +286,7 @@ impl ToxTransport {
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("toxtun-tox".into())
-            .spawn(move || run(tox, &s, config))
+            .spawn(move || thread::ToxThread::new(tox, &s, config).run())
             .map_err(|e| ToxError::Other(format!("spawn the Tox thread: {e}")))?;
         Ok(ToxTransport {
             shared,
@@ -456,274 +458,4 @@ impl Transport for ToxTransport {
     fn stats(&self) -> TransportStats {
         self.stats().into()
     }
-}
-
-/// The Tox thread.
-fn run(mut tox: RawTox, shared: &Shared, config: ToxConfig) {
-    let mut numbers: HashMap<u32, PeerId> = tox.friends().into_iter().collect();
-    let mut sink = Sink::default();
-    #[allow(clippy::disallowed_methods)]
-    let mut last_bootstrap = Instant::now();
-    // Packets moved recently: c-toxcore reads its socket only inside `tox_iterate`, and its
-    // own interval (up to 50 ms) would hold every arriving packet that long — fatal to a
-    // fast path that measures the round trip. While traffic flows, iterate every
-    // ACTIVE_WAIT; when it stops, fall back to c-toxcore's interval (idle CPU stays low).
-    #[allow(clippy::disallowed_methods)]
-    let mut active_until = Instant::now();
-    let save = |tox: &RawTox| {
-        if let Some(p) = &config.identity {
-            // A failed save keeps the old file; the friendship still holds in memory.
-            let _ = identity::save_atomic(p, &tox.savedata());
-        }
-    };
-    loop {
-        tox.iterate(&mut sink);
-        #[allow(clippy::disallowed_methods)]
-        let now = Instant::now();
-        if sink
-            .events
-            .iter()
-            .any(|e| matches!(e, RawEvent::Packet { .. }))
-        {
-            active_until = now + ACTIVE_SPELL;
-        }
-        let mut st = shared.lock();
-        for ev in sink.events.drain(..) {
-            match ev {
-                RawEvent::SelfConnection(c) => {
-                    if st.connected != c {
-                        st.connected = c;
-                        st.events
-                            .push_back(TransportEvent::SelfConnection { connected: c });
-                    }
-                }
-                RawEvent::FriendRequest { peer, message } => {
-                    st.events
-                        .push_back(TransportEvent::FriendRequest { peer, message });
-                }
-                RawEvent::FriendConnection {
-                    friend,
-                    connected,
-                    direct,
-                } => {
-                    let Some(&pk) = numbers.get(&friend) else {
-                        continue;
-                    };
-                    let Some(f) = st.friends.get_mut(&pk) else {
-                        continue;
-                    };
-                    let (was_online, was_direct) = (f.online, f.direct);
-                    f.online = connected;
-                    f.direct = direct;
-                    if connected != was_online {
-                        if connected {
-                            st.events.push_back(TransportEvent::FriendOnline(pk));
-                        } else {
-                            if let Some(q) = st.outq.remove(&pk) {
-                                st.stats.dropped_offline += q.queue.len() as u64;
-                            }
-                            st.events.push_back(TransportEvent::FriendOffline(pk));
-                        }
-                    }
-                    if connected && (direct != was_direct || !was_online) {
-                        st.events
-                            .push_back(TransportEvent::FriendPath { peer: pk, direct });
-                    }
-                }
-                RawEvent::Packet { friend, data } => {
-                    if let Some(&peer) = numbers.get(&friend) {
-                        st.stats.packets_received += 1;
-                        if PacketKind::is_lossy(&data) {
-                            st.stats.lossy_received += 1;
-                        }
-                        st.events
-                            .push_back(TransportEvent::Packet { peer, packet: data });
-                    }
-                }
-            }
-        }
-        let commands: Vec<Command> = st.commands.drain(..).collect();
-        for cmd in commands {
-            match cmd {
-                Command::AddFriend(id, msg, reply) => {
-                    let r = tox.friend_add(&id, &msg).map(|n| {
-                        numbers.insert(n, id.public_key);
-                        st.friends.insert(
-                            id.public_key,
-                            Friend {
-                                number: n,
-                                online: false,
-                                direct: false,
-                            },
-                        );
-                        save(&tox);
-                        FriendAdded::RequestSent
-                    });
-                    let _ = reply.send(r);
-                }
-                Command::AcceptFriend(pk, reply) => {
-                    let r = tox.friend_add_norequest(&pk).map(|n| {
-                        numbers.insert(n, pk);
-                        let (online, direct) = tox.friend_connection(n);
-                        st.friends.insert(
-                            pk,
-                            Friend {
-                                number: n,
-                                online,
-                                direct,
-                            },
-                        );
-                        save(&tox);
-                        FriendAdded::Added
-                    });
-                    let _ = reply.send(r);
-                }
-                Command::RemoveFriend(pk, reply) => {
-                    let r = match st.friends.remove(&pk) {
-                        Some(f) => {
-                            tox.friend_delete(f.number);
-                            numbers.remove(&f.number);
-                            st.outq.remove(&pk);
-                            save(&tox);
-                            Ok(())
-                        }
-                        None => Err(FriendError::Failed("not a friend".into())),
-                    };
-                    let _ = reply.send(r);
-                }
-                Command::Savedata(reply) => {
-                    let _ = reply.send(tox.savedata());
-                }
-            }
-        }
-        // Take the queued packets, then hand them to c-toxcore with the lock released:
-        // encrypting and sending them is most of this thread's work while bulk flows, and
-        // the runtime's `send` (and `poll_event`) must not wait for it.
-        let mut batches = Vec::new();
-        let State { outq, friends, .. } = &mut *st;
-        for (pk, q) in outq.iter_mut() {
-            let Some(f) = friends.get(pk) else {
-                q.queue.clear();
-                q.lossy.clear();
-                continue;
-            };
-            if q.lossy.is_empty() && q.queue.is_empty() {
-                continue;
-            }
-            active_until = now + ACTIVE_SPELL;
-            q.taken = q.queue.len();
-            q.lossy_taken = q.lossy.len();
-            batches.push(Batch {
-                peer: *pk,
-                friend: f.number,
-                lossy: std::mem::take(&mut q.lossy),
-                lossless: std::mem::take(&mut q.queue),
-            });
-        }
-        drop(st);
-        let mut sendq = false;
-        let mut sent = ToxStats::default();
-        for b in &mut batches {
-            // Lossy first: the fast path paced them, and they never wait on SENDQ.
-            for p in b.lossy.drain(..) {
-                match tox.send_lossy(b.friend, &p) {
-                    Ok(()) => sent.lossy_sent += 1,
-                    Err(_) => sent.lossy_dropped += 1,
-                }
-            }
-            // Lossless until c-toxcore says SENDQ; the rest goes back to the queue's front.
-            while let Some(front) = b.lossless.front() {
-                match tox.send_lossless(b.friend, front) {
-                    Ok(()) => {
-                        sent.packets_sent += 1;
-                        b.lossless.pop_front();
-                    }
-                    Err(ffi::TOX_ERR_FRIEND_CUSTOM_PACKET_SENDQ) => {
-                        sent.sendq += 1;
-                        sendq = true;
-                        break;
-                    }
-                    Err(_) => {
-                        // Not connected any more: the offline event follows, and the
-                        // endpoint ends its session; these packets are lost with the link.
-                        sent.dropped_offline += b.lossless.len() as u64;
-                        b.lossless.clear();
-                    }
-                }
-            }
-        }
-        let mut st = shared.lock();
-        let State {
-            outq,
-            events,
-            stats,
-            ..
-        } = &mut *st;
-        stats.packets_sent += sent.packets_sent;
-        stats.sendq += sent.sendq;
-        stats.dropped_offline += sent.dropped_offline;
-        stats.lossy_sent += sent.lossy_sent;
-        stats.lossy_dropped += sent.lossy_dropped;
-        for b in batches {
-            // Only this thread removes queues, so the friend's is still there.
-            let Some(q) = outq.get_mut(&b.peer) else {
-                continue;
-            };
-            q.taken = 0;
-            q.lossy_taken = 0;
-            for p in b.lossless.into_iter().rev() {
-                q.queue.push_front(p);
-            }
-            // Ready once every lane that refused a packet has room again.
-            let lossless_ok = !q.blocked || q.queue.len() < shared.capacity;
-            let lossy_ok = !q.lossy_blocked || q.lossy.len() < LOSSY_QUEUE;
-            if (q.blocked || q.lossy_blocked) && lossless_ok && lossy_ok {
-                q.blocked = false;
-                q.lossy_blocked = false;
-                events.push_back(TransportEvent::SendReady(b.peer));
-            }
-        }
-        if !st.events.is_empty() {
-            if let Some(w) = st.waker.take() {
-                w.wake();
-            }
-        }
-        if st.closed {
-            if let Some(w) = st.waker.take() {
-                w.wake();
-            }
-            break;
-        }
-        #[allow(clippy::disallowed_methods)]
-        if !st.connected && last_bootstrap.elapsed() > Duration::from_secs(10) {
-            last_bootstrap = Instant::now();
-            for node in &config.bootstrap {
-                let _ = tox.bootstrap(&node.host, node.port, &node.key);
-            }
-        }
-        let wait = if sendq {
-            Duration::from_millis(1)
-        } else {
-            Duration::from_millis(u64::from(tox.iteration_interval().clamp(1, 50)))
-        };
-        let wait = if now < active_until {
-            wait.min(ACTIVE_WAIT)
-        } else {
-            wait
-        };
-        // Packets queued while the lock was released go out in the next round at once.
-        let pending = st
-            .outq
-            .values()
-            .any(|q| !q.lossy.is_empty() || (!sendq && !q.queue.is_empty()));
-        if st.commands.is_empty() && !pending {
-            st.sleeping = true;
-            let (mut st, _) = shared
-                .wake
-                .wait_timeout(st, wait)
-                .unwrap_or_else(|e| e.into_inner());
-            st.sleeping = false;
-        }
-    }
-    save(&tox);
 }
