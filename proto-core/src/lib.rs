@@ -65,7 +65,9 @@ mod event;
 mod frame;
 pub mod ids;
 #[cfg(feature = "testing")]
-pub mod pair;
+pub mod testing;
+#[cfg(feature = "testing")]
+pub use testing::pair;
 pub mod policy;
 mod recovery;
 mod session;
