@@ -2,11 +2,16 @@
 //! clock the caller advances. Deterministic for a seed.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+mod link;
+
+use link::{random_up, Dir, Link};
+pub use link::{BurstLoss, FlapPlan, LinkConfig};
+
 use toxtun_proto::{
     FriendAdded, FriendError, PacketKind, PeerId, SendError, ToxId, TransportEvent, MAX_PACKET_SIZE,
 };
@@ -18,97 +23,6 @@ pub const MAX_FRIEND_REQUEST_LEN: usize = 1016;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(pub usize);
 
-/// How a friend link behaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LinkConfig {
-    /// One-way delay of every packet.
-    pub latency: Duration,
-    /// Extra random delay, up to this much (order is kept, as Tox keeps it).
-    pub jitter: Duration,
-    /// Bytes per second each way; `None` for no limit.
-    pub bandwidth: Option<u64>,
-    /// Packets in flight per direction before `send` answers `QueueFull`.
-    pub queue_capacity: usize,
-    /// How long after both sides are friends and reachable the link comes up.
-    pub connect_delay: Duration,
-    /// The link is direct UDP (else it goes through a TCP relay), and the nodes are told so
-    /// when it comes up.
-    pub direct: bool,
-    /// A relayed link drops every lossy packet (c-toxcore carries them through its TCP
-    /// relays, but a test of the fast path's fallback needs a link that does not).
-    pub relay_drops_lossy: bool,
-    /// Lossy packets lost at random, per thousand.
-    pub lossy_loss_per_mille: u32,
-    /// Lossy packets delivered twice, per thousand.
-    pub lossy_duplicate_per_mille: u32,
-    /// Extra random delay of lossy packets, up to this much (they overtake each other).
-    pub lossy_reorder: Duration,
-    /// Lossy packets that arrive `lossy_late` late, overtaken by those behind them, per
-    /// thousand (a path that reorders now and then, as the WAN bench's "reordering").
-    pub lossy_late_per_mille: u32,
-    /// How late those packets arrive.
-    pub lossy_late: Duration,
-    /// How much transmission time a bandwidth-limited link queues before it drops lossy
-    /// packets: the bottleneck's drop-tail buffer, in time (100 ms of a 100 Mbit/s link
-    /// holds 1.25 MB). Lossless packets are never dropped (c-toxcore resends them); they
-    /// wait in the same queue.
-    pub bottleneck_queue: Duration,
-    /// Lossy packets lost in bursts, beside `lossy_loss_per_mille` (Gilbert-Elliott).
-    pub burst_loss: Option<BurstLoss>,
-    /// Bytes per second each way that lossless packets get, whatever the path could carry:
-    /// c-toxcore's congestion control for them, which on a real path with delay and loss
-    /// moves a fraction of the path's rate and climbs back slowly after an outage.
-    /// `None`: as fast as the path.
-    pub lossless_bandwidth: Option<u64>,
-}
-
-/// Burst loss as the two-state Gilbert-Elliott model draws it: each lossy packet first moves
-/// the direction between a good and a bad state, then is lost with the bad state's
-/// probability if the state is bad. The mean burst is `1000 / leave_per_mille` packets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BurstLoss {
-    /// Chance per packet, in the good state, of entering the bad one (per thousand).
-    pub enter_per_mille: u32,
-    /// Chance per packet, in the bad state, of leaving it (per thousand).
-    pub leave_per_mille: u32,
-    /// Chance that a packet is lost while the state is bad (per thousand).
-    pub loss_per_mille: u32,
-}
-
-impl Default for LinkConfig {
-    fn default() -> Self {
-        LinkConfig {
-            latency: Duration::from_millis(5),
-            jitter: Duration::ZERO,
-            bandwidth: None,
-            queue_capacity: 256,
-            connect_delay: Duration::from_millis(100),
-            direct: false,
-            relay_drops_lossy: false,
-            lossy_loss_per_mille: 0,
-            lossy_duplicate_per_mille: 0,
-            lossy_reorder: Duration::ZERO,
-            lossy_late_per_mille: 0,
-            lossy_late: Duration::ZERO,
-            bottleneck_queue: Duration::from_millis(20),
-            burst_loss: None,
-            lossless_bandwidth: None,
-        }
-    }
-}
-
-/// Random link flaps: the link stays up for an exponential-ish random time around
-/// `mean_up`, then goes down for a uniform time in `down`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FlapPlan {
-    /// Mean time between outages.
-    pub mean_up: Duration,
-    /// Shortest outage.
-    pub min_down: Duration,
-    /// Longest outage.
-    pub max_down: Duration,
-}
-
 #[derive(Debug)]
 struct Node {
     id: ToxId,
@@ -116,53 +30,6 @@ struct Node {
     friends: BTreeSet<PeerId>,
     events: VecDeque<TransportEvent>,
     group: u32,
-}
-
-#[derive(Debug)]
-struct Dir {
-    inflight: VecDeque<(Instant, Bytes)>,
-    /// Lossy packets in flight, in any order.
-    lossy: Vec<(Instant, Bytes)>,
-    busy_until: Instant,
-    last_arrival: Instant,
-    /// The sender was told `QueueFull` and waits for `SendReady`.
-    blocked: bool,
-    /// The Gilbert-Elliott state of this direction: in a burst of losses.
-    in_burst: bool,
-    /// When the lossless lane's own rate (`lossless_bandwidth`) lets the next packet go.
-    lossless_busy_until: Instant,
-}
-
-impl Dir {
-    fn new(now: Instant) -> Self {
-        Dir {
-            inflight: VecDeque::new(),
-            lossy: Vec::new(),
-            busy_until: now,
-            last_arrival: now,
-            blocked: false,
-            in_burst: false,
-            lossless_busy_until: now,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Link {
-    config: LinkConfig,
-    forced_down: bool,
-    online: bool,
-    up_at: Option<Instant>,
-    /// [0]: lower node → higher node; [1]: the other way.
-    dirs: [Dir; 2],
-    flaps: Option<FlapPlan>,
-    /// Next flap transition: when to go down (if up) or come back (if flapped down).
-    flap_at: Option<Instant>,
-    flapped_down: bool,
-    /// The path carries nothing, yet the friend link stays up (as c-toxcore's did through
-    /// an 8 s outage of the path): lossy packets are lost, lossless ones wait and arrive
-    /// when the path returns (c-toxcore resends them).
-    blackout: bool,
 }
 
 /// Counters of what the network did.
@@ -425,81 +292,16 @@ impl Network {
         let blackout = link.blackout;
         let dir = &mut link.dirs[dir_ix];
         if lossy {
-            let start = dir.busy_until.max(now);
-            let burst_draw = jitter_draw.rotate_left(41);
-            let burst_lost = cfg.burst_loss.is_some_and(|b| {
-                let flip = (burst_draw % 1000) as u32;
-                dir.in_burst = if dir.in_burst {
-                    flip >= b.leave_per_mille
-                } else {
-                    flip < b.enter_per_mille
-                };
-                dir.in_burst && ((burst_draw >> 20) % 1000) < u64::from(b.loss_per_mille)
-            });
-            let dropped = (!cfg.direct && cfg.relay_drops_lossy)
-                || blackout
-                || burst_lost
-                || (jitter_draw % 1000) < u64::from(cfg.lossy_loss_per_mille)
-                || (cfg.bandwidth.is_some() && start > now + cfg.bottleneck_queue);
-            if !dropped {
-                let serialize = cfg.bandwidth.map_or(Duration::ZERO, |bw| {
-                    Duration::from_nanos(packet.len() as u64 * 1_000_000_000 / bw.max(1))
-                });
-                dir.busy_until = start + serialize;
-                let reorder = cfg.lossy_reorder.as_nanos() as u64;
-                let late = if ((jitter_draw >> 52) % 1000) < u64::from(cfg.lossy_late_per_mille) {
-                    cfg.lossy_late
-                } else {
-                    Duration::ZERO
-                };
-                let delay = |draw: u64| {
-                    cfg.latency
-                        + late
-                        + Duration::from_nanos(if reorder == 0 { 0 } else { draw % reorder })
-                };
-                let draw = jitter_draw.rotate_left(17);
-                if ((draw >> 40) % 1000) < u64::from(cfg.lossy_duplicate_per_mille) {
-                    dir.lossy
-                        .push((dir.busy_until + delay(draw.rotate_left(29)), packet.clone()));
-                }
-                dir.lossy.push((dir.busy_until + delay(draw), packet));
-            }
+            let dropped = dir.send_lossy(&cfg, blackout, now, jitter_draw, packet);
             self.stats.lossy_sent += 1;
             self.stats.lossy_dropped += u64::from(dropped);
             return Ok(());
         }
-        if dir.inflight.len() >= cfg.queue_capacity {
-            dir.blocked = true;
-            self.stats.queue_full += 1;
-            return Err(SendError::QueueFull(packet));
-        }
-        let serialize = cfg.bandwidth.map_or(Duration::ZERO, |bw| {
-            Duration::from_nanos(packet.len() as u64 * 1_000_000_000 / bw.max(1))
-        });
-        let paced = match cfg.lossless_bandwidth {
-            // Lossless packets at their own (slow) rate: c-toxcore holds them, and they
-            // take a share of the bottleneck too small to model.
-            Some(bw) => {
-                let start = dir.lossless_busy_until.max(now);
-                dir.lossless_busy_until =
-                    start + Duration::from_nanos(packet.len() as u64 * 1_000_000_000 / bw.max(1));
-                dir.lossless_busy_until + serialize
-            }
-            None => {
-                let start = dir.busy_until.max(now);
-                dir.busy_until = start + serialize;
-                dir.busy_until
-            }
-        };
-        let jitter = if cfg.jitter.is_zero() {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos(jitter_draw % (cfg.jitter.as_nanos() as u64 + 1))
-        };
-        let arrival = (paced + cfg.latency + jitter).max(dir.last_arrival);
-        dir.last_arrival = arrival;
-        dir.inflight.push_back((arrival, packet));
-        Ok(())
+        dir.send_lossless(&cfg, now, jitter_draw, packet)
+            .map_err(|packet| {
+                self.stats.queue_full += 1;
+                SendError::QueueFull(packet)
+            })
     }
 
     /// The next event for `node`, if any.
@@ -739,114 +541,71 @@ impl Network {
     fn fire_link(&mut self, a: NodeId, b: NodeId, due: Instant) {
         let (pa, pb) = (self.peer_id(a), self.peer_id(b));
         let draw = self.rng.next_u64();
-        let link = self.link_mut(a, b);
-        if link.flap_at.is_some_and(|t| t <= due) {
-            let plan = link.flaps.expect("flap_at implies a plan");
-            if link.flapped_down {
-                link.flapped_down = false;
-                link.forced_down = false;
-                link.flap_at = Some(due + random_up(plan, draw));
-            } else {
-                link.flapped_down = true;
-                link.forced_down = true;
-                let span = plan.max_down.saturating_sub(plan.min_down).as_nanos() as u64;
-                let down = plan.min_down + Duration::from_nanos(draw % (span + 1));
-                link.flap_at = Some(due + down);
-            }
+        if self.link_mut(a, b).flap_if_due(due, draw) {
             self.update_link(a, b);
         }
         let link = self.link_mut(a, b);
-        if link.up_at.is_some_and(|t| t <= due) {
-            link.up_at = None;
-            link.online = true;
-            for d in &mut link.dirs {
-                d.busy_until = due;
-                d.lossless_busy_until = due;
-                d.last_arrival = due;
-            }
+        if link.come_up_if_due(due) {
             let direct = link.config.direct;
-            self.nodes[a.0]
-                .events
-                .push_back(TransportEvent::FriendOnline(pb));
-            self.nodes[b.0]
-                .events
-                .push_back(TransportEvent::FriendOnline(pa));
-            if direct {
-                self.nodes[a.0]
-                    .events
-                    .push_back(TransportEvent::FriendPath {
-                        peer: pb,
-                        direct: true,
-                    });
-                self.nodes[b.0]
-                    .events
-                    .push_back(TransportEvent::FriendPath {
-                        peer: pa,
-                        direct: true,
-                    });
+            for (node, peer) in [(a, pb), (b, pa)] {
+                let events = &mut self.nodes[node.0].events;
+                events.push_back(TransportEvent::FriendOnline(peer));
+                if direct {
+                    events.push_back(TransportEvent::FriendPath { peer, direct: true });
+                }
             }
         }
         for (dir_ix, (from, to, from_pk)) in [(a, b, pa), (b, a, pb)].into_iter().enumerate() {
+            self.deliver_due(a, b, dir_ix, (from, to, from_pk), due);
+        }
+    }
+
+    /// Delivers what is due on one direction of the link `a`–`b`: lossy packets (lost
+    /// instead in a blackout), then lossless ones in order, with `SendReady` to a sender
+    /// that now has room.
+    fn deliver_due(
+        &mut self,
+        a: NodeId,
+        b: NodeId,
+        dir_ix: usize,
+        (from, to, from_pk): (NodeId, NodeId, PeerId),
+        due: Instant,
+    ) {
+        let link = self.link_mut(a, b);
+        let blackout = link.blackout;
+        let dir = &mut link.dirs[dir_ix];
+        if blackout {
+            // Lossy packets due now are lost on the dark path; lossless ones wait.
+            let before = dir.lossy.len();
+            dir.lossy.retain(|(t, _)| *t > due);
+            self.stats.lossy_dropped += (before - dir.lossy.len()) as u64;
+            return;
+        }
+        for packet in dir.take_lossy_due(due) {
+            self.deliver(to, from_pk, packet);
+        }
+        loop {
             let link = self.link_mut(a, b);
-            let blackout = link.blackout;
-            let dir = &mut link.dirs[dir_ix];
-            if blackout {
-                // Lossy packets due now are lost on the dark path; lossless ones wait.
-                let before = dir.lossy.len();
-                dir.lossy.retain(|(t, _)| *t > due);
-                self.stats.lossy_dropped += (before - dir.lossy.len()) as u64;
-                continue;
-            }
-            if dir.lossy.iter().any(|(t, _)| *t <= due) {
-                let mut arrived: Vec<(Instant, Bytes)> = Vec::new();
-                dir.lossy.retain(|(t, p)| {
-                    let now = *t <= due;
-                    if now {
-                        arrived.push((*t, p.clone()));
-                    }
-                    !now
-                });
-                arrived.sort_by_key(|(t, _)| *t);
-                for (_, packet) in arrived {
-                    self.stats.packets_delivered += 1;
-                    self.stats.bytes_delivered += packet.len() as u64;
-                    self.nodes[to.0].events.push_back(TransportEvent::Packet {
-                        peer: from_pk,
-                        packet,
-                    });
-                }
-            }
-            loop {
-                let link = self.link_mut(a, b);
-                let cap = link.config.queue_capacity;
-                let dir = &mut link.dirs[dir_ix];
-                if dir.inflight.front().is_none_or(|(t, _)| *t > due) {
-                    break;
-                }
-                let (_, packet) = dir.inflight.pop_front().expect("front exists");
-                let ready = dir.blocked && dir.inflight.len() < cap;
-                if ready {
-                    dir.blocked = false;
-                }
-                self.stats.packets_delivered += 1;
-                self.stats.bytes_delivered += packet.len() as u64;
-                self.nodes[to.0].events.push_back(TransportEvent::Packet {
-                    peer: from_pk,
-                    packet,
-                });
-                if ready {
-                    let to_pk = self.peer_id(to);
-                    self.nodes[from.0]
-                        .events
-                        .push_back(TransportEvent::SendReady(to_pk));
-                }
+            let cap = link.config.queue_capacity;
+            let Some((packet, ready)) = link.dirs[dir_ix].pop_lossless_due(due, cap) else {
+                break;
+            };
+            self.deliver(to, from_pk, packet);
+            if ready {
+                let to_pk = self.peer_id(to);
+                self.nodes[from.0]
+                    .events
+                    .push_back(TransportEvent::SendReady(to_pk));
             }
         }
     }
-}
 
-fn random_up(plan: FlapPlan, draw: u64) -> Duration {
-    // Uniform in [mean/2, 3·mean/2]: simple, bounded, mean as asked.
-    let mean = plan.mean_up.as_nanos() as u64;
-    Duration::from_nanos(mean / 2 + draw % (mean.max(1)))
+    /// A packet from `from` arrives at node `to`.
+    fn deliver(&mut self, to: NodeId, from: PeerId, packet: Bytes) {
+        self.stats.packets_delivered += 1;
+        self.stats.bytes_delivered += packet.len() as u64;
+        self.nodes[to.0]
+            .events
+            .push_back(TransportEvent::Packet { peer: from, packet });
+    }
 }
