@@ -158,6 +158,24 @@ impl Drop for OptionsGuard {
     }
 }
 
+/// What a `tox_new` error code means.
+fn new_error(err: ffi::Tox_Err, opts: &ToxOptions) -> ToxError {
+    match err {
+        ffi::TOX_ERR_NEW_LOAD_BAD_FORMAT => ToxError::BadSavedata,
+        ffi::TOX_ERR_NEW_LOAD_ENCRYPTED => ToxError::EncryptedSavedata,
+        ffi::TOX_ERR_NEW_PORT_ALLOC => ToxError::PortAlloc {
+            start: opts.start_port,
+            end: opts.end_port,
+        },
+        ffi::TOX_ERR_NEW_PROXY_BAD_TYPE => ToxError::Proxy("bad type"),
+        ffi::TOX_ERR_NEW_PROXY_BAD_HOST => ToxError::Proxy("bad host"),
+        ffi::TOX_ERR_NEW_PROXY_BAD_PORT => ToxError::Proxy("bad port"),
+        ffi::TOX_ERR_NEW_PROXY_NOT_FOUND => ToxError::Proxy("proxy not found"),
+        ffi::TOX_ERR_NEW_MALLOC => ToxError::Other("out of memory".into()),
+        e => ToxError::Other(format!("tox_new error {e}")),
+    }
+}
+
 impl RawTox {
     /// Makes an instance, restoring `savedata` (keys, nospam, friends) if given.
     pub fn new(opts: &ToxOptions, savedata: Option<&[u8]>) -> Result<Self, ToxError> {
@@ -221,20 +239,7 @@ impl RawTox {
             None => None,
         };
         let Some(ptr) = ptr else {
-            return Err(match err {
-                ffi::TOX_ERR_NEW_LOAD_BAD_FORMAT => ToxError::BadSavedata,
-                ffi::TOX_ERR_NEW_LOAD_ENCRYPTED => ToxError::EncryptedSavedata,
-                ffi::TOX_ERR_NEW_PORT_ALLOC => ToxError::PortAlloc {
-                    start: opts.start_port,
-                    end: opts.end_port,
-                },
-                ffi::TOX_ERR_NEW_PROXY_BAD_TYPE => ToxError::Proxy("bad type"),
-                ffi::TOX_ERR_NEW_PROXY_BAD_HOST => ToxError::Proxy("bad host"),
-                ffi::TOX_ERR_NEW_PROXY_BAD_PORT => ToxError::Proxy("bad port"),
-                ffi::TOX_ERR_NEW_PROXY_NOT_FOUND => ToxError::Proxy("proxy not found"),
-                ffi::TOX_ERR_NEW_MALLOC => ToxError::Other("out of memory".into()),
-                e => ToxError::Other(format!("tox_new error {e}")),
-            });
+            return Err(new_error(err, opts));
         };
         // SAFETY: `ptr` is a live instance; the callbacks are `extern "C"` functions with the
         // exact signatures tox.h declares, and they only touch the `Sink` that `iterate`
