@@ -19,40 +19,13 @@ impl Sim {
                 down,
                 fin_up,
                 fin_down,
-            } => {
-                let (c, s) = (*client, self.clients + server);
-                let port = if *allowed {
-                    1 + self.streams.len() % 30000
-                } else {
-                    40000
-                };
-                let target = format!("127.0.0.1:{port}").parse().expect("target");
-                let spk = self.net.peer_id(NodeId(s));
-                let id = self.nodes[c]
-                    .endpoint
-                    .open(self.now, spk, target)
-                    .map_err(|e| SimFailure(format!("open failed: {e}")))?;
-                let n = self.streams.len() as u64;
-                let mut rec = StreamRec {
-                    id,
-                    opener: c,
-                    acceptor: s,
-                    flows: [Flow::default(), Flow::default()],
-                    ended: [None, None],
-                    seen_by_acceptor: false,
-                    down_plan: (*down, *fin_down),
-                    stalled: [false, false],
-                    excuses_at_open: self.excuses(c, s),
-                };
-                rec.flows[0].seed = self.seed ^ (n << 1);
-                rec.flows[1].seed = self.seed ^ (n << 1 | 1);
-                rec.flows[0].pending = *up;
-                rec.flows[0].fin_wanted = *fin_up;
-                self.by_id.insert(id, self.streams.len());
-                self.streams.push(rec);
-                self.nodes[c].try_write.insert(id);
-                self.stats.streams += 1;
-            }
+            } => self.open(
+                *client,
+                *server,
+                *allowed,
+                (*up, *fin_up),
+                (*down, *fin_down),
+            )?,
             Op::Write { stream, end, bytes } => {
                 if let Some((node, flow, id)) = self.locate(*stream, *end) {
                     let f = &mut self.streams[*stream].flows[flow];
@@ -93,12 +66,7 @@ impl Sim {
                 client,
                 server,
                 outage,
-            } => {
-                let (c, s) = (NodeId(*client), NodeId(self.clients + server));
-                self.net.link_down(c, s);
-                self.run_for(*outage)?;
-                self.net.link_up(c, s);
-            }
+            } => self.outage(*client, *server, *outage, false)?,
             Op::Restart { node } => self.restart(*node)?,
             Op::RefuseNext { server } => self.nodes[self.clients + server].refuse_next = true,
             Op::Advance(d) => self.run_for(*d)?,
@@ -106,12 +74,7 @@ impl Sim {
                 client,
                 server,
                 outage,
-            } => {
-                let (c, s) = (NodeId(*client), NodeId(self.clients + server));
-                self.net.set_blackout(c, s, true);
-                self.run_for(*outage)?;
-                self.net.set_blackout(c, s, false);
-            }
+            } => self.outage(*client, *server, *outage, true)?,
             Op::Path {
                 client,
                 server,
@@ -122,6 +85,75 @@ impl Sim {
             }
         }
         self.run_for(Duration::from_millis(20))
+    }
+
+    /// A client opens a stream to a server, inside its rules or not, and plans the bytes
+    /// each way (with FIN after them or not).
+    fn open(
+        &mut self,
+        client: usize,
+        server: usize,
+        allowed: bool,
+        (up, fin_up): (u64, bool),
+        down_plan: (u64, bool),
+    ) -> Result<(), SimFailure> {
+        let (c, s) = (client, self.clients + server);
+        let port = if allowed {
+            1 + self.streams.len() % 30000
+        } else {
+            40000
+        };
+        let target = format!("127.0.0.1:{port}").parse().expect("target");
+        let spk = self.net.peer_id(NodeId(s));
+        let id = self.nodes[c]
+            .endpoint
+            .open(self.now, spk, target)
+            .map_err(|e| SimFailure(format!("open failed: {e}")))?;
+        let n = self.streams.len() as u64;
+        let mut rec = StreamRec {
+            id,
+            opener: c,
+            acceptor: s,
+            flows: [Flow::default(), Flow::default()],
+            ended: [None, None],
+            seen_by_acceptor: false,
+            down_plan,
+            stalled: [false, false],
+            excuses_at_open: self.excuses(c, s),
+        };
+        rec.flows[0].seed = self.seed ^ (n << 1);
+        rec.flows[1].seed = self.seed ^ (n << 1 | 1);
+        rec.flows[0].pending = up;
+        rec.flows[0].fin_wanted = fin_up;
+        self.by_id.insert(id, self.streams.len());
+        self.streams.push(rec);
+        self.nodes[c].try_write.insert(id);
+        self.stats.streams += 1;
+        Ok(())
+    }
+
+    /// The path between a client and a server goes out for `outage`: the friend link
+    /// drops (a flap), or stays up while nothing gets through (a `blackout`).
+    fn outage(
+        &mut self,
+        client: usize,
+        server: usize,
+        outage: Duration,
+        blackout: bool,
+    ) -> Result<(), SimFailure> {
+        let (c, s) = (NodeId(client), NodeId(self.clients + server));
+        if blackout {
+            self.net.set_blackout(c, s, true);
+        } else {
+            self.net.link_down(c, s);
+        }
+        self.run_for(outage)?;
+        if blackout {
+            self.net.set_blackout(c, s, false);
+        } else {
+            self.net.link_up(c, s);
+        }
+        Ok(())
     }
 
     pub(super) fn excuses(&self, client: usize, server: usize) -> (u64, u64, u64) {

@@ -69,36 +69,7 @@ impl Sim {
     }
 
     pub(super) fn on_event(&mut self, i: usize, e: Event) -> Result<(), SimFailure> {
-        match &e {
-            Event::SessionSuspended { peer } => {
-                self.suspended_since.entry((i, *peer)).or_insert(self.now);
-            }
-            Event::SessionResumed { peer }
-            | Event::SessionEstablished { peer }
-            | Event::SessionClosed { peer, .. } => {
-                let since = self.suspended_since.remove(&(i, *peer));
-                let grace = self.nodes[i].config.resume_grace;
-                let expired = matches!(
-                    e,
-                    Event::SessionClosed {
-                        code: SessionCode::LinkLost,
-                        ..
-                    }
-                ) && since.is_some_and(|t| self.now - t >= grace);
-                if expired {
-                    let other = (0..self.nodes.len())
-                        .find(|&n| self.net.peer_id(NodeId(n)) == *peer)
-                        .expect("a node of the scenario");
-                    let pair = if i < self.clients {
-                        (i, other)
-                    } else {
-                        (other, i)
-                    };
-                    *self.expiries.entry(pair).or_default() += 1;
-                }
-            }
-            _ => {}
-        }
+        self.track_outages(i, &e);
         match e {
             Event::FriendRequest {
                 peer,
@@ -106,19 +77,7 @@ impl Sim {
             } => {
                 let _ = self.net.accept_friend(NodeId(i), peer);
             }
-            Event::StreamIncoming { stream, .. } => {
-                let Some(&ix) = self.by_id.get(&stream) else {
-                    fail!("node {i} got a stream nobody opened: {stream}");
-                };
-                if self.streams[ix].acceptor != i {
-                    fail!("stream {stream} arrived at the wrong node");
-                }
-                if self.streams[ix].seen_by_acceptor {
-                    fail!("stream {stream} arrived twice (a dead stream was reopened)");
-                }
-                self.streams[ix].seen_by_acceptor = true;
-                self.nodes[i].incoming.push(stream);
-            }
+            Event::StreamIncoming { stream, .. } => self.on_incoming(i, stream)?,
             Event::StreamReadable { stream } => {
                 self.nodes[i].try_read.insert(stream);
             }
@@ -159,26 +118,82 @@ impl Sim {
                 let side = self.streams[ix].side_of(i).expect("side");
                 self.end_side(ix, side, format!("reset {code}"))?;
             }
-            Event::StreamClosed { stream } => {
-                let ix = self.index(stream)?;
-                let side = self.streams[ix].side_of(i).expect("side");
-                let rec = &self.streams[ix];
-                let (mine, theirs) = (&rec.flows[side], &rec.flows[1 - side]);
-                if !mine.fin_sent {
-                    fail!("stream {stream} closed at node {i} before it sent FIN");
+            Event::StreamClosed { stream } => self.on_closed(i, stream)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Keeps, per node and peer, since when its session has been suspended, and counts the
+    /// sessions that ended after a suspension as long as the grace (they excuse the end
+    /// of their streams).
+    fn track_outages(&mut self, i: usize, e: &Event) {
+        match e {
+            Event::SessionSuspended { peer } => {
+                self.suspended_since.entry((i, *peer)).or_insert(self.now);
+            }
+            Event::SessionResumed { peer }
+            | Event::SessionEstablished { peer }
+            | Event::SessionClosed { peer, .. } => {
+                let since = self.suspended_since.remove(&(i, *peer));
+                let grace = self.nodes[i].config.resume_grace;
+                let expired = matches!(
+                    e,
+                    Event::SessionClosed {
+                        code: SessionCode::LinkLost,
+                        ..
+                    }
+                ) && since.is_some_and(|t| self.now - t >= grace);
+                if expired {
+                    let other = (0..self.nodes.len())
+                        .find(|&n| self.net.peer_id(NodeId(n)) == *peer)
+                        .expect("a node of the scenario");
+                    let pair = if i < self.clients {
+                        (i, other)
+                    } else {
+                        (other, i)
+                    };
+                    *self.expiries.entry(pair).or_default() += 1;
                 }
-                if !theirs.eof || theirs.read != theirs.written || !theirs.fin_sent {
-                    fail!(
-                        "stream {stream} closed at node {i} having read {} of {} bytes (eof {})",
-                        theirs.read,
-                        theirs.written,
-                        theirs.eof
-                    );
-                }
-                self.end_side(ix, side, "closed".into())?;
             }
             _ => {}
         }
+    }
+
+    /// An incoming stream: it must be one the scenario opened, to this node, once.
+    fn on_incoming(&mut self, i: usize, stream: StreamId) -> Result<(), SimFailure> {
+        let Some(&ix) = self.by_id.get(&stream) else {
+            fail!("node {i} got a stream nobody opened: {stream}");
+        };
+        if self.streams[ix].acceptor != i {
+            fail!("stream {stream} arrived at the wrong node");
+        }
+        if self.streams[ix].seen_by_acceptor {
+            fail!("stream {stream} arrived twice (a dead stream was reopened)");
+        }
+        self.streams[ix].seen_by_acceptor = true;
+        self.nodes[i].incoming.push(stream);
+        Ok(())
+    }
+
+    /// A stream closed cleanly at node `i`: both directions must be complete.
+    fn on_closed(&mut self, i: usize, stream: StreamId) -> Result<(), SimFailure> {
+        let ix = self.index(stream)?;
+        let side = self.streams[ix].side_of(i).expect("side");
+        let rec = &self.streams[ix];
+        let (mine, theirs) = (&rec.flows[side], &rec.flows[1 - side]);
+        if !mine.fin_sent {
+            fail!("stream {stream} closed at node {i} before it sent FIN");
+        }
+        if !theirs.eof || theirs.read != theirs.written || !theirs.fin_sent {
+            fail!(
+                "stream {stream} closed at node {i} having read {} of {} bytes (eof {})",
+                theirs.read,
+                theirs.written,
+                theirs.eof
+            );
+        }
+        self.end_side(ix, side, "closed".into())?;
         Ok(())
     }
 

@@ -202,19 +202,7 @@ pub fn random_ops(rng: &mut impl RngCore, cfg: &SimConfig, n: usize) -> Vec<Op> 
     for _ in 0..n {
         let pick = r(rng, 100);
         let stream = |rng: &mut dyn RngCore| r(rng, opened as u64) as usize;
-        let end = |rng: &mut dyn RngCore| {
-            if r(rng, 2) == 0 {
-                End::Opener
-            } else {
-                End::Acceptor
-            }
-        };
-        let size = |rng: &mut dyn RngCore| match r(rng, 10) {
-            0 => 0,
-            1..=6 => r(rng, 20_000),
-            7 | 8 => r(rng, 300_000),
-            _ => r(rng, 2_000_000),
-        };
+        let (end, size) = (random_end, random_size);
         let op = if opened == 0 || pick < 30 {
             opened += 1;
             Op::Open {
@@ -280,6 +268,26 @@ pub fn random_ops(rng: &mut impl RngCore, cfg: &SimConfig, n: usize) -> Vec<Op> 
         ops.push(op);
     }
     ops
+}
+
+/// Either end of a stream, evenly.
+fn random_end(rng: &mut dyn RngCore) -> End {
+    if rng.next_u64() % 2 == 0 {
+        End::Opener
+    } else {
+        End::Acceptor
+    }
+}
+
+/// Bytes to write: none a tenth of the time, mostly under 20 kB, sometimes up to 2 MB.
+fn random_size(rng: &mut dyn RngCore) -> u64 {
+    let r = |rng: &mut dyn RngCore, m: u64| rng.next_u64() % m;
+    match r(rng, 10) {
+        0 => 0,
+        1..=6 => r(rng, 20_000),
+        7 | 8 => r(rng, 300_000),
+        _ => r(rng, 2_000_000),
+    }
 }
 
 /// A link outage: mostly short (50 ms – 5 s), sometimes long (up to 60 s), and now and then
