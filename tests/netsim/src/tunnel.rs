@@ -67,124 +67,161 @@ fn record(out: std::process::ChildStdout, file: PathBuf) -> Arc<Mutex<Seen>> {
     seen
 }
 
+fn io(e: std::io::Error) -> NetsimError {
+    NetsimError::Io(e.to_string())
+}
+
+/// A log file in the run's directory, for a child's stderr.
+fn log(opts: &TunnelOptions, name: &str) -> Result<Stdio, NetsimError> {
+    Ok(Stdio::from(
+        std::fs::File::create(opts.dir.join(name)).map_err(io)?,
+    ))
+}
+
+/// Starts the bootstrap node (DHT and TCP relay) on B's address; returns it and the
+/// `--bootstrap` line it printed.
+fn start_bootstrap(
+    wan: &Wan,
+    toxtun: &Path,
+    opts: &TunnelOptions,
+) -> Result<(Child, String), NetsimError> {
+    let mut boot = wan
+        .command(Side::B, toxtun)?
+        .args(["bootstrap", "--port", "33445", "--tcp-port", "33445"])
+        .args(["--public-host", ADDR_B])
+        .stdout(Stdio::piped())
+        .stderr(log(opts, "bootstrap.log")?)
+        .spawn()
+        .map_err(io)?;
+    let mut line = String::new();
+    BufReader::new(boot.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .map_err(io)?;
+    let boot_line = line.trim().to_string();
+    if boot_line.is_empty() {
+        return Err(NetsimError::Io(
+            "toxtun bootstrap printed no address".into(),
+        ));
+    }
+    Ok((boot, boot_line))
+}
+
+/// `toxtun id` in `dir`: the server's Tox ID, or (`client`) the client's public key.
+fn toxtun_id(wan: &Wan, toxtun: &Path, dir: &Path, client: bool) -> Result<String, NetsimError> {
+    let mut c = wan.command(if client { Side::A } else { Side::B }, toxtun)?;
+    c.arg("--data-dir").arg(dir).args(["id", "--no-qr"]);
+    if client {
+        c.arg("--client");
+    }
+    let out = c.output().map_err(io)?;
+    if !out.status.success() {
+        return Err(NetsimError::Io(format!(
+            "toxtun id: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string())
+}
+
+/// Starts `toxtun serve` on B, admitting `client_key` to the target port only.
+fn start_server(
+    wan: &Wan,
+    toxtun: &Path,
+    opts: &TunnelOptions,
+    client_key: &str,
+    boot_line: &str,
+) -> Result<(Child, Arc<Mutex<Seen>>), NetsimError> {
+    let config = opts.dir.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[client]]\nkey = \"{client_key}\"\nallow = [\"127.0.0.1:{port}\"]\n\n\
+             [session]\nfast_path = {fast}\n\n\
+             [network]\nbootstrap = [\"{boot_line}\"]\nlan_discovery = false\n",
+            port = opts.target_port,
+            fast = opts.fast_path,
+        ),
+    )
+    .map_err(io)?;
+    let mut server = wan
+        .command(Side::B, toxtun)?
+        .args(["-vv", "--json", "--data-dir"])
+        .arg(opts.dir.join("server"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(log(opts, "server.log")?)
+        .spawn()
+        .map_err(io)?;
+    let seen = record(
+        server.stdout.take().expect("piped"),
+        opts.dir.join("server.json"),
+    );
+    Ok((server, seen))
+}
+
+/// Starts `toxtun forward` on A, forwarding the local port to the target through
+/// `server_id`.
+fn start_client(
+    wan: &Wan,
+    toxtun: &Path,
+    opts: &TunnelOptions,
+    server_id: &str,
+    boot_line: &str,
+) -> Result<(Child, Arc<Mutex<Seen>>), NetsimError> {
+    let mut client = wan.command(Side::A, toxtun)?;
+    client
+        .args(["-vv", "--json", "--data-dir"])
+        .arg(opts.dir.join("client"))
+        .arg("forward")
+        .arg("-L")
+        .arg(format!(
+            "127.0.0.1:{}:127.0.0.1:{}",
+            opts.local_port, opts.target_port
+        ))
+        .args(["--lan-discovery", "false", "--bootstrap", boot_line]);
+    if !opts.fast_path {
+        client.arg("--no-fast-path");
+    }
+    let mut client = client
+        .arg(server_id)
+        .stdout(Stdio::piped())
+        .stderr(log(opts, "client.log")?)
+        .spawn()
+        .map_err(io)?;
+    let seen = record(
+        client.stdout.take().expect("piped"),
+        opts.dir.join("client.json"),
+    );
+    Ok((client, seen))
+}
+
 impl Tunnel {
     /// Starts the bootstrap node and the server on B, then the client on A.
     pub fn start(wan: &Wan, toxtun: &Path, opts: &TunnelOptions) -> Result<Self, NetsimError> {
-        let io = |e: std::io::Error| NetsimError::Io(e.to_string());
         let _ = std::fs::remove_dir_all(&opts.dir);
         std::fs::create_dir_all(&opts.dir).map_err(io)?;
-        let log = |name: &str| -> Result<Stdio, NetsimError> {
-            Ok(Stdio::from(
-                std::fs::File::create(opts.dir.join(name)).map_err(io)?,
-            ))
-        };
         let started = now();
         let mut children = Vec::new();
-
-        // The bootstrap node: DHT and TCP relay, on B's address.
-        let mut boot = wan
-            .command(Side::B, toxtun)?
-            .args(["bootstrap", "--port", "33445", "--tcp-port", "33445"])
-            .args(["--public-host", ADDR_B])
-            .stdout(Stdio::piped())
-            .stderr(log("bootstrap.log")?)
-            .spawn()
-            .map_err(io)?;
-        let mut line = String::new();
-        BufReader::new(boot.stdout.take().expect("piped"))
-            .read_line(&mut line)
-            .map_err(io)?;
+        let (boot, boot_line) = start_bootstrap(wan, toxtun, opts)?;
         children.push(boot);
-        let boot_line = line.trim().to_string();
-        if boot_line.is_empty() {
-            return Err(NetsimError::Io(
-                "toxtun bootstrap printed no address".into(),
-            ));
-        }
-
         // Identities: the server's ID, the client's key (admitted by it).
-        let server_dir = opts.dir.join("server");
-        let client_dir = opts.dir.join("client");
-        let id = |dir: &Path, client: bool| -> Result<String, NetsimError> {
-            let mut c = wan.command(if client { Side::A } else { Side::B }, toxtun)?;
-            c.arg("--data-dir").arg(dir).args(["id", "--no-qr"]);
-            if client {
-                c.arg("--client");
-            }
-            let out = c.output().map_err(io)?;
-            if !out.status.success() {
-                return Err(NetsimError::Io(format!(
-                    "toxtun id: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                )));
-            }
-            Ok(String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_string())
-        };
-        let server_id = id(&server_dir, false)?;
-        let client_key = id(&client_dir, true)?;
-        let config = opts.dir.join("server.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[[client]]\nkey = \"{client_key}\"\nallow = [\"127.0.0.1:{port}\"]\n\n\
-                 [session]\nfast_path = {fast}\n\n\
-                 [network]\nbootstrap = [\"{boot_line}\"]\nlan_discovery = false\n",
-                port = opts.target_port,
-                fast = opts.fast_path,
-            ),
-        )
-        .map_err(io)?;
-        let mut server = wan
-            .command(Side::B, toxtun)?
-            .args(["-vv", "--json", "--data-dir"])
-            .arg(&server_dir)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(log("server.log")?)
-            .spawn()
-            .map_err(io)?;
-        let server_seen = record(
-            server.stdout.take().expect("piped"),
-            opts.dir.join("server.json"),
-        );
+        let server_id = toxtun_id(wan, toxtun, &opts.dir.join("server"), false)?;
+        let client_key = toxtun_id(wan, toxtun, &opts.dir.join("client"), true)?;
+        let (server, server_seen) = start_server(wan, toxtun, opts, &client_key, &boot_line)?;
         children.push(server);
-
-        let mut client = wan.command(Side::A, toxtun)?;
-        client
-            .args(["-vv", "--json", "--data-dir"])
-            .arg(&client_dir)
-            .arg("forward")
-            .arg("-L")
-            .arg(format!(
-                "127.0.0.1:{}:127.0.0.1:{}",
-                opts.local_port, opts.target_port
-            ))
-            .args(["--lan-discovery", "false", "--bootstrap", &boot_line]);
-        if !opts.fast_path {
-            client.arg("--no-fast-path");
-        }
-        let mut client = client
-            .arg(&server_id)
-            .stdout(Stdio::piped())
-            .stderr(log("client.log")?)
-            .spawn()
-            .map_err(io)?;
-        let seen = record(
-            client.stdout.take().expect("piped"),
-            opts.dir.join("client.json"),
-        );
+        let (client, client_seen) = start_client(wan, toxtun, opts, &server_id, &boot_line)?;
         children.push(client);
         Ok(Tunnel {
             children,
             local: format!("127.0.0.1:{}", opts.local_port)
                 .parse()
                 .expect("an address"),
-            client_seen: seen,
+            client_seen,
             server_seen,
             started,
         })
