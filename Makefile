@@ -1,11 +1,11 @@
 # toxtun: the two commands of the README.
 #   make demo   run the demo
-#   make test   every check CI runs (formatting, lints, core purity, all tests)
+#   make test   every check CI runs (formatting, lints, core purity, size rules, all tests)
 # Both install what is missing first (scripts/install-deps).
 
 CARGO ?= cargo
 
-.PHONY: demo core-demo test deps lint purity bench help
+.PHONY: demo core-demo test deps lint purity sizes bench help
 
 help:
 	@echo "make demo   run the demo"
@@ -28,8 +28,12 @@ lint: deps
 purity:
 	.ci/check-core-purity
 
+# The layout's size rules (ARCHITECTURE.md): files and functions that grew too long.
+sizes:
+	scripts/check-sizes
+
 test: SHELL := /bin/bash
-test: lint purity
+test: lint purity sizes
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee target/test.log
 	@scripts/summarize-tests target/test.log

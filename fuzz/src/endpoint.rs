@@ -199,12 +199,12 @@ impl Harness {
         }
     }
 
-    fn frame(&self, peer: usize, f: PeerFrame) -> Frame {
-        let hello = |session: u8, min: u8, max: u8, proof: Proof| Hello {
+    /// HELLO's or RESUME's fields, from a session byte whose low bits pick the
+    /// capabilities (odd: the fast path, bit 1 its credit twins, bit 2 BATCH).
+    fn hello(peer: usize, session: u8, min: u8, max: u8, proof: Proof) -> Hello {
+        Hello {
             min_version: u16::from(min % 3),
             max_version: u16::from(max % 3).max(u16::from(min % 3)),
-            // The session byte's low bits pick the capabilities: odd sessions offer the
-            // fast path, bit 1 its credit twins, bit 2 BATCH.
             capabilities: u64::from(session & 7),
             session: SessionId([session; 16]),
             stream_window: 4096,
@@ -218,15 +218,20 @@ impl Harness {
                 ),
                 Proof::Wrong => Some([7; 32]),
             },
-        };
+        }
+    }
+
+    fn frame(&self, peer: usize, f: PeerFrame) -> Frame {
         match f {
             PeerFrame::Hello {
                 session,
                 min,
                 max,
                 proof,
-            } => Frame::Hello(hello(session, min, max, proof)),
-            PeerFrame::Resume { session, proof } => Frame::Resume(hello(session, 1, 1, proof)),
+            } => Frame::Hello(Self::hello(peer, session, min, max, proof)),
+            PeerFrame::Resume { session, proof } => {
+                Frame::Resume(Self::hello(peer, session, 1, 1, proof))
+            }
             PeerFrame::HelloAck {
                 ours,
                 session,
@@ -259,6 +264,24 @@ impl Harness {
             PeerFrame::SessionWindow(max) => Frame::SessionWindow {
                 max: u64::from(max),
             },
+            PeerFrame::LossyAck(top, pairs) => lossy_ack(top, pairs),
+            PeerFrame::LossySessionWindow(max) => Frame::LossySessionWindow {
+                max: u64::from(max),
+            },
+            PeerFrame::Batch(frames) => Frame::Batch(
+                frames
+                    .into_iter()
+                    .take(16)
+                    .map(|f| self.frame(peer, f))
+                    .collect(),
+            ),
+            other => self.stream_frame(other),
+        }
+    }
+
+    /// The frames about one stream, aimed at the streams the endpoint knows.
+    fn stream_frame(&self, f: PeerFrame) -> Frame {
+        match f {
             PeerFrame::Open { stream, target } => Frame::Open {
                 stream: self.fresh_or_known(stream),
                 target: TARGETS[usize::from(target) % TARGETS.len()]
@@ -315,30 +338,6 @@ impl Harness {
                 offset: u64::from(offset % 65536),
                 payload: Bytes::from(vec![0x3C; usize::from(len) % 1341]),
             },
-            PeerFrame::LossyAck(top, pairs) => {
-                // Build descending, disjoint ranges below `top` (one at least).
-                let mut ranges = Vec::new();
-                let mut end = u64::from(top) + 1;
-                for (gap, len) in pairs.into_iter().take(frame::MAX_ACK_RANGES) {
-                    let len = u64::from(len).max(1);
-                    if end < len + u64::from(gap) {
-                        break;
-                    }
-                    let e = end - u64::from(gap);
-                    ranges.push((e - len, e));
-                    match (e - len).checked_sub(1) {
-                        Some(next) if next > 0 => end = next,
-                        _ => break,
-                    }
-                }
-                if ranges.is_empty() {
-                    ranges.push((u64::from(top), u64::from(top) + 1));
-                }
-                Frame::LossyAck {
-                    delay_us: u32::from(top),
-                    ranges,
-                }
-            }
             PeerFrame::Window {
                 stream,
                 max_offset,
@@ -357,16 +356,7 @@ impl Harness {
                 max_offset: u64::from(max_offset),
                 ack: u64::from(ack % 65536),
             },
-            PeerFrame::LossySessionWindow(max) => Frame::LossySessionWindow {
-                max: u64::from(max),
-            },
-            PeerFrame::Batch(frames) => Frame::Batch(
-                frames
-                    .into_iter()
-                    .take(16)
-                    .map(|f| self.frame(peer, f))
-                    .collect(),
-            ),
+            _ => unreachable!("`frame` builds the frames of no stream"),
         }
     }
 
@@ -394,19 +384,7 @@ impl Harness {
                     message: Bytes::from(message),
                 },
             ),
-            Op::Frame(p, f) => {
-                let frame = self.frame(peer(p), f);
-                if let Some(s) = frame.stream() {
-                    self.note_stream(s);
-                }
-                self.ep.handle_input(
-                    now,
-                    Input::Packet {
-                        peer: PEERS[peer(p)],
-                        packet: frame.to_bytes(),
-                    },
-                );
-            }
+            Op::Frame(p, f) => self.send_frame(peer(p), f),
             Op::Raw(p, bytes) => self.ep.handle_input(
                 now,
                 Input::Packet {
@@ -460,6 +438,21 @@ impl Harness {
             ),
         }
         self.drain();
+    }
+
+    /// Peer `peer` sends the endpoint a frame built from `f`.
+    fn send_frame(&mut self, peer: usize, f: PeerFrame) {
+        let frame = self.frame(peer, f);
+        if let Some(s) = frame.stream() {
+            self.note_stream(s);
+        }
+        self.ep.handle_input(
+            self.now,
+            Input::Packet {
+                peer: PEERS[peer],
+                packet: frame.to_bytes(),
+            },
+        );
     }
 
     /// Moves time on, firing every timer due on the way, as a driver would.
@@ -569,4 +562,30 @@ pub fn endpoint_ops(data: &[u8]) {
 fn trace() -> bool {
     static TRACE: OnceLock<bool> = OnceLock::new();
     *TRACE.get_or_init(|| std::env::var_os("TOXTUN_FUZZ_TRACE").is_some_and(|v| v == "1"))
+}
+
+/// LACK: descending, disjoint ranges below `top` (one at least), from gap and length pairs.
+fn lossy_ack(top: u16, pairs: Vec<(u8, u8)>) -> Frame {
+    // Build descending, disjoint ranges below `top` (one at least).
+    let mut ranges = Vec::new();
+    let mut end = u64::from(top) + 1;
+    for (gap, len) in pairs.into_iter().take(frame::MAX_ACK_RANGES) {
+        let len = u64::from(len).max(1);
+        if end < len + u64::from(gap) {
+            break;
+        }
+        let e = end - u64::from(gap);
+        ranges.push((e - len, e));
+        match (e - len).checked_sub(1) {
+            Some(next) if next > 0 => end = next,
+            _ => break,
+        }
+    }
+    if ranges.is_empty() {
+        ranges.push((u64::from(top), u64::from(top) + 1));
+    }
+    Frame::LossyAck {
+        delay_us: u32::from(top),
+        ranges,
+    }
 }
