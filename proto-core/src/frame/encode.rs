@@ -176,6 +176,7 @@ fn encode_hello(buf: &mut BytesMut, h: &Hello) {
 }
 
 /// A stream ID and two offsets: DATA's header, FIN, WINDOW and LWINDOW.
+#[inline]
 fn put_stream_offsets(buf: &mut BytesMut, stream: StreamId, a: u64, b: u64) {
     buf.put_slice(stream.as_bytes());
     buf.put_u64(a);
