@@ -857,7 +857,7 @@ fn main() {
     println!(
         "1 GiB download, the reader slow (6.5 MB/s) for its first 64 MiB: {:.1} s; peak RSS \
          before it serve {:.1} / forward {:.1} MiB, after it serve {:.1} / forward {:.1} MiB \
-         (bound: about 1.1 MiB per stream beside the process, node.rs)",
+         (bound: about 1.1 MiB per stream beside the process, node/stream.rs)",
         gib_took.as_secs_f64(),
         rss_before_gib.0,
         rss_before_gib.1,

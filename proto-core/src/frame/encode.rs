@@ -195,5 +195,7 @@ pub fn encode_lossy_data_header(buf: &mut BytesMut, packet: u64, stream: StreamI
 /// the payload is copied once, straight from the stream's send buffer into the packet.
 pub fn encode_data_header(buf: &mut BytesMut, stream: StreamId, offset: u64, ack: u64) {
     buf.put_u8(kind::DATA);
-    put_stream_offsets(buf, stream, offset, ack);
+    buf.put_slice(stream.as_bytes());
+    buf.put_u64(offset);
+    buf.put_u64(ack);
 }
