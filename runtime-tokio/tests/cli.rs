@@ -492,3 +492,159 @@ fn a_client_without_the_fast_path_says_so_and_never_claims_it() {
     );
     assert!(!err.contains("take the fast path"), "{err}");
 }
+
+/// The lines a child prints on stdout (its `--json` events), each with when it came.
+fn json_lines(child: &mut Child) -> std::sync::mpsc::Receiver<(std::time::Instant, String)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            #[allow(clippy::disallowed_methods)]
+            let at = std::time::Instant::now();
+            if tx.send((at, line)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a `--json` event line holding every one of `parts`.
+fn wait_for_event(
+    rx: &std::sync::mpsc::Receiver<(std::time::Instant, String)>,
+    parts: &[&str],
+    within: Duration,
+) -> Option<(std::time::Instant, String)> {
+    #[allow(clippy::disallowed_methods)]
+    let end = std::time::Instant::now() + within;
+    loop {
+        #[allow(clippy::disallowed_methods)]
+        let left = end.checked_duration_since(std::time::Instant::now())?;
+        let (at, line) = rx.recv_timeout(left).ok()?;
+        if parts.iter().all(|p| line.contains(p)) {
+            return Some((at, line));
+        }
+    }
+}
+
+fn send_signal(child: &Child, sig: &str) -> std::time::Instant {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("kill -{sig} {}", child.id())])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} failed");
+    #[allow(clippy::disallowed_methods)]
+    std::time::Instant::now()
+}
+
+#[test]
+fn sigterm_to_serve_tells_its_clients_at_once() {
+    // `systemctl stop` sends SIGTERM. Once, serve died on it without a word, and each
+    // client learnt of it only when its keepalive gave up, 30 s later.
+    let (_boot, boot) = bootstrap();
+    let port = echo_server();
+    let sdir = tmp("serve-term");
+    let cdir = tmp("forward-term");
+    let (mut server, server_id) = serve(&sdir, port, &boot);
+    let local = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut client = Proc(
+        toxtun()
+            .args([
+                "--json",
+                "--data-dir",
+                cdir.to_str().unwrap(),
+                "forward",
+                "-L",
+            ])
+            .arg(format!("127.0.0.1:{local}:127.0.0.1:{port}"))
+            .args([
+                "--secret",
+                "a shared test secret",
+                "--lan-discovery",
+                "false",
+            ])
+            .args(["--bootstrap", &boot, &server_id])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let events = json_lines(&mut client.0);
+    wait_for_event(&events, &["\"session_up\""], Duration::from_secs(90))
+        .expect("the client's session came up");
+    let sent = send_signal(&server.0, "TERM");
+    let (at, line) = wait_for_event(
+        &events,
+        &["\"session_down\"", "\"code\":1011", "\"remote\":true"],
+        Duration::from_secs(20),
+    )
+    .expect("the client heard the server shut down, with its code");
+    assert!(
+        at - sent < Duration::from_secs(5),
+        "{line} came {:?} after SIGTERM (a keepalive would take 30 s)",
+        at - sent
+    );
+    let status = wait_timeout(&mut server.0, Duration::from_secs(10)).expect("serve exited");
+    assert!(
+        status.success(),
+        "serve exits cleanly on SIGTERM: {status:?}"
+    );
+}
+
+#[test]
+fn sighup_to_pipe_closes_its_session_on_the_server_at_once() {
+    // ssh ends its ProxyCommand with SIGHUP. Once, the pipe died without telling the
+    // server, which held the session until its keepalive gave up.
+    let (_boot, boot) = bootstrap();
+    let port = echo_server();
+    let sdir = tmp("serve-hup");
+    let cdir = tmp("pipe-hup");
+    let conf = write_config(&sdir, port, &boot, None);
+    let id = run(&["--data-dir", sdir.to_str().unwrap(), "id", "--no-qr"]);
+    let server_id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+    let mut server = Proc(
+        toxtun()
+            .args([
+                "--json",
+                "--data-dir",
+                sdir.to_str().unwrap(),
+                "serve",
+                "--config",
+            ])
+            .arg(&conf)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let events = json_lines(&mut server.0);
+    let mut pipe = Proc(pipe(
+        &cdir,
+        &boot,
+        &server_id,
+        &format!("127.0.0.1:{port}"),
+        Stdio::piped(),
+    ));
+    wait_for_event(&events, &["\"session_up\""], Duration::from_secs(90))
+        .expect("the pipe's session came up");
+    let sent = send_signal(&pipe.0, "HUP");
+    let (at, line) = wait_for_event(
+        &events,
+        &["\"session_down\"", "\"code\":1011", "\"remote\":true"],
+        Duration::from_secs(20),
+    )
+    .expect("the server heard the pipe close its session, with the code");
+    assert!(
+        at - sent < Duration::from_secs(5),
+        "{line} came {:?} after SIGHUP (a keepalive would take 30 s)",
+        at - sent
+    );
+    let status = wait_timeout(&mut pipe.0, Duration::from_secs(10)).expect("pipe exited");
+    assert!(status.success(), "pipe exits cleanly on SIGHUP: {status:?}");
+}

@@ -34,7 +34,8 @@ pub(crate) async fn run(
             tcp_port.to_string()
         }
     );
-    let _ = tokio::signal::ctrl_c().await;
+    let sig = super::StopSignals::new().recv().await;
+    eprintln!("toxtun: {sig}: bootstrap node stopping");
     drop(t);
     Ok(())
 }

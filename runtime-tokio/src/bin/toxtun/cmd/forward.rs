@@ -3,7 +3,7 @@
 use tokio::net::TcpListener;
 use toxtun_proto::Target;
 
-use super::{client_node, until_ctrl_c};
+use super::{client_node, StopSignals};
 use crate::cli::{parse_forward, parse_server, Cli, NetArgs, SecretArgs};
 use crate::Fail;
 
@@ -16,6 +16,7 @@ pub(crate) async fn run(
     secret: &SecretArgs,
     net: &NetArgs,
 ) -> Result<(), Fail> {
+    let mut stop = StopSignals::new();
     let server = parse_server(server)?;
     let specs: Vec<(String, Target)> = local
         .iter()
@@ -49,6 +50,6 @@ pub(crate) async fn run(
             }
         });
     }
-    until_ctrl_c(&node).await;
+    stop.until_stopped(&node).await;
     Ok(())
 }

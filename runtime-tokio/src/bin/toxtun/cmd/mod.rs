@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use rand_core::{OsRng, RngCore};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use toxtun_proto::{Endpoint, ToxId};
 use toxtun_tokio::{Node, NodeOptions};
 use toxtun_transport_tox::ToxTransport;
@@ -36,11 +37,48 @@ pub(crate) fn seed() -> [u8; 32] {
     s
 }
 
-/// Waits for Ctrl-C, then closes every session and stops.
-pub(crate) async fn until_ctrl_c(node: &Node) {
-    let _ = tokio::signal::ctrl_c().await;
-    eprintln!("toxtun: shutting down (closing sessions)");
-    node.shutdown().await;
+/// The signals that stop toxtun cleanly: SIGINT (Ctrl-C), SIGTERM (`kill`, `systemctl
+/// stop`) and SIGHUP (ssh ending its ProxyCommand, a terminal closing). Made before the
+/// node starts, so that none of them kills the process before its sessions are closed:
+/// without this, a peer learnt of the end only when its keepalive gave up (30 s).
+pub(crate) struct StopSignals {
+    term: Option<Signal>,
+    hup: Option<Signal>,
+}
+
+impl StopSignals {
+    /// Takes over the three signals from now on.
+    pub(crate) fn new() -> Self {
+        StopSignals {
+            term: signal(SignalKind::terminate()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// Waits for one of them; returns its name.
+    pub(crate) async fn recv(&mut self) -> &'static str {
+        async fn on(s: &mut Option<Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            () = on(&mut self.term) => "SIGTERM",
+            () = on(&mut self.hup) => "SIGHUP",
+        }
+    }
+
+    /// Waits for one of them, then closes every session (CLOSE 1011 to each peer, which
+    /// frees our session at once) and stops.
+    pub(crate) async fn until_stopped(&mut self, node: &Node) {
+        let sig = self.recv().await;
+        eprintln!("toxtun: {sig}: shutting down (closing sessions)");
+        node.shutdown().await;
+    }
 }
 
 /// A client node with its own Tox instance (`client.tox`), befriending `server` and

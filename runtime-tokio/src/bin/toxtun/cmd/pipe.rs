@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use toxtun_proto::Target;
-use toxtun_tokio::NodeEvent;
+use toxtun_proto::{PeerId, Target};
+use toxtun_tokio::{Node, NodeEvent};
 
-use super::client_node;
+use super::{client_node, StopSignals};
 use crate::cli::{parse_server, Cli, NetArgs, SecretArgs};
 use crate::Fail;
 
@@ -20,13 +20,30 @@ pub(crate) async fn run(
     secret: &SecretArgs,
     net: &NetArgs,
 ) -> Result<(), Fail> {
+    let mut stop = StopSignals::new();
     let server = parse_server(server)?;
     let target: Target = target
         .parse()
         .map_err(|e| Fail(format!("target {target:?}: {e}")))?;
     let node = client_node(cli, server, secret, net).await?;
+    let result = tokio::select! {
+        r = carry(&node, server.public_key, target) => r,
+        // ssh sends SIGHUP when it is done with its ProxyCommand: the server hears CLOSE
+        // at once instead of waiting out its keepalive.
+        sig = stop.recv() => {
+            eprintln!("toxtun: {sig}: closing the session");
+            Ok(())
+        }
+    };
+    node.shutdown().await;
+    result
+}
+
+/// Copies stdin to a stream to `target` through `server`, and the stream to stdout, until
+/// it ends; a reset or refusal is an error with its code.
+async fn carry(node: &Node, server: PeerId, target: Target) -> Result<(), Fail> {
     let mut events = node.events();
-    let stream = node.open(server.public_key, target).await?;
+    let stream = node.open(server, target).await?;
     let id = stream.id();
     let (mut r, mut w) = tokio::io::split(stream);
     let up = tokio::spawn(async move {
@@ -50,7 +67,6 @@ pub(crate) async fn run(
     })
     .await
     .unwrap_or(None);
-    node.shutdown().await;
     match end {
         None => Ok(()),
         Some(code) => Err(Fail(format!("stream ended: {code}"))),

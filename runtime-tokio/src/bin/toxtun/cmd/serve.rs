@@ -7,13 +7,14 @@ use toxtun_tokio::config::ServerConfig;
 use toxtun_tokio::{Node, NodeOptions};
 use toxtun_transport_tox::ToxTransport;
 
-use super::{data_dir, seed, until_ctrl_c};
+use super::{data_dir, seed, StopSignals};
 use crate::cli::{Cli, NetArgs};
 use crate::report::report;
 use crate::Fail;
 
 /// Serves with the configuration in `config` until Ctrl-C.
 pub(crate) async fn run(cli: &Cli, config: &Path, net: &NetArgs) -> Result<(), Fail> {
+    let mut stop = StopSignals::new();
     let conf = ServerConfig::load(config)?;
     if !conf.policy.admits_anyone() {
         eprintln!("toxtun: {} admits no client (no [[client]] and no [secret]): nothing is reachable. Add a rule to let someone in.", config.display());
@@ -43,9 +44,13 @@ pub(crate) async fn run(cli: &Cli, config: &Path, net: &NetArgs) -> Result<(), F
     );
     report(&node, cli.json, settings.fast_path);
     eprintln!("toxtun: serving as {id}");
-    tokio::select! {
-        () = until_ctrl_c(&node) => {}
+    // The signal is taken first, and the node shut down after: its driver then ends as
+    // asked, and that must not read as the node stopping by itself.
+    let sig = tokio::select! {
+        sig = stop.recv() => sig,
         _ = done => return Err(Fail("the node stopped".into())),
-    }
+    };
+    eprintln!("toxtun: {sig}: shutting down (closing sessions)");
+    node.shutdown().await;
     Ok(())
 }
