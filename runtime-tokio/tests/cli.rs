@@ -308,6 +308,9 @@ fn pipe_carries_a_request_and_response_through_a_serve_process() {
         .unwrap();
     assert!(status.success(), "pipe failed: {err}");
     assert_eq!(out, request, "the echo came back byte for byte");
+    // As ssh's ProxyCommand it writes into the user's terminal: nothing, when all is well
+    // (it once printed seven INFO lines per ssh).
+    assert_eq!(err, "", "pipe printed on stderr");
 }
 
 #[test]
@@ -459,7 +462,7 @@ fn a_client_without_the_fast_path_says_so_and_never_claims_it() {
     let (_server, server_id) = serve(&sdir, port, &boot);
     let mut pipe = toxtun()
         .args(["--data-dir", cdir.to_str().unwrap(), "pipe"])
-        .args(["--secret", "a shared test secret", "--no-fast-path"])
+        .args(["-v", "--secret", "a shared test secret", "--no-fast-path"])
         .args(["--lan-discovery", "false", "--bootstrap", &boot, &server_id])
         .arg(format!("127.0.0.1:{port}"))
         .stdin(Stdio::piped())

@@ -132,6 +132,14 @@ pub(crate) struct NetArgs {
     pub(crate) no_fast_path: bool,
 }
 
+impl Cli {
+    /// `pipe` runs inside another program's terminal (ssh's ProxyCommand): unless asked
+    /// with `-v`, it says nothing but problems, as `ssh -W` does.
+    pub(crate) fn quiet(&self) -> bool {
+        self.verbose == 0 && matches!(self.command, Command::Pipe { .. })
+    }
+}
+
 impl NetArgs {
     /// The settings these flags give.
     pub(crate) fn settings(&self) -> Result<NetSettings, Fail> {

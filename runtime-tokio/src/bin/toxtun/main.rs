@@ -46,7 +46,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    init_logs(cli.verbose);
+    init_logs(cli.verbose, cli.quiet());
     // One thread: the driver task and its streams' tasks wake each other for every chunk,
     // and on one thread that is a queue push, not a futex and a cross-core wake-up; the
     // Tox instance has its own thread anyway. Measured over real Tox on loopback, a 400 MiB
@@ -75,8 +75,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logs(verbose: u8) {
+fn init_logs(verbose: u8, quiet: bool) {
     let default = match verbose {
+        0 if quiet => "warn",
         0 => "warn,toxtun=info",
         1 => "info",
         _ => "debug",

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use toxtun_proto::SessionCode;
 use toxtun_tokio::{Node, NodeEvent};
 
 /// Prints events: JSON lines with --json, else log lines; returns when the node stops.
@@ -175,6 +176,12 @@ fn log_plain_event(e: &NodeEvent) {
         NodeEvent::SessionResumed { peer } => {
             tracing::info!(%peer, "session resumed; streams carry on")
         }
+        // Ended here on purpose (a signal, a disconnect): news, not a problem.
+        NodeEvent::SessionDown { peer, code, remote }
+            if !remote && matches!(code, SessionCode::Shutdown | SessionCode::Normal) =>
+        {
+            tracing::info!(code = code.code(), %peer, remote, "session ended: {code}")
+        }
         NodeEvent::SessionDown { peer, code, remote } => {
             tracing::warn!(code = code.code(), %peer, remote, "session ended: {code}")
         }
@@ -193,7 +200,7 @@ fn log_plain_event(e: &NodeEvent) {
 }
 
 /// Logs progress while waiting for the server's session.
-pub(crate) fn watch_progress(node: &Node) {
+pub(crate) fn watch_progress(node: &Node, quiet: bool) {
     let mut rx = node.events();
     tokio::spawn(async move {
         let start = Instant::now();
@@ -205,7 +212,8 @@ pub(crate) fn watch_progress(node: &Node) {
                 Ok(Ok(_)) => {}
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
                 Ok(Err(_)) => return,
-                Err(_) if !up => eprintln!(
+                // Quiet (a ProxyCommand): only a wait that looks like a problem.
+                Err(_) if !up && (!quiet || start.elapsed() >= Duration::from_secs(30)) => eprintln!(
                     "toxtun: still waiting for the server ({}s so far: joining the Tox network, friend request, handshake)",
                     start.elapsed().as_secs()
                 ),

@@ -94,7 +94,7 @@ pub(crate) async fn client_node(
     let transport = ToxTransport::start(settings.tox_config(dir.join("client.tox")))?;
     let me = toxtun_proto::Transport::id(&transport).public_key;
     let secret = crate::cli::load_secret(secret)?;
-    if secret.is_none() {
+    if secret.is_none() && !cli.quiet() {
         eprintln!("toxtun: client key {me} (the server admits it with [[client]] key = \"{me}\")");
     }
     let cfg = settings.endpoint_config(me, secret.clone());
@@ -108,7 +108,7 @@ pub(crate) async fn client_node(
         NodeOptions::default(),
     );
     report(&node, cli.json, settings.fast_path);
-    watch_progress(&node);
+    watch_progress(&node, cli.quiet());
     node.connect(server, message.into_bytes()).await?;
     Ok(node)
 }

@@ -31,7 +31,9 @@ pub(crate) async fn run(
         // ssh sends SIGHUP when it is done with its ProxyCommand: the server hears CLOSE
         // at once instead of waiting out its keepalive.
         sig = stop.recv() => {
-            eprintln!("toxtun: {sig}: closing the session");
+            if !cli.quiet() {
+                eprintln!("toxtun: {sig}: closing the session");
+            }
             Ok(())
         }
     };
