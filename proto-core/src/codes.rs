@@ -97,8 +97,9 @@ code_enum! {
 code_enum! {
     /// Why a stream was refused (OPEN_ERR) or reset (RST), or ended locally.
     pub enum StreamCode {
-        /// The application reset the stream (its local connection ended abruptly).
-        Cancelled = 2000 => "stream cancelled",
+        /// The application reset the stream, or the local connection that used it ended
+        /// abruptly (a client that hung up mid-download).
+        Cancelled = 2000 => "stream cancelled: the application hung up or reset it",
         /// The server's rules do not allow this client to reach this target.
         TargetNotAllowed = 2001 => "target not allowed by the server's rules",
         /// The target refused the TCP connection.

@@ -441,3 +441,41 @@ async fn a_client_that_never_reads_stops_the_target_with_bounded_memory() {
     );
     assert!(pushed > 0 && pushed < STALL_BOUND, "{pushed} bytes went in");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_download_is_named_as_such_on_both_sides() {
+    // A curl reaching its --max-time, a browser tab closed: both sides once logged
+    // "connection to the target failed (2011)", though the target was fine.
+    let port = serve_once(body(64 << 20)).await;
+    let t = setup(&[&format!("127.0.0.1:{port}")]).await;
+    let mut client_events = t.client.events();
+    let mut server_events = t.server.events();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = l.local_addr().unwrap();
+    let client = t.client.clone();
+    let server = t.server_pk;
+    tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let _ = client
+            .forward(server, format!("127.0.0.1:{port}").parse().unwrap(), s)
+            .await;
+    });
+    let mut c = TcpStream::connect(local).await.unwrap();
+    c.write_all(b"GET /\r\n\r\n").await.unwrap();
+    c.shutdown().await.unwrap();
+    let mut first = vec![0u8; 256 * 1024];
+    tokio::time::timeout(Duration::from_secs(30), c.read_exact(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    // Hang up with unread bytes: the kernel resets the connection.
+    drop(c);
+    let code = |e: &NodeEvent| match e {
+        NodeEvent::StreamEnd { code, .. } => Some(*code),
+        _ => None,
+    };
+    let at_client = wait_event(&mut client_events, Duration::from_secs(30), code).await;
+    let at_server = wait_event(&mut server_events, Duration::from_secs(30), code).await;
+    assert_eq!(at_client, Some(toxtun_proto::StreamCode::Cancelled));
+    assert_eq!(at_server, Some(toxtun_proto::StreamCode::Cancelled));
+}

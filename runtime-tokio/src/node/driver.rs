@@ -418,7 +418,7 @@ impl<T: Transport> Driver<T> {
             Note::DownSpace(id) => self.pump_down(id),
             Note::Connected(id, Ok(tcp)) => {
                 if self.endpoint.accept(id).is_ok() {
-                    let (io, pipes) = pipes(id, &self.notes);
+                    let (io, pipes) = pipes(id, &self.notes, StreamCode::TargetIo);
                     self.streams.insert(id, io);
                     tokio::spawn(run_stream(tcp, pipes));
                     self.pump_down(id);
@@ -463,7 +463,7 @@ impl<T: Transport> Driver<T> {
             Cmd::Open(server, target, reply) => {
                 let r = match self.endpoint.open(now(), server, target.clone()) {
                     Ok(id) => {
-                        let (io, pipes) = pipes(id, &self.notes);
+                        let (io, pipes) = pipes(id, &self.notes, StreamCode::Cancelled);
                         self.streams.insert(id, io);
                         self.emit(NodeEvent::StreamOpen {
                             stream: id,

@@ -81,9 +81,17 @@ pub(super) struct StreamPipes {
     pub(super) up: mpsc::Sender<Up>,
     pub(super) down: mpsc::Receiver<Down>,
     pub(super) notes: mpsc::UnboundedSender<Note>,
+    /// What a failure of the local side means to the peer: `TargetIo` on a server (its
+    /// connection to the target failed), `Cancelled` on a client (the application that
+    /// used the tunnel hung up, a curl reaching its `--max-time`, a browser tab closed).
+    pub(super) local_failure: StreamCode,
 }
 
-pub(super) fn pipes(id: StreamId, notes: &mpsc::UnboundedSender<Note>) -> (StreamIo, StreamPipes) {
+pub(super) fn pipes(
+    id: StreamId,
+    notes: &mpsc::UnboundedSender<Note>,
+    local_failure: StreamCode,
+) -> (StreamIo, StreamPipes) {
     let (up_tx, up_rx) = mpsc::channel(UP_CHANNEL);
     let (down_tx, down_rx) = mpsc::channel(DOWN_CHANNEL);
     (
@@ -98,6 +106,7 @@ pub(super) fn pipes(id: StreamId, notes: &mpsc::UnboundedSender<Note>) -> (Strea
             up: up_tx,
             down: down_rx,
             notes: notes.clone(),
+            local_failure,
         },
     )
 }
@@ -173,7 +182,7 @@ where
                 let msg = match r {
                     Ok(0) => { read_done = true; Up::Fin }
                     Ok(_) => Up::Data(buf.split().freeze()),
-                    Err(_) => { read_done = true; write_done = true; Up::Abort(StreamCode::TargetIo) }
+                    Err(_) => { read_done = true; write_done = true; Up::Abort(p.local_failure) }
                 };
                 // Waits while the stream has no credit: the socket is not read meanwhile.
                 if p.up.send(msg).await.is_err() {
@@ -184,7 +193,7 @@ where
             d = p.down.recv(), if !write_done => match d {
                 Some(Down::Data(chunks)) => {
                     if write_all_vectored(&mut wr, chunks).await.is_err() {
-                        let _ = p.up.try_send(Up::Abort(StreamCode::TargetIo));
+                        let _ = p.up.try_send(Up::Abort(p.local_failure));
                         let _ = p.notes.send(Note::Up(id));
                         return;
                     }
