@@ -7,10 +7,15 @@
 //! [`Node`] is the library API: `connect` to a server by Tox ID, `open` a stream that
 //! implements `AsyncRead + AsyncWrite`, `forward` a local connection; a node made with
 //! `NodeOptions { serve: true, .. }` connects incoming streams that its policy allows to
-//! their targets. The `toxtun` binary builds on it.
+//! their targets. The `toxtun` binary builds on it; [`control`] is how its processes share
+//! one identity (a lock, and a Unix socket that `status`, `stop` and attached pipes use).
 
 pub mod config;
+pub mod control;
 mod node;
 pub mod settings;
 
-pub use node::{Node, NodeError, NodeEvent, NodeOptions, TunnelStream};
+pub use node::{
+    Node, NodeError, NodeEvent, NodeOptions, NodeStatus, PeerStatus, SessionReport, StreamStatus,
+    TunnelStream,
+};

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 use toxtun_proto::{
-    Endpoint, Event, FriendError, Input, Output, PeerId, SendError, StreamCode, StreamId,
+    Endpoint, Event, FriendError, Input, Output, PeerId, SendError, StreamCode, StreamId, Target,
     Transport, TransportEvent, WriteError,
 };
 
 use super::outbox::Outbox;
+use super::status::{NodeStatus, PeerStatus, SessionReport, StreamStatus};
 use super::stream::{connect_target, pipes, run_stream, Down, Note, StreamIo, Up, DOWN_CHUNK};
 use super::{Cmd, NodeEvent, NodeOptions};
 
@@ -32,6 +33,45 @@ pub(super) struct Driver<T> {
     deadline: Option<Instant>,
     /// When session counters were last logged (at debug level, every `STATS_LOG_EVERY`).
     stats_logged: Instant,
+    /// What `toxtun status` shows beyond the endpoint's counters: kept from the events.
+    seen: Seen,
+}
+
+/// What the driver learnt from the events it emitted, for [`NodeStatus`].
+#[derive(Default)]
+struct Seen {
+    tox_connected: bool,
+    /// Each friend's link: online, direct.
+    links: HashMap<PeerId, (bool, bool)>,
+    /// Each open stream: its target, whether the peer opened it, and when.
+    streams: HashMap<StreamId, (Target, bool, Instant)>,
+}
+
+impl Seen {
+    fn note(&mut self, e: &NodeEvent) {
+        match e {
+            NodeEvent::Tox { connected } => self.tox_connected = *connected,
+            NodeEvent::Peer { peer, online } => {
+                let link = self.links.entry(*peer).or_default();
+                *link = (*online, *online && link.1);
+            }
+            NodeEvent::PeerPath { peer, direct } => {
+                self.links.entry(*peer).or_default().1 = *direct;
+            }
+            NodeEvent::StreamOpen {
+                stream,
+                target,
+                incoming,
+            } => {
+                self.streams
+                    .insert(*stream, (target.clone(), *incoming, now()));
+            }
+            NodeEvent::StreamEnd { stream, .. } => {
+                self.streams.remove(stream);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// How often `-vv` (debug) logs each session's counters: RTT, congestion window, losses.
@@ -84,6 +124,7 @@ impl<T: Transport> Driver<T> {
             notes,
             deadline: None,
             stats_logged: now(),
+            seen: Seen::default(),
         }
     }
 
@@ -184,8 +225,58 @@ impl<T: Transport> Driver<T> {
         }
     }
 
-    fn emit(&self, e: NodeEvent) {
+    fn emit(&mut self, e: NodeEvent) {
+        self.seen.note(&e);
         let _ = self.events.send(e);
+    }
+
+    /// Every peer the node knows (a friend it heard of, or a session), with its streams.
+    fn status(&self) -> NodeStatus {
+        let mut keys: Vec<PeerId> = self.seen.links.keys().copied().collect();
+        keys.extend(self.endpoint.peers());
+        keys.sort_by_key(|k| k.to_string());
+        keys.dedup();
+        let at = now();
+        let peers = keys
+            .into_iter()
+            .map(|peer| {
+                let (online, direct) = self.seen.links.get(&peer).copied().unwrap_or_default();
+                let mut streams: Vec<StreamStatus> = self
+                    .endpoint
+                    .streams()
+                    .filter(|(_, p)| *p == peer)
+                    .filter_map(|(id, _)| {
+                        let (target, incoming, since) = self.seen.streams.get(&id)?;
+                        let st = self.endpoint.stream_stats(id)?;
+                        Some(StreamStatus {
+                            id: id.to_string(),
+                            target: target.to_string(),
+                            incoming: *incoming,
+                            age_secs: at.saturating_duration_since(*since).as_secs_f64(),
+                            bytes_sent: st.sent,
+                            bytes_received: st.received,
+                        })
+                    })
+                    .collect();
+                streams.sort_by(|a, b| b.age_secs.total_cmp(&a.age_secs));
+                PeerStatus {
+                    key: peer.to_string(),
+                    online,
+                    direct,
+                    session: self
+                        .endpoint
+                        .session_stats(peer)
+                        .as_ref()
+                        .map(SessionReport::from),
+                    streams,
+                }
+            })
+            .collect();
+        NodeStatus {
+            id: self.transport.id().to_string(),
+            tox_connected: self.seen.tox_connected,
+            peers,
+        }
     }
 
     /// The drain rule: carry out outputs until the endpoint is idle.
@@ -302,13 +393,14 @@ impl<T: Transport> Driver<T> {
             Event::StreamReadable { stream } => self.pump_down(stream),
             Event::StreamWritable { stream } => self.pump_up(stream),
             Event::StreamRefused { stream, code } | Event::StreamReset { stream, code, .. } => {
-                if let Some(io) = self.streams.remove(&stream) {
-                    let _ = io.down.try_send(Down::Reset(code));
-                }
+                // The event first: whoever sees the local side end then finds its code.
                 self.emit(NodeEvent::StreamEnd {
                     stream,
                     code: Some(code),
                 });
+                if let Some(io) = self.streams.remove(&stream) {
+                    let _ = io.down.try_send(Down::Reset(code));
+                }
             }
             Event::StreamClosed { stream } => {
                 self.streams.remove(&stream);
@@ -478,6 +570,19 @@ impl<T: Transport> Driver<T> {
             }
             Cmd::Stats(peer, reply) => {
                 let _ = reply.send(self.endpoint.session_stats(peer));
+            }
+            Cmd::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Cmd::Reset(stream, code) => {
+                if let Some(io) = self.streams.remove(&stream) {
+                    let _ = io.down.try_send(Down::Reset(code));
+                    let _ = self.endpoint.reset(stream, code);
+                    self.emit(NodeEvent::StreamEnd {
+                        stream,
+                        code: Some(code),
+                    });
+                }
             }
             Cmd::Shutdown(_) => unreachable!("handled in run"),
         }

@@ -17,9 +17,11 @@ use toxtun_proto::{
 
 mod driver;
 mod outbox;
+mod status;
 mod stream;
 
 use driver::Driver;
+pub use status::{NodeStatus, PeerStatus, SessionReport, StreamStatus};
 pub use stream::TunnelStream;
 use stream::{run_stream, StreamPipes};
 
@@ -146,6 +148,8 @@ enum Cmd {
     Open(PeerId, Target, oneshot::Sender<Result<StreamPipes, String>>),
     Shutdown(oneshot::Sender<()>),
     Stats(PeerId, oneshot::Sender<Option<SessionStats>>),
+    Status(oneshot::Sender<NodeStatus>),
+    Reset(StreamId, StreamCode),
 }
 
 /// A handle to a running node. Cheap to clone. The node runs while any handle lives:
@@ -164,6 +168,8 @@ impl std::fmt::Debug for Cmd {
             Cmd::Open(..) => "Open",
             Cmd::Shutdown(..) => "Shutdown",
             Cmd::Stats(..) => "Stats",
+            Cmd::Status(..) => "Status",
+            Cmd::Reset(..) => "Reset",
         })
     }
 }
@@ -236,7 +242,11 @@ impl Node {
         let id = pipes.id;
         let (mine, theirs) = tokio::io::duplex(64 * 1024);
         tokio::spawn(run_stream(theirs, pipes));
-        Ok(TunnelStream { id, io: mine })
+        Ok(TunnelStream {
+            id,
+            io: mine,
+            cmd: self.cmd.clone(),
+        })
     }
 
     async fn open_pipes(&self, server: PeerId, target: Target) -> Result<StreamPipes, NodeError> {
@@ -274,6 +284,17 @@ impl Node {
         let (tx, rx) = oneshot::channel();
         self.cmd
             .send(Cmd::Stats(peer, tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Every peer the node knows, its link, session counters and open streams: what
+    /// `toxtun status` prints.
+    pub async fn status(&self) -> Result<NodeStatus, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Status(tx))
             .await
             .map_err(|_| NodeError::Stopped)?;
         rx.await.map_err(|_| NodeError::Stopped)

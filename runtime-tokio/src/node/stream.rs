@@ -119,12 +119,20 @@ pub(super) fn pipes(
 pub struct TunnelStream {
     pub(super) id: StreamId,
     pub(super) io: tokio::io::DuplexStream,
+    pub(super) cmd: mpsc::Sender<super::Cmd>,
 }
 
 impl TunnelStream {
     /// The stream's ID.
     pub fn id(&self) -> StreamId {
         self.id
+    }
+
+    /// Resets the stream with `code` (RST to the peer), discarding what is unsent: for a
+    /// local side that gave up, which is not the same as finishing. Dropping the stream
+    /// instead finishes it (FIN).
+    pub async fn reset(self, code: StreamCode) {
+        let _ = self.cmd.send(super::Cmd::Reset(self.id, code)).await;
     }
 }
 

@@ -1,0 +1,119 @@
+//! The side of those who ask the holder of an identity: `toxtun status`, `toxtun stop`,
+//! and a `pipe` that attaches.
+
+use std::path::Path;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+
+use super::wire::{encode_line, read_line, ControlError, DownFrame, Reply, Request, MAX_REPLY};
+use super::Role;
+
+/// Connects to `role`'s control socket in `dir`; `None` if no process listens there (no
+/// socket, or a dead holder's).
+async fn connect(dir: &Path, role: Role) -> Option<UnixStream> {
+    UnixStream::connect(role.socket_path(dir)).await.ok()
+}
+
+/// Sends `request` and reads the reply; `Ok(None)` if no process holds the identity.
+async fn exchange(
+    dir: &Path,
+    role: Role,
+    request: &Request,
+) -> Result<Option<(Reply, BufReader<OwnedReadHalf>, OwnedWriteHalf)>, ControlError> {
+    let Some(sock) = connect(dir, role).await else {
+        return Ok(None);
+    };
+    let (rd, mut wr) = sock.into_split();
+    wr.write_all(&encode_line(request))
+        .await
+        .map_err(|e| ControlError::Broken(e.to_string()))?;
+    let mut rd = BufReader::new(rd);
+    let line = read_line(&mut rd, MAX_REPLY).await?;
+    let reply: Reply =
+        serde_json::from_slice(&line).map_err(|e| ControlError::Broken(format!("reply: {e}")))?;
+    Ok(Some((reply, rd, wr)))
+}
+
+/// Asks the process holding `role`'s identity in `dir` (a status, a stop); `Ok(None)` if
+/// there is none. An error reply comes back as `Ok(Some(Reply::Error { .. }))`.
+pub async fn ask(dir: &Path, role: Role, request: &Request) -> Result<Option<Reply>, ControlError> {
+    Ok(exchange(dir, role, request).await?.map(|(r, _, _)| r))
+}
+
+/// How an attached stream went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// No process holds the identity: nothing was attached.
+    NoHolder,
+    /// The holder refused the request.
+    Refused {
+        /// [`ControlError::code`].
+        code: u16,
+        /// Its words.
+        message: String,
+    },
+    /// The stream ran and ended: 0 cleanly, else its stream code.
+    Ended(u16),
+}
+
+/// Opens a stream to `target` through `server` on the holder's session and carries
+/// `input` up and the stream down to `output`, until the stream ends (then `input` is
+/// no longer read: as `ssh -W`, the end of the far side ends the pipe).
+pub async fn attach<I, O>(
+    dir: &Path,
+    request: Request,
+    mut input: I,
+    mut output: O,
+) -> Result<Attached, ControlError>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin,
+{
+    let Some((reply, mut rd, mut wr)) = exchange(dir, Role::Client, &request).await? else {
+        return Ok(Attached::NoHolder);
+    };
+    match reply {
+        Reply::Opened { .. } => {}
+        Reply::Error { code, message } => return Ok(Attached::Refused { code, message }),
+        other => return Err(ControlError::Broken(format!("unexpected reply {other:?}"))),
+    }
+    let up = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut input, &mut wr).await;
+        let _ = wr.shutdown().await;
+        // The write side lives (half-closed) until the stream ends and this is aborted.
+        std::future::pending::<()>().await;
+    });
+    let mut buf = BytesMut::with_capacity(2 * super::MAX_DATA_FRAME);
+    let result = loop {
+        match DownFrame::decode(&mut buf) {
+            Err(e) => break Err(e),
+            Ok(Some(DownFrame::Data(d))) => {
+                if output.write_all(&d).await.is_err() {
+                    // Our reader went away (ssh exited): the holder sees the socket close
+                    // and resets the stream.
+                    break Ok(Attached::Ended(toxtun_proto::StreamCode::Cancelled.code()));
+                }
+                continue;
+            }
+            Ok(Some(DownFrame::End(code))) => break Ok(Attached::Ended(code)),
+            Ok(None) => {}
+        }
+        // Flush what was written before waiting for more.
+        let _ = output.flush().await;
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => {
+                break Err(ControlError::Broken(
+                    "the toxtun process holding the identity went away".into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => break Err(ControlError::Broken(e.to_string())),
+        }
+    };
+    let _ = output.flush().await;
+    up.abort();
+    result
+}

@@ -1,0 +1,367 @@
+//! The holder's side of the control socket: status, stop, and streams opened for attached
+//! pipes on the node's own sessions.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{broadcast, watch, Notify, Semaphore};
+use toxtun_proto::{PeerId, StreamCode, StreamId, Target, ToxId};
+
+use super::wire::{
+    decode_request, encode_line, read_line, ControlError, DownFrame, Reply, Request, FRAME_HEADER,
+    MAX_DATA_FRAME, MAX_REQUEST,
+};
+use super::Role;
+use crate::node::{Node, NodeEvent, TunnelStream};
+
+/// How long a connection may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Control connections served at once (each attached pipe holds one).
+const MAX_CONNECTIONS: usize = 1024;
+
+/// Makes the friend request message for a server.
+pub type FriendRequest = Box<dyn Fn(&ToxId) -> Vec<u8> + Send + Sync>;
+
+/// How a client process serves attached pipes: which secret it uses, and the friend
+/// request it sends a server it has not befriended yet.
+pub struct Attach {
+    /// [`super::credential`] of this process's secret.
+    pub credential: Option<String>,
+    /// The friend request message for a server.
+    pub friend_request: FriendRequest,
+}
+
+impl std::fmt::Debug for Attach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attach")
+            .field("credential", &self.credential.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A bound control socket, not yet serving.
+#[derive(Debug)]
+pub struct ControlServer {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+/// What the process that serves the socket waits on: a `stop` request, or a while with
+/// no attached stream.
+#[derive(Debug)]
+pub struct ControlHandle {
+    stop: Arc<Notify>,
+    attached: watch::Receiver<usize>,
+    path: PathBuf,
+}
+
+struct Shared {
+    node: Node,
+    attach: Option<Attach>,
+    /// Servers this process befriended on a pipe's behalf (or at its start).
+    befriended: Mutex<HashSet<PeerId>>,
+    stop: Arc<Notify>,
+    attached: watch::Sender<usize>,
+    slots: Semaphore,
+    uid: u32,
+}
+
+impl ControlServer {
+    /// Binds `role`'s socket in `dir`. The caller holds the identity's lock, so a socket
+    /// file already there is a dead holder's, and is replaced. Mode 0600.
+    pub fn bind(dir: &Path, role: Role) -> std::io::Result<ControlServer> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = role.socket_path(dir);
+        // sun_path holds 108 bytes with its terminating NUL.
+        if path.as_os_str().len() > 107 {
+            return Err(std::io::Error::other(format!(
+                "control socket path {} is longer than a Unix socket allows; use a shorter --data-dir",
+                path.display()
+            )));
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let listener = UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(ControlServer { listener, path })
+    }
+
+    /// Serves requests for `node` from now on. With `attach`, pipes may open streams on
+    /// the node's sessions; without (a server), they are told it cannot. `befriended`:
+    /// servers the node already connects to.
+    pub fn serve(
+        self,
+        node: Node,
+        attach: Option<Attach>,
+        befriended: impl IntoIterator<Item = PeerId>,
+    ) -> ControlHandle {
+        let stop = Arc::new(Notify::new());
+        let (attached_tx, attached_rx) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            node,
+            attach,
+            befriended: Mutex::new(befriended.into_iter().collect()),
+            stop: stop.clone(),
+            attached: attached_tx,
+            slots: Semaphore::new(MAX_CONNECTIONS),
+            uid: rustix::process::geteuid().as_raw(),
+        });
+        let listener = self.listener;
+        tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    continue;
+                };
+                let shared = shared.clone();
+                tokio::spawn(async move { shared.connection(sock).await });
+            }
+        });
+        ControlHandle {
+            stop,
+            attached: attached_rx,
+            path: self.path,
+        }
+    }
+}
+
+impl ControlHandle {
+    /// Resolves when a `stop` request came.
+    pub async fn stopped(&self) {
+        self.stop.notified().await
+    }
+
+    /// Resolves once no pipe has been attached for `linger` (counted from the last one's
+    /// end, or from now if none is attached).
+    pub async fn idle_for(&mut self, linger: Duration) {
+        loop {
+            while *self.attached.borrow_and_update() > 0 {
+                if self.attached.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(linger) => return,
+                r = self.attached.changed() => if r.is_err() {
+                    return std::future::pending().await;
+                },
+            }
+        }
+    }
+}
+
+impl Drop for ControlHandle {
+    fn drop(&mut self) {
+        // A clean exit leaves no socket behind (a crash's is replaced by the next holder).
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Counts an attached pipe while it lives.
+struct AttachedGuard<'a>(&'a watch::Sender<usize>);
+impl<'a> AttachedGuard<'a> {
+    fn new(tx: &'a watch::Sender<usize>) -> Self {
+        tx.send_modify(|n| *n += 1);
+        AttachedGuard(tx)
+    }
+}
+impl Drop for AttachedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+impl Shared {
+    async fn connection(&self, sock: UnixStream) {
+        let (rd, mut wr) = sock.into_split();
+        let Ok(_slot) = self.slots.try_acquire() else {
+            let _ = wr
+                .write_all(&encode_line(&ControlError::Busy.reply()))
+                .await;
+            return;
+        };
+        // Only the owner may use this identity: the socket's mode says so, and the peer's
+        // credentials are checked too (a socket in a shared directory, a copied path).
+        let uid = wr.as_ref().peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+        if uid != self.uid {
+            tracing::warn!(
+                uid,
+                "control socket: refused a connection from another user"
+            );
+            let _ = wr
+                .write_all(&encode_line(&ControlError::NotOwner(uid).reply()))
+                .await;
+            return;
+        }
+        let mut rd = BufReader::new(rd);
+        let request =
+            match tokio::time::timeout(REQUEST_TIMEOUT, read_line(&mut rd, MAX_REQUEST)).await {
+                Err(_) => Err(ControlError::Timeout),
+                Ok(r) => r.and_then(|line| decode_request(&line)),
+            };
+        let result = match request {
+            Ok(Request::Status) => match self.node.status().await {
+                Ok(status) => Ok(Reply::Status {
+                    pid: std::process::id(),
+                    status,
+                }),
+                Err(e) => Err(ControlError::Node(e.to_string())),
+            },
+            Ok(Request::Stop) => {
+                self.stop.notify_one();
+                Ok(Reply::Stopping {
+                    pid: std::process::id(),
+                })
+            }
+            Ok(Request::Open {
+                server,
+                target,
+                credential,
+            }) => match self.open(&server, &target, credential).await {
+                Ok((stream, events)) => {
+                    let reply = Reply::Opened {
+                        stream: stream.id().to_string(),
+                    };
+                    if wr.write_all(&encode_line(&reply)).await.is_ok() {
+                        let _attached = AttachedGuard::new(&self.attached);
+                        relay(stream, rd, wr, events).await;
+                    } else {
+                        stream.reset(StreamCode::Cancelled).await;
+                    }
+                    return;
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let reply = result.unwrap_or_else(|e| {
+            tracing::info!(code = e.code(), "control request refused: {e}");
+            e.reply()
+        });
+        let _ = wr.write_all(&encode_line(&reply)).await;
+        let _ = wr.shutdown().await;
+        // Read (a bounded amount of) what the client still sends: closing a socket with
+        // unread bytes resets it, and the client would lose the reply.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::io::copy(&mut (&mut rd).take(1 << 20), &mut tokio::io::sink()),
+        )
+        .await;
+    }
+
+    /// Opens a stream for an attached pipe, befriending the server first if this process
+    /// has not yet. Events are subscribed before the open, so the stream's end is seen.
+    async fn open(
+        &self,
+        server: &str,
+        target: &str,
+        credential: Option<String>,
+    ) -> Result<(TunnelStream, broadcast::Receiver<NodeEvent>), ControlError> {
+        let attach = self
+            .attach
+            .as_ref()
+            .ok_or(ControlError::Unsupported("open streams: it is a server"))?;
+        if credential != attach.credential {
+            return Err(ControlError::OtherSecret(std::process::id()));
+        }
+        let server: ToxId = server
+            .parse()
+            .map_err(|e| ControlError::BadArgument(format!("server Tox ID: {e}")))?;
+        let target: Target = target
+            .parse()
+            .map_err(|e| ControlError::BadArgument(format!("target: {e}")))?;
+        let peer = server.public_key;
+        let new = self
+            .befriended
+            .lock()
+            .map(|mut s| s.insert(peer))
+            .unwrap_or(false);
+        if new {
+            if let Err(e) = self
+                .node
+                .connect(server, (attach.friend_request)(&server))
+                .await
+            {
+                if let Ok(mut s) = self.befriended.lock() {
+                    s.remove(&peer);
+                }
+                return Err(ControlError::Node(e.to_string()));
+            }
+        }
+        let events = self.node.events();
+        let stream = self
+            .node
+            .open(peer, target)
+            .await
+            .map_err(|e| ControlError::Node(e.to_string()))?;
+        Ok((stream, events))
+    }
+}
+
+/// Carries one stream between the tunnel and an attached pipe: the pipe's bytes up as
+/// they come (its half-close is our FIN), the stream's bytes down in frames, then an
+/// `End` with the stream's code. The pipe going away mid-stream resets it (2000).
+async fn relay(
+    stream: TunnelStream,
+    mut rd: BufReader<OwnedReadHalf>,
+    mut wr: OwnedWriteHalf,
+    mut events: broadcast::Receiver<NodeEvent>,
+) {
+    let id = stream.id();
+    let (mut tr, mut tw) = tokio::io::split(stream);
+    let local_ok = {
+        let up = async {
+            if tokio::io::copy(&mut rd, &mut tw).await.is_ok() {
+                let _ = tw.shutdown().await;
+                std::future::pending::<()>().await
+            }
+        };
+        let down = async {
+            // Each frame is one write: its header is filled in front of the bytes read.
+            let mut buf = BytesMut::zeroed(FRAME_HEADER + MAX_DATA_FRAME);
+            loop {
+                let n = tr.read(&mut buf[FRAME_HEADER..]).await?;
+                if n == 0 {
+                    return Ok::<(), std::io::Error>(());
+                }
+                buf[..FRAME_HEADER].copy_from_slice(&DownFrame::data_header(n));
+                wr.write_all(&buf[..FRAME_HEADER + n]).await?;
+            }
+        };
+        tokio::select! {
+            r = down => r.is_ok(),
+            () = up => false,
+        }
+    };
+    if !local_ok {
+        tr.unsplit(tw).reset(StreamCode::Cancelled).await;
+        return;
+    }
+    let code = end_code(&mut events, id);
+    let mut end = BytesMut::new();
+    DownFrame::End(code).encode(&mut end);
+    let _ = wr.write_all(&end).await;
+    let _ = wr.shutdown().await;
+}
+
+/// The code the stream ended with (0 if cleanly). The node reports a reset before the
+/// stream's local side sees its end, so the event is already waiting.
+fn end_code(events: &mut broadcast::Receiver<NodeEvent>, id: StreamId) -> u16 {
+    loop {
+        match events.try_recv() {
+            Ok(NodeEvent::StreamEnd { stream, code }) if stream == id => {
+                return code.map_or(0, |c| c.code())
+            }
+            Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+            Err(_) => return 0,
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! What `toxtun status` shows of a running node: each peer's link and session counters
+//! and its open streams. Serialisable, so that the control socket carries it as JSON and
+//! `toxtun status --json` prints it unchanged.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toxtun_proto::SessionStats;
+
+/// A running node, as `toxtun status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// This node's Tox ID.
+    pub id: String,
+    /// Whether the node's own Tox connection is up (to the DHT or a TCP relay).
+    pub tox_connected: bool,
+    /// Every friend the node has heard of or keeps a session with.
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One peer: its link, its session, its streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// The peer's public key (64 hex digits).
+    pub key: String,
+    /// The Tox link to the peer is up.
+    pub online: bool,
+    /// The link is direct UDP (else a TCP relay, or not known yet).
+    pub direct: bool,
+    /// The session's counters, if there is a session.
+    pub session: Option<SessionReport>,
+    /// The open streams with this peer.
+    pub streams: Vec<StreamStatus>,
+}
+
+/// The counters of one session that a person looks at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionReport {
+    /// The handshake is done.
+    pub established: bool,
+    /// The link is lost and the session waits for it within the resume grace.
+    pub suspended: bool,
+    /// Stream bytes go on the fast path now.
+    pub fast_path: bool,
+    /// Both sides offered the fast path.
+    pub fast_path_negotiated: bool,
+    /// Smoothed round trip in ms, once measured (fast path).
+    pub rtt_ms: Option<f64>,
+    /// Smallest round trip measured in ms: the path with no queue.
+    pub min_rtt_ms: Option<f64>,
+    /// Congestion window, bytes.
+    pub congestion_window: usize,
+    /// Bytes in flight on the fast path.
+    pub bytes_in_flight: usize,
+    /// Stream bytes sent in this session.
+    pub bytes_sent: u64,
+    /// Stream bytes received in this session.
+    pub bytes_received: u64,
+    /// Fast-path packets declared lost.
+    pub packets_lost: u64,
+    /// Stream bytes sent again after a loss.
+    pub bytes_resent: u64,
+    /// Frames resent after link outages.
+    pub frames_resent: u64,
+}
+
+impl From<&SessionStats> for SessionReport {
+    fn from(s: &SessionStats) -> Self {
+        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        SessionReport {
+            established: s.established,
+            suspended: s.suspended,
+            fast_path: s.fast_path,
+            fast_path_negotiated: s.fast_path_negotiated,
+            rtt_ms: ms(s.rtt),
+            min_rtt_ms: ms(s.min_rtt),
+            congestion_window: s.congestion_window,
+            bytes_in_flight: s.bytes_in_flight,
+            bytes_sent: s.sent,
+            bytes_received: s.received,
+            packets_lost: s.lossy_packets_lost,
+            bytes_resent: s.lossy_bytes_resent,
+            frames_resent: s.frames_resent,
+        }
+    }
+}
+
+/// One open stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamStatus {
+    /// The stream's ID.
+    pub id: String,
+    /// Where it goes (`host:port`).
+    pub target: String,
+    /// Opened by the peer.
+    pub incoming: bool,
+    /// Seconds since it opened.
+    pub age_secs: f64,
+    /// Bytes sent on it so far.
+    pub bytes_sent: u64,
+    /// Bytes received on it so far.
+    pub bytes_received: u64,
+}
+
+impl NodeStatus {
+    /// The human form `toxtun status` prints, one block per peer, as `wg show` does.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "id: {}\ntox: {}",
+            self.id,
+            if self.tox_connected {
+                "connected"
+            } else {
+                "offline"
+            }
+        );
+        if self.peers.is_empty() {
+            out.push_str("no peers\n");
+        }
+        for p in &self.peers {
+            let path = match (p.online, p.direct) {
+                (false, _) => "offline",
+                (true, true) => "direct UDP",
+                (true, false) => "TCP relay",
+            };
+            let _ = writeln!(out, "\npeer: {}\n  link: {path}", p.key);
+            match &p.session {
+                None => out.push_str("  session: none\n"),
+                Some(s) => render_session(&mut out, s),
+            }
+            for st in &p.streams {
+                let _ = writeln!(
+                    out,
+                    "  stream {} {} {}: {:.0} s, {} sent, {} received",
+                    st.id,
+                    if st.incoming { "from peer to" } else { "to" },
+                    st.target,
+                    st.age_secs,
+                    bytes(st.bytes_sent),
+                    bytes(st.bytes_received),
+                );
+            }
+        }
+        out
+    }
+}
+
+fn render_session(out: &mut String, s: &SessionReport) {
+    use std::fmt::Write;
+    let state = match (s.established, s.suspended) {
+        (_, true) => "suspended (waiting for the link)",
+        (true, false) => "established",
+        (false, false) => "handshaking",
+    };
+    let fast = match (s.fast_path, s.fast_path_negotiated) {
+        (true, _) => "on",
+        (false, true) => "off (link not direct, or lossy packets not getting through)",
+        (false, false) => "off (not negotiated)",
+    };
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+    let _ = writeln!(
+        out,
+        "  session: {state}\n  fast path: {fast}\n  round trip: {} (min {})\n  \
+         congestion window: {}, in flight {}\n  transfer: {} sent, {} received\n  \
+         losses: {} packets lost, {} resent, {} frames resent after outages",
+        ms(s.rtt_ms),
+        ms(s.min_rtt_ms),
+        bytes(s.congestion_window as u64),
+        bytes(s.bytes_in_flight as u64),
+        bytes(s.bytes_sent),
+        bytes(s.bytes_received),
+        s.packets_lost,
+        bytes(s.bytes_resent),
+        s.frames_resent,
+    );
+}
+
+/// Bytes as a person reads them (`1.5 MiB`).
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_read_as_people_read_them() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
+
+    #[test]
+    fn render_names_the_path_and_each_stream() {
+        let st = NodeStatus {
+            id: "ab".into(),
+            tox_connected: true,
+            peers: vec![PeerStatus {
+                key: "cd".into(),
+                online: true,
+                direct: false,
+                session: None,
+                streams: vec![StreamStatus {
+                    id: "7".into(),
+                    target: "127.0.0.1:22".into(),
+                    incoming: false,
+                    age_secs: 3.0,
+                    bytes_sent: 10,
+                    bytes_received: 2048,
+                }],
+            }],
+        };
+        let text = st.render();
+        assert!(text.contains("link: TCP relay"), "{text}");
+        assert!(text.contains("session: none"), "{text}");
+        assert!(
+            text.contains("stream 7 to 127.0.0.1:22: 3 s, 10 B sent, 2.0 KiB received"),
+            "{text}"
+        );
+    }
+}

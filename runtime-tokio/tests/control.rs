@@ -1,0 +1,324 @@
+//! The control socket over the mock transport: pipes attached to a running client node,
+//! `status`, `stop`, and every refusal with its code.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixStream};
+use toxtun_proto::{
+    ClientRule, Endpoint, EndpointConfig, PeerId, ServerPolicy, TargetRules, ToxId, Transport,
+};
+use toxtun_tokio::control::{
+    ask, attach, credential, Attach, Attached, ControlHandle, ControlServer, Reply, Request, Role,
+};
+use toxtun_tokio::{Node, NodeOptions};
+use toxtun_transport_mock::{Network, RealtimeNetwork};
+
+struct Setup {
+    _net: RealtimeNetwork,
+    dir: PathBuf,
+    handle: ControlHandle,
+    server_id: ToxId,
+    _server: Node,
+    echo_port: u16,
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("toxtun-ctl-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+async fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// A server admitting the client to an echo port, and the client node serving its
+/// control socket in a fresh directory, as `toxtun agent` does.
+async fn setup(name: &str, attach_secret: Option<&str>) -> Setup {
+    #[allow(clippy::disallowed_methods)]
+    let net = RealtimeNetwork::start(Network::new(11, Instant::now()));
+    let (c, s) = net.with(|n| (n.add_node(), n.add_node()));
+    let tc = net.transport(c);
+    let ts = net.transport(s);
+    let cid = tc.id();
+    let server_id = ts.id();
+    let echo_port = echo_server().await;
+    let mut scfg = EndpointConfig::new(server_id.public_key);
+    scfg.server = Some(ServerPolicy {
+        clients: vec![ClientRule {
+            peer: cid.public_key,
+            targets: TargetRules::new(vec![format!("127.0.0.1:{echo_port}").parse().unwrap()]),
+        }],
+        ..Default::default()
+    });
+    let (server, _) = Node::spawn(
+        Endpoint::new(scfg, [2; 32]).unwrap(),
+        ts,
+        NodeOptions {
+            serve: true,
+            ..Default::default()
+        },
+    );
+    let (client, _) = Node::spawn(
+        Endpoint::new(EndpointConfig::new(cid.public_key), [1; 32]).unwrap(),
+        tc,
+        NodeOptions::default(),
+    );
+    let dir = tmp(name);
+    let secret = attach_secret.map(|s| toxtun_proto::SharedSecret::new(s).unwrap());
+    let handle = ControlServer::bind(&dir, Role::Client).unwrap().serve(
+        client,
+        Some(Attach {
+            credential: credential(secret.as_ref()),
+            friend_request: Box::new(|_| b"toxtun/1".to_vec()),
+        }),
+        [],
+    );
+    Setup {
+        _net: net,
+        dir,
+        handle,
+        server_id,
+        _server: server,
+        echo_port,
+    }
+}
+
+fn open(s: &Setup, port: u16, credential: Option<String>) -> Request {
+    Request::Open {
+        server: s.server_id.to_string(),
+        target: format!("127.0.0.1:{port}"),
+        credential,
+    }
+}
+
+#[tokio::test]
+async fn an_attached_pipe_carries_its_bytes_and_ends_cleanly() {
+    let s = setup("echo", None).await;
+    let input: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let mut output = Vec::new();
+    let r = attach(
+        &s.dir,
+        open(&s, s.echo_port, None),
+        std::io::Cursor::new(input.clone()),
+        &mut output,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r, Attached::Ended(0), "a clean end");
+    assert_eq!(output, input, "the echo came back byte for byte");
+    // A second one on the same session, as a second ssh would.
+    let mut again = Vec::new();
+    let r = attach(
+        &s.dir,
+        open(&s, s.echo_port, None),
+        &b"again"[..],
+        &mut again,
+    )
+    .await
+    .unwrap();
+    assert_eq!((r, again.as_slice()), (Attached::Ended(0), &b"again"[..]));
+}
+
+#[tokio::test]
+async fn a_refused_target_ends_the_attached_pipe_with_its_code() {
+    let s = setup("refused", None).await;
+    let mut out = Vec::new();
+    let r = attach(&s.dir, open(&s, 9, None), &b"x"[..], &mut out)
+        .await
+        .unwrap();
+    assert_eq!(r, Attached::Ended(2001), "target not allowed");
+}
+
+#[tokio::test]
+async fn status_shows_the_session_and_the_open_stream() {
+    let s = setup("status", None).await;
+    // A stream held open: its input never ends while the status is asked.
+    let (mut keep, input) = tokio::io::duplex(1024);
+    let dir = s.dir.clone();
+    let req = open(&s, s.echo_port, None);
+    let pipe = tokio::spawn(async move {
+        let mut out = Vec::new();
+        let r = attach(&dir, req, input, &mut out).await;
+        (r, out)
+    });
+    keep.write_all(b"ping").await.unwrap();
+    let target = format!("127.0.0.1:{}", s.echo_port);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let Some(Reply::Status { pid, status }) =
+            ask(&s.dir, Role::Client, &Request::Status).await.unwrap()
+        else {
+            panic!("a status reply");
+        };
+        assert_eq!(pid, std::process::id());
+        let peer = status
+            .peers
+            .iter()
+            .find(|p| p.key == s.server_id.public_key.to_string());
+        if peer.is_some_and(|p| {
+            p.streams.iter().any(|st| st.target == target)
+                && p.session.as_ref().is_some_and(|s| s.established)
+        }) {
+            break status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let peer = &status.peers[0];
+    let session = peer.session.as_ref().expect("a session");
+    assert!(session.established && !session.suspended, "{session:?}");
+    assert!(!peer.streams[0].incoming);
+    assert!(peer.streams[0].age_secs < 20.0);
+    // The JSON form is what `toxtun status --json` prints; it reads back the same.
+    let json = serde_json::to_string(&status).unwrap();
+    assert_eq!(
+        serde_json::from_str::<toxtun_tokio::NodeStatus>(&json).unwrap(),
+        status
+    );
+    assert!(status.render().contains(&target));
+    drop(keep);
+    let (r, out) = pipe.await.unwrap();
+    assert_eq!(
+        (r.unwrap(), out.as_slice()),
+        (Attached::Ended(0), &b"ping"[..])
+    );
+}
+
+#[tokio::test]
+async fn refusals_have_codes_and_never_stop_the_holder() {
+    let s = setup("refusals", Some("the agent's secret")).await;
+    let other = toxtun_proto::SharedSecret::new("another secret").unwrap();
+    let mut out = Vec::new();
+    // Another secret than the holder's: it says so rather than failing at the server.
+    let r = attach(
+        &s.dir,
+        open(&s, s.echo_port, credential(Some(&other))),
+        &b""[..],
+        &mut out,
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(&r, Attached::Refused { code: 3005, message } if message.contains("toxtun stop")),
+        "{r:?}"
+    );
+    // A bad server ID or target.
+    let bad = Request::Open {
+        server: "1234".into(),
+        target: "127.0.0.1:1".into(),
+        credential: credential(Some(
+            &toxtun_proto::SharedSecret::new("the agent's secret").unwrap(),
+        )),
+    };
+    let r = attach(&s.dir, bad, &b""[..], &mut out).await.unwrap();
+    assert!(matches!(r, Attached::Refused { code: 3006, .. }), "{r:?}");
+    // Garbage, an unknown op, an endless line: each answered with its code.
+    for (raw, code) in [
+        (&b"not json\n"[..], 3001),
+        (&b"{\"op\":\"format_disk\"}\n"[..], 3001),
+        (&[b'x'; 9000][..], 3002),
+    ] {
+        let mut sock = UnixStream::connect(Role::Client.socket_path(&s.dir))
+            .await
+            .unwrap();
+        sock.write_all(raw).await.unwrap();
+        let mut reply = String::new();
+        sock.read_to_string(&mut reply).await.unwrap();
+        assert!(reply.contains(&format!("\"code\":{code}")), "{reply}");
+    }
+    // Still serving.
+    assert!(matches!(
+        ask(&s.dir, Role::Client, &Request::Status).await.unwrap(),
+        Some(Reply::Status { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_server_refuses_to_open_streams_and_no_holder_is_no_holder() {
+    let s = setup("server-role", None).await;
+    let dir = tmp("server-role-srv");
+    #[allow(clippy::disallowed_methods)]
+    let net = RealtimeNetwork::start(Network::new(3, Instant::now()));
+    let t = net.transport(net.with(|n| n.add_node()));
+    let pk = t.id().public_key;
+    let (node, _) = Node::spawn(
+        Endpoint::new(EndpointConfig::new(pk), [5; 32]).unwrap(),
+        t,
+        NodeOptions::default(),
+    );
+    let _handle = ControlServer::bind(&dir, Role::Server).unwrap().serve(
+        node,
+        None,
+        std::iter::empty::<PeerId>(),
+    );
+    let req = open(&s, s.echo_port, None);
+    let reply = ask(&dir, Role::Server, &req).await.unwrap();
+    assert!(
+        matches!(reply, Some(Reply::Error { code: 3004, .. })),
+        "{reply:?}"
+    );
+    // No client process in that directory: nothing to attach to.
+    let r = attach(&dir, req, &b""[..], Vec::new()).await.unwrap();
+    assert_eq!(r, Attached::NoHolder);
+}
+
+#[tokio::test]
+async fn stop_is_heard_and_idleness_counts_from_the_last_pipe() {
+    let mut s = setup("stop", None).await;
+    // Idle from the start: a short linger passes.
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        s.handle.idle_for(Duration::from_millis(50)),
+    )
+    .await
+    .expect("idle with no pipe attached");
+    // While a pipe is attached, no linger passes.
+    let (keep, input) = tokio::io::duplex(1024);
+    let dir = s.dir.clone();
+    let req = open(&s, s.echo_port, None);
+    let pipe = tokio::spawn(async move { attach(&dir, req, input, Vec::new()).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            s.handle.idle_for(Duration::from_millis(50))
+        )
+        .await
+        .is_err(),
+        "a pipe is attached"
+    );
+    drop(keep);
+    assert_eq!(pipe.await.unwrap().unwrap(), Attached::Ended(0));
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        s.handle.idle_for(Duration::from_millis(50)),
+    )
+    .await
+    .expect("idle again once the pipe ended");
+    let reply = ask(&s.dir, Role::Client, &Request::Stop).await.unwrap();
+    assert_eq!(
+        reply,
+        Some(Reply::Stopping {
+            pid: std::process::id()
+        })
+    );
+    tokio::time::timeout(Duration::from_secs(5), s.handle.stopped())
+        .await
+        .expect("the stop request was heard");
+}
