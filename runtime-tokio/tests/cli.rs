@@ -2,43 +2,27 @@
 //! over the Tox protocol between processes on loopback (our own bootstrap node, LAN
 //! discovery off, never the public list).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-fn toxtun() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_toxtun"))
-}
-
-fn run(args: &[&str]) -> Output {
-    toxtun().args(args).output().expect("toxtun runs")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("toxtun-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Kills a child process when dropped.
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
+use common::*;
 
 #[test]
 fn every_command_has_help() {
-    for cmd in ["id", "serve", "forward", "pipe", "bootstrap", "demo"] {
+    for cmd in [
+        "id",
+        "serve",
+        "forward",
+        "pipe",
+        "agent",
+        "status",
+        "stop",
+        "bootstrap",
+        "demo",
+    ] {
         let o = run(&[cmd, "--help"]);
         assert!(o.status.success(), "{cmd} --help");
         let out = String::from_utf8_lossy(&o.stdout);
@@ -149,115 +133,6 @@ fn demo_moves_a_download_over_real_tox() {
     assert!(out.contains("first byte"), "{out}");
 }
 
-/// Starts `toxtun bootstrap` on a free port; returns it and its `host:port:KEY` line.
-fn bootstrap() -> (Proc, String) {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
-    let mut child = toxtun()
-        .args(["bootstrap", "--port", &port, "--tcp-port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Proc(child), line.trim().to_string())
-}
-
-fn echo_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut r = s.try_clone().unwrap();
-                let _ = std::io::copy(&mut r, &mut s);
-                let _ = s.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
-    port
-}
-
-fn write_config(dir: &Path, port: u16, boot: &str, client: Option<&str>) -> PathBuf {
-    let conf = dir.join("server.toml");
-    let auth = match client {
-        Some(key) => format!("[[client]]\nkey = \"{key}\"\nallow = [\"127.0.0.1:{port}\"]\n"),
-        None => {
-            format!("[secret]\nvalue = \"a shared test secret\"\nallow = [\"127.0.0.1:{port}\"]\n")
-        }
-    };
-    std::fs::write(
-        &conf,
-        format!("{auth}[network]\nbootstrap = [\"{boot}\"]\nlan_discovery = false\n"),
-    )
-    .unwrap();
-    conf
-}
-
-/// Starts `toxtun serve` (shared secret, one allowed port) with its identity in `dir`.
-fn serve(dir: &Path, port: u16, boot: &str) -> (Proc, String) {
-    serve_admitting(dir, port, boot, None)
-}
-
-/// Starts `toxtun serve` admitting `client` by its key, or anyone with the shared secret.
-fn serve_admitting(dir: &Path, port: u16, boot: &str, client: Option<&str>) -> (Proc, String) {
-    let conf = write_config(dir, port, boot, client);
-    let id = run(&["--data-dir", dir.to_str().unwrap(), "id", "--no-qr"]);
-    let server_id = String::from_utf8_lossy(&id.stdout).trim().to_string();
-    let server = toxtun()
-        .args(["--data-dir", dir.to_str().unwrap(), "serve", "--config"])
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    (Proc(server), server_id)
-}
-
-/// Starts `toxtun pipe` to `target` through the server, with the shared secret.
-fn pipe(dir: &Path, boot: &str, server_id: &str, target: &str, stdout: Stdio) -> Child {
-    pipe_with(dir, boot, server_id, target, stdout, true)
-}
-
-fn pipe_with(
-    dir: &Path,
-    boot: &str,
-    server_id: &str,
-    target: &str,
-    stdout: Stdio,
-    secret: bool,
-) -> Child {
-    let secret: &[&str] = if secret {
-        &["--secret", "a shared test secret"]
-    } else {
-        &[]
-    };
-    toxtun()
-        .args(["--data-dir", dir.to_str().unwrap(), "pipe"])
-        .args(secret)
-        .args([
-            "--lan-discovery",
-            "false",
-            "--bootstrap",
-            boot,
-            server_id,
-            target,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn pipe_carries_a_request_and_response_through_a_serve_process() {
     // The client is admitted by its key, as `toxtun id --client` shows it (no secret).
@@ -277,6 +152,8 @@ fn pipe_carries_a_request_and_response_through_a_serve_process() {
     ]))
     .contains(&format!("[[client]] key = \"{key}\"")));
     let (_server, server_id) = serve_admitting(&sdir, port, &boot, Some(&key));
+    // As a user runs it: the pipe starts a background agent and attaches to it.
+    let _agent = StopOnDrop(cdir.clone());
     let mut pipe = pipe_with(
         &cdir,
         &boot,
@@ -284,6 +161,7 @@ fn pipe_carries_a_request_and_response_through_a_serve_process() {
         &format!("127.0.0.1:{port}"),
         Stdio::piped(),
         false,
+        &["--persist", "60s"],
     );
     let request: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let mut stdin = pipe.stdin.take().unwrap();
@@ -331,41 +209,6 @@ fn pipe_to_a_refused_target_exits_non_zero_with_the_code() {
         .unwrap();
     assert!(!status.success());
     assert!(err.contains("2001"), "names the code: {err}");
-}
-
-fn wait_timeout(c: &mut Child, d: Duration) -> Option<std::process::ExitStatus> {
-    let end = std::time::Instant::now() + d;
-    while std::time::Instant::now() < end {
-        if let Some(s) = c.try_wait().unwrap() {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = c.kill();
-    None
-}
-
-/// One connection through a forwarded port: sends `msg`, half-closes, reads the echo.
-fn echo_through(port: u16, msg: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    s.write_all(msg)?;
-    s.shutdown(std::net::Shutdown::Write)?;
-    let mut back = Vec::new();
-    s.read_to_end(&mut back)?;
-    Ok(back)
-}
-
-/// Retries `echo_through` until the echo comes back or `within` passes.
-fn echo_eventually(port: u16, msg: &[u8], within: Duration) -> bool {
-    let end = std::time::Instant::now() + within;
-    while std::time::Instant::now() < end {
-        if echo_through(port, msg).is_ok_and(|b| b == msg) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    false
 }
 
 #[test]
@@ -461,7 +304,13 @@ fn a_client_without_the_fast_path_says_so_and_never_claims_it() {
     let cdir = tmp("pipe-nofp");
     let (_server, server_id) = serve(&sdir, port, &boot);
     let mut pipe = toxtun()
-        .args(["--data-dir", cdir.to_str().unwrap(), "pipe"])
+        .args([
+            "--data-dir",
+            cdir.to_str().unwrap(),
+            "pipe",
+            "--persist",
+            "0",
+        ])
         .args(["-v", "--secret", "a shared test secret", "--no-fast-path"])
         .args(["--lan-discovery", "false", "--bootstrap", &boot, &server_id])
         .arg(format!("127.0.0.1:{port}"))
@@ -494,52 +343,6 @@ fn a_client_without_the_fast_path_says_so_and_never_claims_it() {
         "{err}"
     );
     assert!(!err.contains("take the fast path"), "{err}");
-}
-
-/// The lines a child prints on stdout (its `--json` events), each with when it came.
-fn json_lines(child: &mut Child) -> std::sync::mpsc::Receiver<(std::time::Instant, String)> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { return };
-            #[allow(clippy::disallowed_methods)]
-            let at = std::time::Instant::now();
-            if tx.send((at, line)).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for a `--json` event line holding every one of `parts`.
-fn wait_for_event(
-    rx: &std::sync::mpsc::Receiver<(std::time::Instant, String)>,
-    parts: &[&str],
-    within: Duration,
-) -> Option<(std::time::Instant, String)> {
-    #[allow(clippy::disallowed_methods)]
-    let end = std::time::Instant::now() + within;
-    loop {
-        #[allow(clippy::disallowed_methods)]
-        let left = end.checked_duration_since(std::time::Instant::now())?;
-        let (at, line) = rx.recv_timeout(left).ok()?;
-        if parts.iter().all(|p| line.contains(p)) {
-            return Some((at, line));
-        }
-    }
-}
-
-fn send_signal(child: &Child, sig: &str) -> std::time::Instant {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("kill -{sig} {}", child.id())])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} failed");
-    #[allow(clippy::disallowed_methods)]
-    std::time::Instant::now()
 }
 
 #[test]

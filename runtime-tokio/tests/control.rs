@@ -280,7 +280,7 @@ async fn a_server_refuses_to_open_streams_and_no_holder_is_no_holder() {
 
 #[tokio::test]
 async fn stop_is_heard_and_idleness_counts_from_the_last_pipe() {
-    let mut s = setup("stop", None).await;
+    let s = setup("stop", None).await;
     // Idle from the start: a short linger passes.
     tokio::time::timeout(
         Duration::from_secs(5),

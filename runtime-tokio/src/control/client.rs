@@ -117,3 +117,39 @@ where
     up.abort();
     result
 }
+
+/// A `Hold` on the process that holds the identity: it stays (with its session to the
+/// server) while this lives.
+#[derive(Debug)]
+pub struct Hold {
+    /// The holder's pid.
+    pub pid: u32,
+    rd: BufReader<OwnedReadHalf>,
+    _wr: OwnedWriteHalf,
+}
+
+impl Hold {
+    /// Resolves when the holder went away (stopped, or died).
+    pub async fn closed(&mut self) {
+        let mut byte = [0u8; 1];
+        let _ = self.rd.read(&mut byte).await;
+    }
+}
+
+/// Asks the holder of the client identity in `dir` to keep its session with `server` for
+/// as long as the returned [`Hold`] lives. `Ok(Err(reply))` if it refused.
+pub async fn hold(
+    dir: &Path,
+    server: String,
+    credential: Option<String>,
+) -> Result<Option<Result<Hold, Attached>>, ControlError> {
+    let request = Request::Hold { server, credential };
+    let Some((reply, rd, wr)) = exchange(dir, Role::Client, &request).await? else {
+        return Ok(None);
+    };
+    Ok(Some(match reply {
+        Reply::Holding { pid } => Ok(Hold { pid, rd, _wr: wr }),
+        Reply::Error { code, message } => Err(Attached::Refused { code, message }),
+        other => return Err(ControlError::Broken(format!("unexpected reply {other:?}"))),
+    }))
+}

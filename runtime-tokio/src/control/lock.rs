@@ -88,7 +88,7 @@ impl IdentityLock {
 }
 
 /// Creates `dir` (and its parents) if missing; a directory this creates is mode 0700.
-pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
         return Ok(());

@@ -22,8 +22,8 @@ mod lock;
 mod server;
 mod wire;
 
-pub use client::{ask, attach, Attached};
-pub use lock::{IdentityLock, LockError};
+pub use client::{ask, attach, hold, Attached, Hold};
+pub use lock::{create_private_dir, IdentityLock, LockError};
 pub use server::{Attach, ControlHandle, ControlServer, FriendRequest};
 pub use wire::{
     decode_request, encode_line, read_line, ControlError, DownFrame, Reply, Request, FRAME_HEADER,

@@ -141,16 +141,17 @@ impl ControlHandle {
 
     /// Resolves once no pipe has been attached for `linger` (counted from the last one's
     /// end, or from now if none is attached).
-    pub async fn idle_for(&mut self, linger: Duration) {
+    pub async fn idle_for(&self, linger: Duration) {
+        let mut attached = self.attached.clone();
         loop {
-            while *self.attached.borrow_and_update() > 0 {
-                if self.attached.changed().await.is_err() {
+            while *attached.borrow_and_update() > 0 {
+                if attached.changed().await.is_err() {
                     return std::future::pending().await;
                 }
             }
             tokio::select! {
                 () = tokio::time::sleep(linger) => return,
-                r = self.attached.changed() => if r.is_err() {
+                r = attached.changed() => if r.is_err() {
                     return std::future::pending().await;
                 },
             }
@@ -208,36 +209,10 @@ impl Shared {
                 Ok(r) => r.and_then(|line| decode_request(&line)),
             };
         let result = match request {
-            Ok(Request::Status) => match self.node.status().await {
-                Ok(status) => Ok(Reply::Status {
-                    pid: std::process::id(),
-                    status,
-                }),
-                Err(e) => Err(ControlError::Node(e.to_string())),
-            },
-            Ok(Request::Stop) => {
-                self.stop.notify_one();
-                Ok(Reply::Stopping {
-                    pid: std::process::id(),
-                })
-            }
-            Ok(Request::Open {
-                server,
-                target,
-                credential,
-            }) => match self.open(&server, &target, credential).await {
-                Ok((stream, events)) => {
-                    let reply = Reply::Opened {
-                        stream: stream.id().to_string(),
-                    };
-                    if wr.write_all(&encode_line(&reply)).await.is_ok() {
-                        let _attached = AttachedGuard::new(&self.attached);
-                        relay(stream, rd, wr, events).await;
-                    } else {
-                        stream.reset(StreamCode::Cancelled).await;
-                    }
-                    return;
-                }
+            Ok(request) => match self.answer(request, &mut rd, &mut wr).await {
+                // The connection carried a stream or a hold: it is done.
+                Ok(None) => return,
+                Ok(Some(reply)) => Ok(reply),
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
@@ -257,6 +232,58 @@ impl Shared {
         .await;
     }
 
+    /// Carries out one request. `Ok(None)`: it took the connection over (a stream, a
+    /// hold) and has finished with it; else the reply to send.
+    async fn answer(
+        &self,
+        request: Request,
+        rd: &mut BufReader<OwnedReadHalf>,
+        wr: &mut OwnedWriteHalf,
+    ) -> Result<Option<Reply>, ControlError> {
+        let pid = std::process::id();
+        match request {
+            Request::Status => match self.node.status().await {
+                Ok(status) => Ok(Some(Reply::Status { pid, status })),
+                Err(e) => Err(ControlError::Node(e.to_string())),
+            },
+            Request::Stop => {
+                self.stop.notify_one();
+                Ok(Some(Reply::Stopping { pid }))
+            }
+            Request::Hold { server, credential } => {
+                self.befriend(&server, credential).await?;
+                if wr
+                    .write_all(&encode_line(&Reply::Holding { pid }))
+                    .await
+                    .is_ok()
+                {
+                    let _attached = AttachedGuard::new(&self.attached);
+                    // Until the holder closes (or sends anything: it never should).
+                    let mut byte = [0u8; 1];
+                    let _ = rd.read(&mut byte).await;
+                }
+                Ok(None)
+            }
+            Request::Open {
+                server,
+                target,
+                credential,
+            } => {
+                let (stream, events) = self.open(&server, &target, credential).await?;
+                let reply = Reply::Opened {
+                    stream: stream.id().to_string(),
+                };
+                if wr.write_all(&encode_line(&reply)).await.is_ok() {
+                    let _attached = AttachedGuard::new(&self.attached);
+                    relay(stream, rd, wr, events).await;
+                } else {
+                    stream.reset(StreamCode::Cancelled).await;
+                }
+                Ok(None)
+            }
+        }
+    }
+
     /// Opens a stream for an attached pipe, befriending the server first if this process
     /// has not yet. Events are subscribed before the open, so the stream's end is seen.
     async fn open(
@@ -265,19 +292,36 @@ impl Shared {
         target: &str,
         credential: Option<String>,
     ) -> Result<(TunnelStream, broadcast::Receiver<NodeEvent>), ControlError> {
-        let attach = self
-            .attach
-            .as_ref()
-            .ok_or(ControlError::Unsupported("open streams: it is a server"))?;
+        let peer = self.befriend(server, credential).await?;
+        let target: Target = target
+            .parse()
+            .map_err(|e| ControlError::BadArgument(format!("target: {e}")))?;
+        let events = self.node.events();
+        let stream = self
+            .node
+            .open(peer, target)
+            .await
+            .map_err(|e| ControlError::Node(e.to_string()))?;
+        Ok((stream, events))
+    }
+
+    /// Checks the requester's secret against ours and befriends `server` unless this
+    /// process already keeps a session with it.
+    async fn befriend(
+        &self,
+        server: &str,
+        credential: Option<String>,
+    ) -> Result<PeerId, ControlError> {
+        let attach = self.attach.as_ref().ok_or(ControlError::Unsupported(
+            std::process::id(),
+            "take attached streams (it is a server, or a pipe run with --persist 0)",
+        ))?;
         if credential != attach.credential {
             return Err(ControlError::OtherSecret(std::process::id()));
         }
         let server: ToxId = server
             .parse()
             .map_err(|e| ControlError::BadArgument(format!("server Tox ID: {e}")))?;
-        let target: Target = target
-            .parse()
-            .map_err(|e| ControlError::BadArgument(format!("target: {e}")))?;
         let peer = server.public_key;
         let new = self
             .befriended
@@ -296,13 +340,7 @@ impl Shared {
                 return Err(ControlError::Node(e.to_string()));
             }
         }
-        let events = self.node.events();
-        let stream = self
-            .node
-            .open(peer, target)
-            .await
-            .map_err(|e| ControlError::Node(e.to_string()))?;
-        Ok((stream, events))
+        Ok(peer)
     }
 }
 
@@ -311,15 +349,15 @@ impl Shared {
 /// `End` with the stream's code. The pipe going away mid-stream resets it (2000).
 async fn relay(
     stream: TunnelStream,
-    mut rd: BufReader<OwnedReadHalf>,
-    mut wr: OwnedWriteHalf,
+    rd: &mut BufReader<OwnedReadHalf>,
+    wr: &mut OwnedWriteHalf,
     mut events: broadcast::Receiver<NodeEvent>,
 ) {
     let id = stream.id();
     let (mut tr, mut tw) = tokio::io::split(stream);
     let local_ok = {
         let up = async {
-            if tokio::io::copy(&mut rd, &mut tw).await.is_ok() {
+            if tokio::io::copy(rd, &mut tw).await.is_ok() {
                 let _ = tw.shutdown().await;
                 std::future::pending::<()>().await
             }

@@ -25,6 +25,14 @@ pub enum Request {
     Status,
     /// Close every session and stop.
     Stop,
+    /// Keep a session with `server` and the process itself for as long as this
+    /// connection stays open (an attached `forward`, between its connections).
+    Hold {
+        /// The server's Tox ID.
+        server: String,
+        /// As in `Open`.
+        credential: Option<String>,
+    },
     /// Open a stream to `target` through `server` and carry it on this socket.
     Open {
         /// The server's Tox ID.
@@ -50,6 +58,11 @@ pub enum Reply {
     },
     /// Stopping (the `Stop` request).
     Stopping {
+        /// The process's pid.
+        pid: u32,
+    },
+    /// Held (the `Hold` request): the process stays while this connection is open.
+    Holding {
         /// The process's pid.
         pid: u32,
     },
@@ -81,9 +94,9 @@ pub enum ControlError {
     /// The connecting process belongs to another user.
     #[error("control socket: uid {0} is not this process's owner (3003)")]
     NotOwner(u32),
-    /// This process cannot do that (a server asked to open a stream).
-    #[error("this toxtun process cannot {0} (3004)")]
-    Unsupported(&'static str),
+    /// This process cannot do that (a server asked to open a stream): its pid, and what.
+    #[error("toxtun process {0}, which runs this identity, cannot {1} (3004)")]
+    Unsupported(u32, &'static str),
     /// The requester would use another secret than this process does.
     #[error("toxtun process {0}, which holds this identity, uses another secret: stop it with `toxtun stop`, or use another --data-dir (3005)")]
     OtherSecret(u32),
@@ -111,7 +124,7 @@ impl ControlError {
             ControlError::Malformed(_) => 3001,
             ControlError::TooLong => 3002,
             ControlError::NotOwner(_) => 3003,
-            ControlError::Unsupported(_) => 3004,
+            ControlError::Unsupported(..) => 3004,
             ControlError::OtherSecret(_) => 3005,
             ControlError::BadArgument(_) => 3006,
             ControlError::Node(_) => 3007,

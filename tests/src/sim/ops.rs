@@ -138,7 +138,7 @@ impl SimConfig {
             },
             stream_window: [4096, 64 * 1024, 256 * 1024][(rng.next_u64() % 3) as usize],
             session_window: [256 * 1024, 1 << 20, 16 << 20][(rng.next_u64() % 3) as usize],
-            flaps: (rng.next_u64() % 4 == 0).then(|| FlapPlan {
+            flaps: rng.next_u64().is_multiple_of(4).then(|| FlapPlan {
                 mean_up: Duration::from_millis(500 + rng.next_u64() % 5000),
                 min_down: Duration::from_millis(50),
                 max_down: Duration::from_millis(50 + rng.next_u64() % 3000),
@@ -150,7 +150,7 @@ impl SimConfig {
     /// Half the shapes start with direct links, whose lossy packets are lost (up to 10%),
     /// duplicated (up to 5%) and reordered (up to 20 ms) at random.
     fn with_lossy(mut self, draw: u64) -> Self {
-        self.link.direct = draw % 2 == 0;
+        self.link.direct = draw.is_multiple_of(2);
         self.link.lossy_loss_per_mille = [0, 5, 30, 100][((draw >> 8) % 4) as usize];
         self.link.lossy_duplicate_per_mille = [0, 10, 50][((draw >> 16) % 3) as usize];
         self.link.lossy_reorder = Duration::from_millis([0, 2, 20][((draw >> 24) % 3) as usize]);
@@ -159,8 +159,8 @@ impl SimConfig {
         self.link.bottleneck_queue =
             Duration::from_millis([20, 100, 500][((draw >> 32) % 3) as usize]);
         // Some relays drop lossy packets: the fast path must find out and fall back.
-        self.link.relay_drops_lossy = (draw >> 44) % 2 == 0;
-        self.link.burst_loss = ((draw >> 40) % 4 == 0).then_some(BurstLoss {
+        self.link.relay_drops_lossy = (draw >> 44).is_multiple_of(2);
+        self.link.burst_loss = (draw >> 40).is_multiple_of(4).then_some(BurstLoss {
             enter_per_mille: 5,
             leave_per_mille: 200,
             loss_per_mille: 800,
@@ -272,7 +272,7 @@ pub fn random_ops(rng: &mut impl RngCore, cfg: &SimConfig, n: usize) -> Vec<Op> 
 
 /// Either end of a stream, evenly.
 fn random_end(rng: &mut dyn RngCore) -> End {
-    if rng.next_u64() % 2 == 0 {
+    if rng.next_u64().is_multiple_of(2) {
         End::Opener
     } else {
         End::Acceptor

@@ -61,17 +61,43 @@ pub(crate) enum Command {
         net: NetArgs,
     },
     /// Connect standard input and output to host:port through a server (for ssh's
-    /// ProxyCommand: ssh -o ProxyCommand='toxtun pipe <id> %h:%p' user@host).
+    /// ProxyCommand: ssh -o ProxyCommand='toxtun pipe <id> %h:%p' user@host). Attaches to
+    /// the toxtun process that already runs this identity (an agent, a forward), so it
+    /// starts in milliseconds; with none, starts `toxtun agent` in the background first.
     Pipe {
         /// The server's Tox ID (76 hex digits).
         server: String,
         /// The target, host:port.
         target: String,
+        /// How long the background agent stays after its last stream ends, like ssh's
+        /// ControlPersist (e.g. 30s, 10m, 2h; 0: no agent, this pipe runs its own Tox
+        /// instance and ends with it).
+        #[arg(long, value_name = "DURATION", env = "TOXTUN_PERSIST", default_value = "10m", value_parser = parse_duration)]
+        persist: Duration,
         #[command(flatten)]
         secret: SecretArgs,
         #[command(flatten)]
         net: NetArgs,
     },
+    /// Run this machine's client identity in the background for pipes and forwards to
+    /// attach to (what `pipe` starts by itself); its log goes to agent.log in the data
+    /// directory.
+    Agent {
+        /// Stop once no stream has been attached for this long (default: run until
+        /// `toxtun stop`, SIGINT or SIGTERM).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        persist: Option<Duration>,
+        #[command(flatten)]
+        secret: SecretArgs,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Show what the running toxtun processes of this data directory are doing: each
+    /// peer's link (direct UDP or TCP relay), round trip, window, bytes, open streams.
+    Status,
+    /// Stop the running toxtun processes of this data directory cleanly (their peers
+    /// are told at once).
+    Stop,
     /// Run a Tox bootstrap node (DHT and TCP relay), for private networks and tests.
     Bootstrap {
         /// UDP port for the DHT.
@@ -141,6 +167,27 @@ impl Cli {
 }
 
 impl NetArgs {
+    /// These flags again, for a process started on their behalf (the agent).
+    pub(crate) fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for b in &self.bootstrap {
+            args.extend(["--bootstrap".to_string(), b.clone()]);
+        }
+        args.extend([
+            "--lan-discovery".to_string(),
+            self.lan_discovery.to_string(),
+            "--resume-grace".to_string(),
+            self.resume_grace.to_string(),
+        ]);
+        if self.tcp_only {
+            args.push("--tcp-only".into());
+        }
+        if self.no_fast_path {
+            args.push("--no-fast-path".into());
+        }
+        args
+    }
+
     /// The settings these flags give.
     pub(crate) fn settings(&self) -> Result<NetSettings, Fail> {
         let mut bootstrap = Vec::new();
@@ -155,6 +202,27 @@ impl NetArgs {
             fast_path: !self.no_fast_path,
         })
     }
+}
+
+/// `90`, `90s`, `10m`, `2h`: a duration as ssh's ControlPersist takes it (bare numbers
+/// are seconds).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with s, m or h (e.g. 10m)"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{s:?}: the unit is s, m, h or d")),
+    };
+    n.checked_mul(scale)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 pub(crate) fn parse_server(s: &str) -> Result<ToxId, Fail> {
@@ -233,6 +301,18 @@ mod tests {
         assert!(parse_forward("8080").is_err());
         assert!(parse_forward("8080:host:0").is_err());
         assert!(parse_forward("a:b:c:d:e").is_err());
+    }
+
+    #[test]
+    fn durations_read_as_control_persist_does() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("10 minutes").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
     }
 
     #[test]

@@ -84,8 +84,11 @@ fn init_logs(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only for a terminal: the agent's log is a file.
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
@@ -104,9 +107,17 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         Command::Pipe {
             server,
             target,
+            persist,
             secret,
             net,
-        } => cmd::pipe::run(&cli, server, target, secret, net).await,
+        } => cmd::pipe::run(&cli, server, target, *persist, secret, net).await,
+        Command::Agent {
+            persist,
+            secret,
+            net,
+        } => cmd::agent::run(&cli, *persist, secret, net).await,
+        Command::Status => cmd::status::status(&cli).await,
+        Command::Stop => cmd::status::stop(&cli).await,
         Command::Bootstrap {
             port,
             tcp_port,

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use rand_core::{OsRng, RngCore};
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use toxtun_proto::{Endpoint, ToxId};
+use toxtun_proto::{Endpoint, SharedSecret, ToxId};
+use toxtun_tokio::control::{credential, Attach, ControlHandle, ControlServer, IdentityLock, Role};
 use toxtun_tokio::{Node, NodeOptions};
 use toxtun_transport_tox::ToxTransport;
 
@@ -13,12 +14,14 @@ use crate::cli::{Cli, NetArgs, SecretArgs};
 use crate::report::{report, watch_progress};
 use crate::Fail;
 
+pub(crate) mod agent;
 pub(crate) mod bootstrap;
 pub(crate) mod demo;
 pub(crate) mod forward;
 pub(crate) mod id;
 pub(crate) mod pipe;
 pub(crate) mod serve;
+pub(crate) mod status;
 
 /// Where the identities live: `--data-dir`, else the platform's data directory.
 pub(crate) fn data_dir(cli_dir: &Option<PathBuf>) -> Result<PathBuf, Fail> {
@@ -71,37 +74,40 @@ impl StopSignals {
             () = on(&mut self.hup) => "SIGHUP",
         }
     }
-
-    /// Waits for one of them, then closes every session (CLOSE 1011 to each peer, which
-    /// frees our session at once) and stops.
-    pub(crate) async fn until_stopped(&mut self, node: &Node) {
-        let sig = self.recv().await;
-        eprintln!("toxtun: {sig}: shutting down (closing sessions)");
-        node.shutdown().await;
-    }
 }
 
-/// A client node with its own Tox instance (`client.tox`), befriending `server` and
-/// reporting its events; returns once the friend request is on its way.
-pub(crate) async fn client_node(
+/// The process that runs this machine's client identity: its lock, its node, and the
+/// control socket through which pipes attach to it.
+pub(crate) struct ClientHolder {
+    pub(crate) node: Node,
+    pub(crate) control: ControlHandle,
+    _lock: IdentityLock,
+}
+
+/// Takes the client identity (or fails, naming the process that has it), starts its Tox
+/// instance (`client.tox`) and its control socket, and befriends `server` if given.
+/// With `attach`, other pipes and forwards may open streams through it. Returns once the
+/// friend request is on its way.
+pub(crate) async fn hold_client(
     cli: &Cli,
-    server: ToxId,
+    server: Option<ToxId>,
     secret: &SecretArgs,
     net: &NetArgs,
-) -> Result<Node, Fail> {
+    attach: bool,
+) -> Result<ClientHolder, Fail> {
     let dir = data_dir(&cli.data_dir)?;
     let settings = net.settings()?;
+    let secret = crate::cli::load_secret(secret)?;
+    // Before c-toxcore starts: two instances with one key fight over every friend link.
+    let lock = IdentityLock::acquire(&dir, Role::Client)?;
+    let control = ControlServer::bind(&dir, Role::Client)
+        .map_err(|e| Fail(format!("control socket in {}: {e}", dir.display())))?;
     let transport = ToxTransport::start(settings.tox_config(dir.join("client.tox")))?;
     let me = toxtun_proto::Transport::id(&transport).public_key;
-    let secret = crate::cli::load_secret(secret)?;
     if secret.is_none() && !cli.quiet() {
         eprintln!("toxtun: client key {me} (the server admits it with [[client]] key = \"{me}\")");
     }
     let cfg = settings.endpoint_config(me, secret.clone());
-    let message = match &secret {
-        Some(s) => s.friend_request(&me, &server.public_key),
-        None => "toxtun/1".to_string(),
-    };
     let (node, _) = Node::spawn(
         Endpoint::new(cfg, seed())?,
         transport,
@@ -109,6 +115,32 @@ pub(crate) async fn client_node(
     );
     report(&node, cli.json, settings.fast_path);
     watch_progress(&node, cli.quiet());
-    node.connect(server, message.into_bytes()).await?;
-    Ok(node)
+    if let Some(server) = server {
+        node.connect(server, friend_request(secret.as_ref(), me, &server))
+            .await?;
+    }
+    let attach = attach.then(|| Attach {
+        credential: credential(secret.as_ref()),
+        friend_request: Box::new(move |server| friend_request(secret.as_ref(), me, server)),
+    });
+    let control = control.serve(node.clone(), attach, server.map(|s| s.public_key));
+    Ok(ClientHolder {
+        node,
+        control,
+        _lock: lock,
+    })
+}
+
+/// The friend request a client sends `server`: the secret's proof, or the bare protocol
+/// name for a client the server lists by key.
+fn friend_request(
+    secret: Option<&SharedSecret>,
+    me: toxtun_proto::PeerId,
+    server: &ToxId,
+) -> Vec<u8> {
+    match secret {
+        Some(s) => s.friend_request(&me, &server.public_key),
+        None => "toxtun/1".to_string(),
+    }
+    .into_bytes()
 }

@@ -1,15 +1,30 @@
 //! `toxtun pipe`: standard input and output connected to one target through a server
 //! (for ssh's ProxyCommand).
+//!
+//! A pipe attaches to the process that runs this machine's client identity (an agent, a
+//! forward), which opens the stream on its established session: no Tox start-up, so it
+//! starts in milliseconds. With no such process, it starts `toxtun agent` in the
+//! background (it stays `--persist` after its last stream, as ssh's ControlPersist) and
+//! attaches to it; with `--persist 0` it runs its own Tox instance, as once every pipe did.
 
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use toxtun_proto::{PeerId, Target};
+use toxtun_proto::{PeerId, StreamCode, Target};
+use toxtun_tokio::control::{attach, credential, Attached, Request, Role};
 use toxtun_tokio::{Node, NodeEvent};
 
-use super::{client_node, StopSignals};
-use crate::cli::{parse_server, Cli, NetArgs, SecretArgs};
+use super::{data_dir, hold_client, StopSignals};
+use crate::cli::{load_secret, parse_server, Cli, NetArgs, SecretArgs};
 use crate::Fail;
+
+/// The agent's log, in the data directory.
+pub(crate) const AGENT_LOG: &str = "agent.log";
+/// How long a just-started agent may take to listen on its socket.
+const AGENT_START: Duration = Duration::from_secs(30);
 
 /// Copies stdin to a stream to `target` and the stream to stdout; a clean end exits 0, a
 /// reset or refusal fails with its code.
@@ -17,15 +32,152 @@ pub(crate) async fn run(
     cli: &Cli,
     server: &str,
     target: &str,
+    persist: Duration,
     secret: &SecretArgs,
     net: &NetArgs,
 ) -> Result<(), Fail> {
     let mut stop = StopSignals::new();
-    let server = parse_server(server)?;
-    let target: Target = target
+    let server_id = parse_server(server)?;
+    let parsed: Target = target
         .parse()
         .map_err(|e| Fail(format!("target {target:?}: {e}")))?;
-    let node = client_node(cli, server, secret, net).await?;
+    let dir = data_dir(&cli.data_dir)?;
+    let request = Request::Open {
+        server: server_id.to_string(),
+        target: parsed.to_string(),
+        credential: credential(load_secret(secret)?.as_ref()),
+    };
+    if let Some(done) = attached(&dir, request.clone(), &mut stop).await? {
+        return done;
+    }
+    if persist.is_zero() {
+        return own(cli, server_id, parsed, secret, net, stop).await;
+    }
+    let mut agent = start_agent(cli, &dir, persist, secret, net)?;
+    wait_for_agent(&dir, &mut agent).await?;
+    match attached(&dir, request, &mut stop).await? {
+        Some(done) => done,
+        None => Err(Fail(format!(
+            "the background agent went away; see {}",
+            dir.join(AGENT_LOG).display()
+        ))),
+    }
+}
+
+/// Attaches stdin and stdout to a stream opened by the process holding the identity;
+/// `None` if there is none. A stop signal ends the pipe (the holder then resets the
+/// stream; its session stays for the next pipe).
+async fn attached(
+    dir: &Path,
+    request: Request,
+    stop: &mut StopSignals,
+) -> Result<Option<Result<(), Fail>>, Fail> {
+    let r = tokio::select! {
+        r = attach(dir, request, tokio::io::stdin(), tokio::io::stdout()) => r,
+        _ = stop.recv() => return Ok(Some(Ok(()))),
+    };
+    Ok(match r? {
+        Attached::NoHolder => None,
+        Attached::Refused { message, .. } => Some(Err(Fail(message))),
+        Attached::Ended(0) => Some(Ok(())),
+        Attached::Ended(code) => Some(Err(Fail(format!(
+            "stream ended: {}",
+            StreamCode::from_code(code)
+        )))),
+    })
+}
+
+/// Starts `toxtun agent` for this identity in the background: its own process group (a
+/// terminal's or ssh's SIGHUP to the pipe does not reach it), stdin closed, its output
+/// appended to the agent log, the secret passed in its environment (not its arguments).
+fn start_agent(
+    cli: &Cli,
+    dir: &Path,
+    persist: Duration,
+    secret: &SecretArgs,
+    net: &NetArgs,
+) -> Result<Child, Fail> {
+    use std::os::unix::fs::OpenOptionsExt;
+    toxtun_tokio::control::create_private_dir(dir)
+        .map_err(|e| Fail(format!("data directory {}: {e}", dir.display())))?;
+    let log_path = dir.join(AGENT_LOG);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log_path)
+        .map_err(|e| Fail(format!("agent log {}: {e}", log_path.display())))?;
+    let exe = std::env::current_exe().map_err(|e| Fail(format!("finding toxtun itself: {e}")))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .arg("agent")
+        .arg("--persist")
+        .arg(format!("{}s", persist.as_secs().max(1)))
+        .args(net.to_args());
+    for _ in 0..cli.verbose {
+        cmd.arg("-v");
+    }
+    if let Some(f) = &secret.secret_file {
+        cmd.arg("--secret-file").arg(f);
+    }
+    match &secret.secret {
+        Some(s) => cmd.env("TOXTUN_SECRET", s),
+        None => cmd.env_remove("TOXTUN_SECRET"),
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| Fail(e.to_string()))?)
+        .stderr(log)
+        .process_group(0);
+    cmd.spawn()
+        .map_err(|e| Fail(format!("cannot start the background agent: {e}")))
+}
+
+/// Waits until an agent listens on the client socket: ours, or one a concurrent pipe
+/// started (ours then exits, having found the identity taken).
+async fn wait_for_agent(dir: &Path, agent: &mut Child) -> Result<(), Fail> {
+    let socket = Role::Client.socket_path(dir);
+    let start = tokio::time::Instant::now();
+    let mut exited_at = None;
+    loop {
+        if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+            return Ok(());
+        }
+        if exited_at.is_none() && agent.try_wait().ok().flatten().is_some() {
+            exited_at = Some(tokio::time::Instant::now());
+        }
+        let late = exited_at.is_some_and(|t| t.elapsed() > Duration::from_secs(2));
+        if late || start.elapsed() > AGENT_START {
+            return Err(Fail(format!(
+                "the background agent did not start: {}",
+                last_line(&dir.join(AGENT_LOG))
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The agent log's last line, for an error message.
+fn last_line(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let line = text.lines().rev().find(|l| !l.trim().is_empty());
+    match line {
+        Some(l) => l.trim().trim_start_matches("toxtun: ").to_string(),
+        None => format!("nothing in {}", path.display()),
+    }
+}
+
+/// `--persist 0`: a Tox instance of its own for this one stream, gone with it.
+async fn own(
+    cli: &Cli,
+    server: toxtun_proto::ToxId,
+    target: Target,
+    secret: &SecretArgs,
+    net: &NetArgs,
+    mut stop: StopSignals,
+) -> Result<(), Fail> {
+    let holder = hold_client(cli, Some(server), secret, net, false).await?;
+    let node = holder.node.clone();
     let result = tokio::select! {
         r = carry(&node, server.public_key, target) => r,
         // ssh sends SIGHUP when it is done with its ProxyCommand: the server hears CLOSE

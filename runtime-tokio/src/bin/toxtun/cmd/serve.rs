@@ -4,6 +4,7 @@ use std::path::Path;
 
 use toxtun_proto::Endpoint;
 use toxtun_tokio::config::ServerConfig;
+use toxtun_tokio::control::{ControlServer, IdentityLock, Role};
 use toxtun_tokio::{Node, NodeOptions};
 use toxtun_transport_tox::ToxTransport;
 
@@ -30,6 +31,10 @@ pub(crate) async fn run(cli: &Cli, config: &Path, net: &NetArgs) -> Result<(), F
     let dir = data_dir(&cli.data_dir)?;
     let mut settings = net.settings()?;
     settings.apply_server_file(&conf);
+    // One process per identity; `toxtun status` and `toxtun stop` ask it on its socket.
+    let _lock = IdentityLock::acquire(&dir, Role::Server)?;
+    let control = ControlServer::bind(&dir, Role::Server)
+        .map_err(|e| Fail(format!("control socket in {}: {e}", dir.display())))?;
     let transport = ToxTransport::start(settings.tox_config(dir.join("server.tox")))?;
     let id = toxtun_proto::Transport::id(&transport);
     let mut cfg = settings.endpoint_config(id.public_key, None);
@@ -43,11 +48,13 @@ pub(crate) async fn run(cli: &Cli, config: &Path, net: &NetArgs) -> Result<(), F
         },
     );
     report(&node, cli.json, settings.fast_path);
+    let control = control.serve(node.clone(), None, []);
     eprintln!("toxtun: serving as {id}");
     // The signal is taken first, and the node shut down after: its driver then ends as
     // asked, and that must not read as the node stopping by itself.
     let sig = tokio::select! {
         sig = stop.recv() => sig,
+        () = control.stopped() => "stop requested",
         _ = done => return Err(Fail("the node stopped".into())),
     };
     eprintln!("toxtun: {sig}: shutting down (closing sessions)");

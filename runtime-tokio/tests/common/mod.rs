@@ -1,0 +1,244 @@
+//! What the end-to-end tests of the `toxtun` command share: running it, a bootstrap node
+//! and a server of their own on loopback (LAN discovery off, never the public list),
+//! echo targets, and waiting for `--json` events.
+#![allow(dead_code)] // each test file uses some of these
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+pub fn toxtun() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_toxtun"))
+}
+
+pub fn run(args: &[&str]) -> Output {
+    toxtun().args(args).output().expect("toxtun runs")
+}
+
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("toxtun-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Kills a child process when dropped.
+pub struct Proc(pub Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Stops the toxtun processes of a data directory (a background agent) when dropped.
+pub struct StopOnDrop(pub PathBuf);
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = run(&["--data-dir", self.0.to_str().unwrap(), "stop"]);
+    }
+}
+/// Starts `toxtun bootstrap` on a free port; returns it and its `host:port:KEY` line.
+pub fn bootstrap() -> (Proc, String) {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut child = toxtun()
+        .args(["bootstrap", "--port", &port, "--tcp-port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Proc(child), line.trim().to_string())
+}
+
+pub fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut r, &mut s);
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+pub fn write_config(dir: &Path, port: u16, boot: &str, client: Option<&str>) -> PathBuf {
+    let conf = dir.join("server.toml");
+    let auth = match client {
+        Some(key) => format!("[[client]]\nkey = \"{key}\"\nallow = [\"127.0.0.1:{port}\"]\n"),
+        None => {
+            format!("[secret]\nvalue = \"a shared test secret\"\nallow = [\"127.0.0.1:{port}\"]\n")
+        }
+    };
+    std::fs::write(
+        &conf,
+        format!("{auth}[network]\nbootstrap = [\"{boot}\"]\nlan_discovery = false\n"),
+    )
+    .unwrap();
+    conf
+}
+
+/// Starts `toxtun serve` (shared secret, one allowed port) with its identity in `dir`.
+pub fn serve(dir: &Path, port: u16, boot: &str) -> (Proc, String) {
+    serve_admitting(dir, port, boot, None)
+}
+
+/// Starts `toxtun serve` admitting `client` by its key, or anyone with the shared secret.
+pub fn serve_admitting(dir: &Path, port: u16, boot: &str, client: Option<&str>) -> (Proc, String) {
+    let conf = write_config(dir, port, boot, client);
+    let id = run(&["--data-dir", dir.to_str().unwrap(), "id", "--no-qr"]);
+    let server_id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+    let server = toxtun()
+        .args(["--data-dir", dir.to_str().unwrap(), "serve", "--config"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Proc(server), server_id)
+}
+
+/// Starts `toxtun pipe --persist 0` (a Tox instance of its own, no agent) to `target`
+/// through the server, with the shared secret.
+pub fn pipe(dir: &Path, boot: &str, server_id: &str, target: &str, stdout: Stdio) -> Child {
+    pipe_with(
+        dir,
+        boot,
+        server_id,
+        target,
+        stdout,
+        true,
+        &["--persist", "0"],
+    )
+}
+
+pub fn pipe_with(
+    dir: &Path,
+    boot: &str,
+    server_id: &str,
+    target: &str,
+    stdout: Stdio,
+    secret: bool,
+    extra: &[&str],
+) -> Child {
+    let secret: &[&str] = if secret {
+        &["--secret", "a shared test secret"]
+    } else {
+        &[]
+    };
+    toxtun()
+        .args(["--data-dir", dir.to_str().unwrap(), "pipe"])
+        .args(secret)
+        .args(extra)
+        .args([
+            "--lan-discovery",
+            "false",
+            "--bootstrap",
+            boot,
+            server_id,
+            target,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+pub fn wait_timeout(c: &mut Child, d: Duration) -> Option<std::process::ExitStatus> {
+    let end = std::time::Instant::now() + d;
+    while std::time::Instant::now() < end {
+        if let Some(s) = c.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    None
+}
+
+/// One connection through a forwarded port: sends `msg`, half-closes, reads the echo.
+pub fn echo_through(port: u16, msg: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.write_all(msg)?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut back = Vec::new();
+    s.read_to_end(&mut back)?;
+    Ok(back)
+}
+
+/// Retries `echo_through` until the echo comes back or `within` passes.
+pub fn echo_eventually(port: u16, msg: &[u8], within: Duration) -> bool {
+    let end = std::time::Instant::now() + within;
+    while std::time::Instant::now() < end {
+        if echo_through(port, msg).is_ok_and(|b| b == msg) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    false
+}
+/// The lines a child prints on stdout (its `--json` events), each with when it came.
+pub fn json_lines(child: &mut Child) -> std::sync::mpsc::Receiver<(std::time::Instant, String)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            #[allow(clippy::disallowed_methods)]
+            let at = std::time::Instant::now();
+            if tx.send((at, line)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a `--json` event line holding every one of `parts`.
+pub fn wait_for_event(
+    rx: &std::sync::mpsc::Receiver<(std::time::Instant, String)>,
+    parts: &[&str],
+    within: Duration,
+) -> Option<(std::time::Instant, String)> {
+    #[allow(clippy::disallowed_methods)]
+    let end = std::time::Instant::now() + within;
+    loop {
+        #[allow(clippy::disallowed_methods)]
+        let left = end.checked_duration_since(std::time::Instant::now())?;
+        let (at, line) = rx.recv_timeout(left).ok()?;
+        if parts.iter().all(|p| line.contains(p)) {
+            return Some((at, line));
+        }
+    }
+}
+
+pub fn send_signal(child: &Child, sig: &str) -> std::time::Instant {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("kill -{sig} {}", child.id())])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} failed");
+    #[allow(clippy::disallowed_methods)]
+    std::time::Instant::now()
+}
