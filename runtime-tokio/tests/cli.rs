@@ -453,4 +453,14 @@ fn sighup_to_pipe_closes_its_session_on_the_server_at_once() {
     );
     let status = wait_timeout(&mut pipe.0, Duration::from_secs(10)).expect("pipe exited");
     assert!(status.success(), "pipe exits cleanly on SIGHUP: {status:?}");
+    // Its own stream ended with the session it closed: no warning into ssh's terminal
+    // (once, "stream ended: session ended (2010)").
+    let mut err = String::new();
+    pipe.0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!err.contains("WARN"), "{err}");
 }

@@ -242,3 +242,110 @@ pub fn send_signal(child: &Child, sig: &str) -> std::time::Instant {
     #[allow(clippy::disallowed_methods)]
     std::time::Instant::now()
 }
+
+/// An sshd of the test's own on a loopback port: its own host key, one user key, no
+/// passwords; the programs people put through `toxtun pipe` are ssh and scp.
+pub struct Sshd {
+    _proc: Proc,
+    /// Its port.
+    pub port: u16,
+    /// The user's private key.
+    pub key: PathBuf,
+    /// Who logs in (the user running the tests).
+    pub user: String,
+}
+
+impl Sshd {
+    /// Starts it with its files in `dir`.
+    pub fn start(dir: &Path) -> Sshd {
+        let sshd = Path::new("/usr/sbin/sshd");
+        assert!(
+            sshd.exists(),
+            "the ssh tests need sshd (openssh-server): run scripts/install-deps"
+        );
+        for name in ["host", "user"] {
+            let ok = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", ""])
+                .arg("-f")
+                .arg(dir.join(name))
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "ssh-keygen failed");
+        }
+        std::fs::copy(dir.join("user.pub"), dir.join("authorized_keys")).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let root = String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout)
+            .trim()
+            == "0";
+        if root {
+            // sshd's privilege separation directory, which Debian's service makes.
+            std::fs::create_dir_all("/run/sshd").unwrap();
+        }
+        let cfg = dir.join("sshd_config");
+        std::fs::write(
+            &cfg,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {keys}\n\
+                 PidFile none\nUsePAM no\nStrictModes no\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
+                 LogLevel ERROR\nMaxStartups 100\nMaxSessions 100\nSubsystem sftp internal-sftp\n",
+                host = dir.join("host").display(),
+                keys = dir.join("authorized_keys").display(),
+            ),
+        )
+        .unwrap();
+        let proc = Proc(
+            Command::new(sshd)
+                .args(["-D", "-e", "-f"])
+                .arg(&cfg)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "sshd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let user = String::from_utf8_lossy(&Command::new("id").arg("-un").output().unwrap().stdout)
+            .trim()
+            .to_string();
+        Sshd {
+            _proc: proc,
+            port,
+            key: dir.join("user"),
+            user,
+        }
+    }
+
+    /// `ssh` (or `scp`) to this sshd with no config of the user's, through `proxy` (a
+    /// ProxyCommand) if given.
+    pub fn command(&self, program: &str, proxy: Option<&str>) -> Command {
+        let mut c = Command::new(program);
+        c.args(["-F", "/dev/null", "-i"]).arg(&self.key).args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ]);
+        if let Some(p) = proxy {
+            c.arg("-o").arg(format!("ProxyCommand={p}"));
+        }
+        c.arg(if program == "scp" { "-P" } else { "-p" })
+            .arg(self.port.to_string());
+        c
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use toxtun_proto::SessionCode;
+use toxtun_proto::{SessionCode, StreamCode};
 use toxtun_tokio::{Node, NodeEvent};
 
 /// Prints events: JSON lines with --json, else log lines; returns when the node stops.
@@ -191,6 +191,13 @@ fn log_plain_event(e: &NodeEvent) {
             incoming,
         } => tracing::info!(%stream, %target, incoming, "stream opened"),
         NodeEvent::StreamEnd { stream, code: None } => tracing::debug!(%stream, "stream closed"),
+        // An application that hung up, or a session's end (logged itself, at the level
+        // its cause deserves), is no problem of the stream's: only the rest warns. Once,
+        // a pipe that ssh ended printed "session ended (2010)" into the user's terminal.
+        NodeEvent::StreamEnd {
+            stream,
+            code: Some(c @ (StreamCode::Cancelled | StreamCode::SessionClosed)),
+        } => tracing::info!(%stream, code = c.code(), "stream ended: {c}"),
         NodeEvent::StreamEnd {
             stream,
             code: Some(c),
