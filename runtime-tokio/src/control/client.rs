@@ -57,6 +57,9 @@ pub enum Attached {
     },
     /// The stream ran and ended: 0 cleanly, else its stream code.
     Ended(u16),
+    /// Our output went away (ssh exited, a forwarded connection's client hung up): the
+    /// holder sees the socket close and resets the stream (2000). Nothing to report.
+    OutputClosed,
 }
 
 /// Opens a stream to `target` through `server` on the holder's session and carries
@@ -92,9 +95,7 @@ where
             Err(e) => break Err(e),
             Ok(Some(DownFrame::Data(d))) => {
                 if output.write_all(&d).await.is_err() {
-                    // Our reader went away (ssh exited): the holder sees the socket close
-                    // and resets the stream.
-                    break Ok(Attached::Ended(toxtun_proto::StreamCode::Cancelled.code()));
+                    break Ok(Attached::OutputClosed);
                 }
                 continue;
             }

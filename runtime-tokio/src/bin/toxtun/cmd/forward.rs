@@ -131,7 +131,7 @@ async fn carry(
 ) {
     let (rd, wr) = sock.into_split();
     match attach(Path::new(&dir), request, rd, wr).await {
-        Ok(Attached::Ended(0)) => {}
+        Ok(Attached::Ended(0) | Attached::OutputClosed) => {}
         Ok(Attached::Ended(code)) => tracing::info!(
             %from, %target,
             "connection ended: {}",

@@ -79,7 +79,8 @@ async fn attached(
     Ok(match r? {
         Attached::NoHolder => None,
         Attached::Refused { message, .. } => Some(Err(Fail(message))),
-        Attached::Ended(0) => Some(Ok(())),
+        // ssh closed our stdout: it is done with us.
+        Attached::Ended(0) | Attached::OutputClosed => Some(Ok(())),
         Attached::Ended(code) => Some(Err(Fail(format!(
             "stream ended: {}",
             StreamCode::from_code(code)
