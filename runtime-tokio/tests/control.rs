@@ -322,3 +322,41 @@ async fn stop_is_heard_and_idleness_counts_from_the_last_pipe() {
         .await
         .expect("the stop request was heard");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_user_is_refused_even_through_an_open_socket() {
+    // The socket is mode 0600; the peer's uid is checked as well, for a socket whose mode
+    // was widened or a directory shared by mistake. Needs root to act as another user.
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to connect as another user");
+        return;
+    }
+    let s = setup("other-user", None).await;
+    let sock = Role::Client.socket_path(&s.dir);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let dir = s.dir.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_toxtun"))
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("status")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("uid 65534") && err.contains("3003"), "{err}");
+    // The owner still gets its answer.
+    assert!(matches!(
+        ask(&s.dir, Role::Client, &Request::Status).await.unwrap(),
+        Some(Reply::Status { .. })
+    ));
+}
