@@ -292,6 +292,29 @@ fn a_port_in_use_or_a_damaged_identity_fails_clearly_and_keeps_the_file() {
         stderr(&o)
     );
     assert_eq!(std::fs::read(d.join("server.tox")).unwrap(), junk);
+    // A damaged client identity under a pipe: the background agent it starts fails, and
+    // the pipe says why (from the agent's log), in ssh's terminal.
+    std::fs::write(d.join("client.tox"), junk).unwrap();
+    let o = toxtun()
+        .args([
+            "--data-dir",
+            d.to_str().unwrap(),
+            "pipe",
+            "--persist",
+            "30s",
+        ])
+        .args(["--lan-discovery", "false", "--bootstrap", &nobody, &valid])
+        .arg("127.0.0.1:22")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("client.tox"),
+        "names the file: {}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(d.join("client.tox")).unwrap(), junk);
 }
 
 #[test]

@@ -59,6 +59,8 @@ pub struct ControlHandle {
     stop: Arc<Notify>,
     attached: watch::Receiver<usize>,
     path: PathBuf,
+    /// The accepting task, which ends with the handle (streams in progress go on).
+    accept: tokio::task::AbortHandle,
 }
 
 struct Shared {
@@ -116,19 +118,26 @@ impl ControlServer {
             uid: rustix::process::geteuid().as_raw(),
         });
         let listener = self.listener;
-        tokio::spawn(async move {
+        let accept = tokio::spawn(async move {
             loop {
-                let Ok((sock, _)) = listener.accept().await else {
-                    continue;
-                };
-                let shared = shared.clone();
-                tokio::spawn(async move { shared.connection(sock).await });
+                match listener.accept().await {
+                    Ok((sock, _)) => {
+                        let shared = shared.clone();
+                        tokio::spawn(async move { shared.connection(sock).await });
+                    }
+                    // Out of file descriptors, most likely: let some close.
+                    Err(e) => {
+                        tracing::warn!("control socket: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
             }
         });
         ControlHandle {
             stop,
             attached: attached_rx,
             path: self.path,
+            accept: accept.abort_handle(),
         }
     }
 }
@@ -162,6 +171,7 @@ impl ControlHandle {
 impl Drop for ControlHandle {
     fn drop(&mut self) {
         // A clean exit leaves no socket behind (a crash's is replaced by the next holder).
+        self.accept.abort();
         let _ = std::fs::remove_file(&self.path);
     }
 }

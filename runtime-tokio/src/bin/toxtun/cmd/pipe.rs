@@ -55,12 +55,18 @@ pub(crate) async fn run(
     }
     let mut agent = start_agent(cli, &dir, persist, secret, net)?;
     wait_for_agent(&dir, &mut agent).await?;
-    match attached(&dir, request, &mut stop).await? {
-        Some(done) => done,
-        None => Err(Fail(format!(
-            "the background agent went away; see {}",
-            dir.join(AGENT_LOG).display()
-        ))),
+    // An agent that fails after listening (a damaged identity file) closes its socket:
+    // its log has the reason.
+    let went_away = |why: String| {
+        Fail(format!(
+            "the background agent went away ({why}): {}",
+            last_line(&dir.join(AGENT_LOG))
+        ))
+    };
+    match attached(&dir, request, &mut stop).await {
+        Ok(Some(done)) => done,
+        Ok(None) => Err(went_away("no socket".into())),
+        Err(Fail(why)) => Err(went_away(why)),
     }
 }
 
