@@ -14,8 +14,9 @@ pub mod config;
 pub mod control;
 mod node;
 pub mod settings;
+pub mod socks;
 
 pub use node::{
-    Node, NodeError, NodeEvent, NodeOptions, NodeStatus, PeerStatus, SessionReport, StreamStatus,
-    TunnelStream,
+    Node, NodeError, NodeEvent, NodeOptions, NodeStatus, PeerStatus, PendingStream, SessionReport,
+    StreamStatus, TunnelStream,
 };

@@ -104,6 +104,7 @@ fn open(s: &Setup, port: u16, credential: Option<String>) -> Request {
         server: s.server_id.to_string(),
         target: format!("127.0.0.1:{port}"),
         credential,
+        wait_accepted: false,
     }
 }
 
@@ -225,6 +226,7 @@ async fn refusals_have_codes_and_never_stop_the_holder() {
         credential: credential(Some(
             &toxtun_proto::SharedSecret::new("the agent's secret").unwrap(),
         )),
+        wait_accepted: false,
     };
     let r = attach(&s.dir, bad, &b""[..], &mut out).await.unwrap();
     assert!(matches!(r, Attached::Refused { code: 3006, .. }), "{r:?}");

@@ -68,55 +68,92 @@ pub enum Attached {
 pub async fn attach<I, O>(
     dir: &Path,
     request: Request,
-    mut input: I,
-    mut output: O,
+    input: I,
+    output: O,
 ) -> Result<Attached, ControlError>
 where
     I: AsyncRead + Unpin + Send + 'static,
     O: AsyncWrite + Unpin,
 {
-    let Some((reply, mut rd, mut wr)) = exchange(dir, Role::Client, &request).await? else {
-        return Ok(Attached::NoHolder);
-    };
-    match reply {
-        Reply::Opened { .. } => {}
-        Reply::Error { code, message } => return Ok(Attached::Refused { code, message }),
-        other => return Err(ControlError::Broken(format!("unexpected reply {other:?}"))),
+    match open(dir, request).await? {
+        Opening::Open(stream) => stream.relay(input, output).await,
+        Opening::Other(outcome) => Ok(outcome),
     }
-    let up = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut input, &mut wr).await;
-        let _ = wr.shutdown().await;
-        // The write side lives (half-closed) until the stream ends and this is aborted.
-        std::future::pending::<()>().await;
-    });
-    let mut buf = BytesMut::with_capacity(2 * super::MAX_DATA_FRAME);
-    let result = loop {
-        match DownFrame::decode(&mut buf) {
-            Err(e) => break Err(e),
-            Ok(Some(DownFrame::Data(d))) => {
-                if output.write_all(&d).await.is_err() {
-                    break Ok(Attached::OutputClosed);
-                }
-                continue;
-            }
-            Ok(Some(DownFrame::End(code))) => break Ok(Attached::Ended(code)),
-            Ok(None) => {}
-        }
-        // Flush what was written before waiting for more.
-        let _ = output.flush().await;
-        match rd.read_buf(&mut buf).await {
-            Ok(0) => {
-                break Err(ControlError::Broken(
-                    "the toxtun process holding the identity went away".into(),
-                ))
-            }
-            Ok(_) => {}
-            Err(e) => break Err(ControlError::Broken(e.to_string())),
-        }
+}
+
+/// What asking the holder to open a stream gave.
+#[derive(Debug)]
+pub enum Opening {
+    /// The stream is open (accepted, with `wait_accepted`): relay it.
+    Open(AttachedStream),
+    /// Nothing to relay: no holder, a refusal, or (with `wait_accepted`) the server's
+    /// refusal as `Ended(code)`.
+    Other(Attached),
+}
+
+/// A stream the holder opened for us, not yet relayed.
+#[derive(Debug)]
+pub struct AttachedStream {
+    rd: BufReader<OwnedReadHalf>,
+    wr: OwnedWriteHalf,
+}
+
+/// Asks the holder of the client identity in `dir` to open the stream `request` names.
+pub async fn open(dir: &Path, request: Request) -> Result<Opening, ControlError> {
+    let Some((reply, rd, wr)) = exchange(dir, Role::Client, &request).await? else {
+        return Ok(Opening::Other(Attached::NoHolder));
     };
-    let _ = output.flush().await;
-    up.abort();
-    result
+    Ok(match reply {
+        Reply::Opened { .. } => Opening::Open(AttachedStream { rd, wr }),
+        Reply::Refused { code } => Opening::Other(Attached::Ended(code)),
+        Reply::Error { code, message } => Opening::Other(Attached::Refused { code, message }),
+        other => return Err(ControlError::Broken(format!("unexpected reply {other:?}"))),
+    })
+}
+
+impl AttachedStream {
+    /// Carries `input` up and the stream down to `output` until the stream ends.
+    pub async fn relay<I, O>(self, mut input: I, mut output: O) -> Result<Attached, ControlError>
+    where
+        I: AsyncRead + Unpin + Send + 'static,
+        O: AsyncWrite + Unpin,
+    {
+        let AttachedStream { mut rd, mut wr } = self;
+        let up = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut input, &mut wr).await;
+            let _ = wr.shutdown().await;
+            // The write side lives (half-closed) until the stream ends and this is aborted.
+            std::future::pending::<()>().await;
+        });
+        let mut buf = BytesMut::with_capacity(2 * super::MAX_DATA_FRAME);
+        let result = loop {
+            match DownFrame::decode(&mut buf) {
+                Err(e) => break Err(e),
+                Ok(Some(DownFrame::Data(d))) => {
+                    if output.write_all(&d).await.is_err() {
+                        break Ok(Attached::OutputClosed);
+                    }
+                    continue;
+                }
+                Ok(Some(DownFrame::End(code))) => break Ok(Attached::Ended(code)),
+                Ok(None) => {}
+            }
+            // Flush what was written before waiting for more.
+            let _ = output.flush().await;
+            match rd.read_buf(&mut buf).await {
+                Ok(0) => {
+                    break Err(ControlError::Broken(
+                        "the toxtun process holding the identity went away".into(),
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => break Err(ControlError::Broken(e.to_string())),
+            }
+        };
+        let _ = output.flush().await;
+        up.abort();
+        result
+    }
 }
 
 /// A `Hold` on the process that holds the identity: it stays (with its session to the

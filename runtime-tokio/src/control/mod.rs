@@ -22,7 +22,7 @@ mod lock;
 mod server;
 mod wire;
 
-pub use client::{ask, attach, hold, Attached, Hold};
+pub use client::{ask, attach, hold, open, Attached, AttachedStream, Hold, Opening};
 pub use lock::{create_private_dir, IdentityLock, LockError};
 pub use server::{Attach, ControlHandle, ControlServer, FriendRequest};
 pub use wire::{

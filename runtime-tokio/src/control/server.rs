@@ -25,6 +25,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Control connections served at once (each attached pipe holds one).
 const MAX_CONNECTIONS: usize = 1024;
 
+/// A stream opened for an attached client, with the events that will tell its end.
+type Opened = (TunnelStream, broadcast::Receiver<NodeEvent>);
+
 /// Makes the friend request message for a server.
 pub type FriendRequest = Box<dyn Fn(&ToxId) -> Vec<u8> + Send + Sync>;
 
@@ -278,8 +281,19 @@ impl Shared {
                 server,
                 target,
                 credential,
+                wait_accepted,
             } => {
-                let (stream, events) = self.open(&server, &target, credential).await?;
+                let (stream, events) = match self
+                    .open(&server, &target, credential, wait_accepted)
+                    .await?
+                {
+                    Ok(opened) => opened,
+                    Err(code) => {
+                        let refused = Reply::Refused { code: code.code() };
+                        let _ = wr.write_all(&encode_line(&refused)).await;
+                        return Ok(None);
+                    }
+                };
                 let reply = Reply::Opened {
                     stream: stream.id().to_string(),
                 };
@@ -296,23 +310,35 @@ impl Shared {
 
     /// Opens a stream for an attached pipe, befriending the server first if this process
     /// has not yet. Events are subscribed before the open, so the stream's end is seen.
+    /// With `wait_accepted`, only once the server has accepted it; its refusal is
+    /// `Ok(Err(code))`.
     async fn open(
         &self,
         server: &str,
         target: &str,
         credential: Option<String>,
-    ) -> Result<(TunnelStream, broadcast::Receiver<NodeEvent>), ControlError> {
+        wait_accepted: bool,
+    ) -> Result<Result<Opened, StreamCode>, ControlError> {
         let peer = self.befriend(server, credential).await?;
         let target: Target = target
             .parse()
             .map_err(|e| ControlError::BadArgument(format!("target: {e}")))?;
         let events = self.node.events();
-        let stream = self
-            .node
-            .open(peer, target)
-            .await
-            .map_err(|e| ControlError::Node(e.to_string()))?;
-        Ok((stream, events))
+        let node_err = |e: crate::node::NodeError| ControlError::Node(e.to_string());
+        let stream = if wait_accepted {
+            let mut pending = self
+                .node
+                .open_pending(peer, target)
+                .await
+                .map_err(node_err)?;
+            if let Err(code) = pending.accepted().await {
+                return Ok(Err(code));
+            }
+            pending.into_stream()
+        } else {
+            self.node.open(peer, target).await.map_err(node_err)?
+        };
+        Ok(Ok((stream, events)))
     }
 
     /// Checks the requester's secret against ours and befriends `server` unless this

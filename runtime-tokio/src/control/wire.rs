@@ -42,6 +42,10 @@ pub enum Request {
         /// A digest of the secret the requester would use ([`super::credential`]), so
         /// that a process using another secret says so instead of failing at the server.
         credential: Option<String>,
+        /// Reply only once the server accepted the stream (`opened`) or refused it
+        /// (`refused`, with its code): for a SOCKS client, which must be told which.
+        #[serde(default)]
+        wait_accepted: bool,
     },
 }
 
@@ -70,6 +74,11 @@ pub enum Reply {
     Opened {
         /// The stream's ID.
         stream: String,
+    },
+    /// The server refused the stream (an `open` with `wait_accepted`).
+    Refused {
+        /// The stream code.
+        code: u16,
     },
     /// The request failed.
     Error {
@@ -259,6 +268,7 @@ mod tests {
             server: "ab".into(),
             target: "127.0.0.1:22".into(),
             credential: None,
+            wait_accepted: false,
         };
         let line = encode_line(&r);
         assert_eq!(line.last(), Some(&b'\n'));

@@ -35,6 +35,8 @@ pub(super) struct Driver<T> {
     stats_logged: Instant,
     /// What `toxtun status` shows beyond the endpoint's counters: kept from the events.
     seen: Seen,
+    /// Streams whose opener waits to hear OPEN_OK or the refusal (`Node::open_pending`).
+    confirms: HashMap<StreamId, tokio::sync::oneshot::Sender<Result<(), StreamCode>>>,
 }
 
 /// What the driver learnt from the events it emitted, for [`NodeStatus`].
@@ -125,6 +127,7 @@ impl<T: Transport> Driver<T> {
             deadline: None,
             stats_logged: now(),
             seen: Seen::default(),
+            confirms: HashMap::new(),
         }
     }
 
@@ -390,9 +393,17 @@ impl<T: Transport> Driver<T> {
                     let _ = notes.send(Note::Connected(stream, r));
                 });
             }
+            Event::StreamOpened { stream } => {
+                if let Some(c) = self.confirms.remove(&stream) {
+                    let _ = c.send(Ok(()));
+                }
+            }
             Event::StreamReadable { stream } => self.pump_down(stream),
             Event::StreamWritable { stream } => self.pump_up(stream),
             Event::StreamRefused { stream, code } | Event::StreamReset { stream, code, .. } => {
+                if let Some(c) = self.confirms.remove(&stream) {
+                    let _ = c.send(Err(code));
+                }
                 // The event first: whoever sees the local side end then finds its code.
                 self.emit(NodeEvent::StreamEnd {
                     stream,
@@ -403,6 +414,7 @@ impl<T: Transport> Driver<T> {
                 }
             }
             Event::StreamClosed { stream } => {
+                self.confirms.remove(&stream);
                 self.streams.remove(&stream);
                 self.emit(NodeEvent::StreamEnd { stream, code: None });
             }
@@ -552,9 +564,12 @@ impl<T: Transport> Driver<T> {
                 }
                 let _ = reply.send(r);
             }
-            Cmd::Open(server, target, reply) => {
+            Cmd::Open(server, target, confirm, reply) => {
                 let r = match self.endpoint.open(now(), server, target.clone()) {
                     Ok(id) => {
+                        if let Some(c) = confirm {
+                            self.confirms.insert(id, c);
+                        }
                         let (io, pipes) = pipes(id, &self.notes, StreamCode::Cancelled);
                         self.streams.insert(id, io);
                         self.emit(NodeEvent::StreamOpen {

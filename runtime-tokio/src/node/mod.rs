@@ -145,7 +145,13 @@ impl Default for NodeOptions {
 /// Commands from handles to the driver.
 enum Cmd {
     Befriend(ToxId, Vec<u8>, oneshot::Sender<Result<(), String>>),
-    Open(PeerId, Target, oneshot::Sender<Result<StreamPipes, String>>),
+    /// With a sender, the stream's acceptance (OPEN_OK) or refusal is sent on it.
+    Open(
+        PeerId,
+        Target,
+        Option<oneshot::Sender<Result<(), StreamCode>>>,
+        oneshot::Sender<Result<StreamPipes, String>>,
+    ),
     Shutdown(oneshot::Sender<()>),
     Stats(PeerId, oneshot::Sender<Option<SessionStats>>),
     Status(oneshot::Sender<NodeStatus>),
@@ -171,6 +177,58 @@ impl std::fmt::Debug for Cmd {
             Cmd::Status(..) => "Status",
             Cmd::Reset(..) => "Reset",
         })
+    }
+}
+
+/// A stream opened by [`Node::open_pending`]: first learn whether the server accepted
+/// it, then give it its local side.
+pub struct PendingStream {
+    pipes: StreamPipes,
+    opened: oneshot::Receiver<Result<(), StreamCode>>,
+    cmd: mpsc::Sender<Cmd>,
+}
+
+impl std::fmt::Debug for PendingStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingStream")
+            .field("id", &self.pipes.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingStream {
+    /// The stream's ID.
+    pub fn id(&self) -> StreamId {
+        self.pipes.id
+    }
+
+    /// Waits for the server's answer: accepted, or refused (or reset, or timed out) with
+    /// its code. Call once.
+    pub async fn accepted(&mut self) -> Result<(), StreamCode> {
+        (&mut self.opened)
+            .await
+            .unwrap_or(Err(StreamCode::SessionClosed))
+    }
+
+    /// The stream as a byte stream, as [`Node::open`] gives it.
+    pub fn into_stream(self) -> TunnelStream {
+        let id = self.pipes.id;
+        let (mine, theirs) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(run_stream(theirs, self.pipes));
+        TunnelStream {
+            id,
+            io: mine,
+            cmd: self.cmd,
+        }
+    }
+
+    /// Carries `local` through the stream until both directions end or the stream is
+    /// reset, as [`Node::forward`] does.
+    pub async fn carry<S>(self, local: S)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let _ = tokio::spawn(run_stream(local, self.pipes)).await;
     }
 }
 
@@ -250,9 +308,18 @@ impl Node {
     }
 
     async fn open_pipes(&self, server: PeerId, target: Target) -> Result<StreamPipes, NodeError> {
+        self.open_pipes_confirmed(server, target, None).await
+    }
+
+    async fn open_pipes_confirmed(
+        &self,
+        server: PeerId,
+        target: Target,
+        confirm: Option<oneshot::Sender<Result<(), StreamCode>>>,
+    ) -> Result<StreamPipes, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.cmd
-            .send(Cmd::Open(server, target, tx))
+            .send(Cmd::Open(server, target, confirm, tx))
             .await
             .map_err(|_| NodeError::Stopped)?;
         rx.await
@@ -276,6 +343,23 @@ impl Node {
         tokio::spawn(run_stream(local, pipes))
             .await
             .map_err(|e| NodeError::Failed(e.to_string()))
+    }
+
+    /// Opens a stream to `target` through `server` whose local side is given later, once
+    /// the server has accepted it or said why not: for a local protocol that answers its
+    /// client only then (SOCKS).
+    pub async fn open_pending(
+        &self,
+        server: PeerId,
+        target: Target,
+    ) -> Result<PendingStream, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        let pipes = self.open_pipes_confirmed(server, target, Some(tx)).await?;
+        Ok(PendingStream {
+            pipes,
+            opened: rx,
+            cmd: self.cmd.clone(),
+        })
     }
 
     /// The counters of the session with `peer` (bytes, resends, whether the fast path runs,

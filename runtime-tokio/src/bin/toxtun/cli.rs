@@ -48,11 +48,20 @@ pub(crate) enum Command {
         #[command(flatten)]
         net: NetArgs,
     },
-    /// Forward local ports through a server, like ssh -L.
+    /// Forward local ports through a server, like ssh -L and -D.
     Forward {
         /// [bind_address:]port:host:hostport (repeatable).
-        #[arg(short = 'L', value_name = "[BIND:]PORT:HOST:HOSTPORT", required = true)]
+        #[arg(
+            short = 'L',
+            value_name = "[BIND:]PORT:HOST:HOSTPORT",
+            required_unless_present = "dynamic"
+        )]
         local: Vec<String>,
+        /// A SOCKS 5 (and 4a) server on [bind_address:]port, like ssh -D: each CONNECT
+        /// goes to the host the client names, resolved on the server's side, as the
+        /// server's rules allow (repeatable; e.g. curl --socks5-hostname 127.0.0.1:1080).
+        #[arg(short = 'D', value_name = "[BIND:]PORT")]
+        dynamic: Vec<String>,
         /// The server's Tox ID (76 hex digits).
         server: String,
         #[command(flatten)]
@@ -242,6 +251,28 @@ pub(crate) fn load_secret(a: &SecretArgs) -> Result<Option<SharedSecret>, Fail> 
     Ok(Some(SharedSecret::new(raw)?))
 }
 
+/// `[bind:]port`, as ssh -D: loopback unless a bind address is given.
+pub(crate) fn parse_dynamic(spec: &str) -> Result<String, Fail> {
+    let bad = || {
+        Fail(format!(
+            "-D {spec}: write [bind:]port (e.g. 1080 or 0.0.0.0:1080)"
+        ))
+    };
+    let (bind, port) = match spec.rsplit_once(':') {
+        Some((b, p)) => (b.trim_start_matches('[').trim_end_matches(']'), p),
+        None => ("127.0.0.1", spec),
+    };
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if port == 0 || bind.is_empty() {
+        return Err(bad());
+    }
+    Ok(if bind.contains(':') {
+        format!("[{bind}]:{port}")
+    } else {
+        format!("{bind}:{port}")
+    })
+}
+
 /// `[bind:]port:host:hostport`, as ssh -L.
 pub(crate) fn parse_forward(spec: &str) -> Result<(String, Target), Fail> {
     let bad = |why: &str| {
@@ -301,6 +332,16 @@ mod tests {
         assert!(parse_forward("8080").is_err());
         assert!(parse_forward("8080:host:0").is_err());
         assert!(parse_forward("a:b:c:d:e").is_err());
+    }
+
+    #[test]
+    fn dynamic_specs_parse_like_ssh() {
+        assert_eq!(parse_dynamic("1080").unwrap(), "127.0.0.1:1080");
+        assert_eq!(parse_dynamic("0.0.0.0:1080").unwrap(), "0.0.0.0:1080");
+        assert_eq!(parse_dynamic("[::1]:1080").unwrap(), "[::1]:1080");
+        assert!(parse_dynamic("socks").is_err());
+        assert!(parse_dynamic("0").is_err());
+        assert!(parse_dynamic(":1080").is_err());
     }
 
     #[test]

@@ -100,10 +100,11 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         Command::Serve { config, net } => cmd::serve::run(&cli, config, net).await,
         Command::Forward {
             local,
+            dynamic,
             server,
             secret,
             net,
-        } => cmd::forward::run(&cli, local, server, secret, net).await,
+        } => cmd::forward::run(&cli, local, dynamic, server, secret, net).await,
         Command::Pipe {
             server,
             target,

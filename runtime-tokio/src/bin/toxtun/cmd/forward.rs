@@ -1,4 +1,5 @@
-//! `toxtun forward -L`: local ports forwarded through a server, like `ssh -L`.
+//! `toxtun forward -L` and `-D`: local ports forwarded through a server, like `ssh -L`,
+//! and SOCKS servers, like `ssh -D` (`socks.rs`).
 //!
 //! The forward runs this machine's client identity (pipes then attach to it), or, if
 //! another process already does (an agent), attaches to that one: it holds the other's
@@ -6,48 +7,56 @@
 //! socket.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use toxtun_proto::{Target, ToxId};
 use toxtun_tokio::control::{attach, credential, hold, Attached, Hold, Request};
 
+use super::socks::{spawn_listener, Opener};
 use super::{data_dir, hold_client, StopSignals};
-use crate::cli::{load_secret, parse_forward, parse_server, Cli, NetArgs, SecretArgs};
+use crate::cli::{
+    load_secret, parse_dynamic, parse_forward, parse_server, Cli, NetArgs, SecretArgs,
+};
 use crate::Fail;
 
 /// Listens on each `-L` spec's local address and forwards every connection to its target
-/// through `server`, until Ctrl-C.
+/// through `server`, and serves SOCKS on each `-D` address, until Ctrl-C.
 pub(crate) async fn run(
     cli: &Cli,
     local: &[String],
+    dynamic: &[String],
     server: &str,
     secret: &SecretArgs,
     net: &NetArgs,
 ) -> Result<(), Fail> {
     let mut stop = StopSignals::new();
     let server = parse_server(server)?;
-    let specs: Vec<(String, Target)> = local
-        .iter()
-        .map(|s| parse_forward(s))
-        .collect::<Result<_, _>>()?;
-    let mut listeners = Vec::new();
-    for (listen, target) in specs {
-        let l = TcpListener::bind(&listen)
-            .await
-            .map_err(|e| Fail(format!("cannot listen on {listen}: {e}")))?;
-        eprintln!("toxtun: {listen} -> {target} via {}", server.public_key);
-        listeners.push((l, target));
-    }
+    let (listeners, socks) = bind(local, dynamic, &server).await?;
     let dir = data_dir(&cli.data_dir)?;
     let cred = credential(load_secret(secret)?.as_ref());
     match hold(&dir, server.to_string(), cred.clone()).await? {
-        Some(Ok(held)) => return attached(held, listeners, dir, server, cred, stop).await,
+        Some(Ok(held)) => {
+            let opener = Arc::new(Opener::Attached {
+                dir: dir.clone(),
+                server,
+                credential: cred.clone(),
+            });
+            for l in socks {
+                spawn_listener(l, opener.clone());
+            }
+            return attached(held, listeners, dir, server, cred, stop).await;
+        }
         Some(Err(Attached::Refused { message, .. })) => return Err(Fail(message)),
         Some(Err(other)) => return Err(Fail(format!("unexpected answer {other:?}"))),
         None => {}
     }
     let holder = hold_client(cli, Some(server), secret, net, true).await?;
     let node = holder.node.clone();
+    let opener = Arc::new(Opener::Node(node.clone(), server.public_key));
+    for l in socks {
+        spawn_listener(l, opener.clone());
+    }
     for (l, target) in listeners {
         let node = node.clone();
         let peer = server.public_key;
@@ -74,6 +83,33 @@ pub(crate) async fn run(
     eprintln!("toxtun: {why}: shutting down (closing sessions)");
     node.shutdown().await;
     Ok(())
+}
+
+/// Binds every `-L` and `-D` listener first: a port in use fails before Tox starts.
+async fn bind(
+    local: &[String],
+    dynamic: &[String],
+    server: &ToxId,
+) -> Result<(Vec<(TcpListener, Target)>, Vec<TcpListener>), Fail> {
+    async fn listen(at: &str) -> Result<TcpListener, Fail> {
+        TcpListener::bind(at)
+            .await
+            .map_err(|e| Fail(format!("cannot listen on {at}: {e}")))
+    }
+    let mut listeners = Vec::new();
+    for spec in local {
+        let (at, target) = parse_forward(spec)?;
+        let l = listen(&at).await?;
+        eprintln!("toxtun: {at} -> {target} via {}", server.public_key);
+        listeners.push((l, target));
+    }
+    let mut socks = Vec::new();
+    for spec in dynamic {
+        let at = parse_dynamic(spec)?;
+        socks.push(listen(&at).await?);
+        eprintln!("toxtun: SOCKS on {at} via {}", server.public_key);
+    }
+    Ok((listeners, socks))
 }
 
 /// Another process holds the identity: each accepted connection becomes a stream that
@@ -103,6 +139,7 @@ async fn attached(
                     server: server.to_string(),
                     target: target.to_string(),
                     credential: credential.clone(),
+                    wait_accepted: false,
                 };
                 let dir = dir.clone();
                 tokio::spawn(carry(dir, request, sock, from, target.clone()));

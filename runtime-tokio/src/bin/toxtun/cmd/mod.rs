@@ -21,6 +21,7 @@ pub(crate) mod forward;
 pub(crate) mod id;
 pub(crate) mod pipe;
 pub(crate) mod serve;
+pub(crate) mod socks;
 pub(crate) mod status;
 
 /// Where the identities live: `--data-dir`, else the platform's data directory.

@@ -46,6 +46,7 @@ pub(crate) async fn run(
         server: server_id.to_string(),
         target: parsed.to_string(),
         credential: credential(load_secret(secret)?.as_ref()),
+        wait_accepted: false,
     };
     if let Some(done) = attached(&dir, request.clone(), &mut stop).await? {
         return done;
