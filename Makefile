@@ -5,7 +5,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo core-demo test deps lint purity sizes bench help
+.PHONY: demo core-demo test deps lint purity sizes bench man help
 
 help:
 	@echo "make demo   run the demo"
@@ -37,6 +37,10 @@ test: lint purity sizes
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee target/test.log
 	@scripts/summarize-tests target/test.log
+
+# Manual pages (toxtun.1, toxtun-<subcommand>.1, toxtun.toml.5) into target/man.
+man: deps
+	$(CARGO) run -q -p toxtun-tokio --bin toxtun -- manpages target/man
 
 bench: deps
 	$(CARGO) bench -p toxtun-proto --bench core

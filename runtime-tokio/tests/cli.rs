@@ -487,3 +487,46 @@ fn sighup_to_pipe_closes_its_session_on_the_server_at_once() {
         .unwrap();
     assert!(!err.contains("WARN"), "{err}");
 }
+
+#[test]
+fn manual_pages_and_completions_come_from_the_command_line() {
+    let dir = tmp("man");
+    let o = run(&["manpages", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let page = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    assert!(page("toxtun.1").contains(".TH toxtun 1"));
+    for sub in [
+        "id",
+        "serve",
+        "forward",
+        "pipe",
+        "agent",
+        "status",
+        "stop",
+        "bootstrap",
+        "demo",
+        "completions",
+    ] {
+        let p = page(&format!("toxtun-{sub}.1"));
+        assert!(
+            p.contains(&format!(".TH toxtun-{sub} 1")),
+            "toxtun-{sub}.1: {p}"
+        );
+    }
+    // The pages say what --help says: the flags, from the same definitions.
+    assert!(page("toxtun-forward.1").contains("SOCKS"));
+    assert!(page("toxtun-pipe.1").contains("persist"));
+    assert!(page("toxtun.toml.5").contains("max_streams_per_peer"));
+    for (shell, mark) in [
+        ("bash", "complete -F _toxtun"),
+        ("zsh", "#compdef toxtun"),
+        ("fish", "complete -c toxtun"),
+    ] {
+        let o = run(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        let script = String::from_utf8_lossy(&o.stdout);
+        assert!(script.contains(mark), "{shell}: {script}");
+        assert!(script.contains("persist"), "{shell} knows pipe's flags");
+    }
+    assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(2));
+}

@@ -122,6 +122,19 @@ pub(crate) enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         public_host: String,
     },
+    /// Print a shell completion script (e.g. toxtun completions bash >
+    /// /etc/bash_completion.d/toxtun).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (toxtun.1, one per subcommand, toxtun.toml.5) into DIR, for
+    /// packaging.
+    #[command(hide = true)]
+    Manpages {
+        /// Where to write them.
+        dir: PathBuf,
+    },
     /// With no network: a bootstrap node, a server and a client on loopback over the real
     /// Tox protocol, an HTTP-sized download through the tunnel checked byte for byte.
     Demo {

@@ -126,5 +126,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             public_host,
         } => cmd::bootstrap::run(*port, *tcp_port, *lan_discovery, public_host).await,
         Command::Demo { mib } => cmd::demo::run(*mib, cli.json).await,
+        Command::Completions { shell } => cmd::docs::completions(*shell),
+        Command::Manpages { dir } => cmd::docs::manpages(dir),
     }
 }

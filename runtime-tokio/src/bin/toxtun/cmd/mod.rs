@@ -17,6 +17,7 @@ use crate::Fail;
 pub(crate) mod agent;
 pub(crate) mod bootstrap;
 pub(crate) mod demo;
+pub(crate) mod docs;
 pub(crate) mod forward;
 pub(crate) mod id;
 pub(crate) mod pipe;
