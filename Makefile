@@ -5,7 +5,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo core-demo test deps lint purity sizes bench man help
+.PHONY: demo core-demo test deps lint purity sizes bench man deb help
 
 help:
 	@echo "make demo   run the demo"
@@ -41,6 +41,11 @@ test: lint purity sizes
 # Manual pages (toxtun.1, toxtun-<subcommand>.1, toxtun.toml.5) into target/man.
 man: deps
 	$(CARGO) run -q -p toxtun-tokio --bin toxtun -- manpages target/man
+
+# The Debian package (binary, systemd unit, /etc/toxtun/server.toml, man pages,
+# completions) into target/deb.
+deb: deps
+	scripts/build-deb target/deb
 
 bench: deps
 	$(CARGO) bench -p toxtun-proto --bench core

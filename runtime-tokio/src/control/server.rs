@@ -204,8 +204,10 @@ impl Shared {
         };
         // Only the owner may use this identity: the socket's mode says so, and the peer's
         // credentials are checked too (a socket in a shared directory, a copied path).
+        // Root may too (it can read the identity file anyway): an operator's `sudo toxtun
+        // status` to a server that runs as systemd's dynamic user.
         let uid = wr.as_ref().peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
-        if uid != self.uid {
+        if uid != self.uid && uid != 0 {
             tracing::warn!(
                 uid,
                 "control socket: refused a connection from another user"
