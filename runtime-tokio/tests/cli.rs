@@ -530,3 +530,42 @@ fn manual_pages_and_completions_come_from_the_command_line() {
     }
     assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(2));
 }
+
+#[test]
+fn serve_tells_systemd_it_is_ready_once_on_the_tox_network() {
+    // Type=notify: systemd's socket is a datagram socket named in NOTIFY_SOCKET.
+    let (_boot, boot) = bootstrap();
+    let sdir = tmp("notify");
+    let path = sdir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let conf = write_config(&sdir, 9, &boot, None);
+    let _server = Proc(
+        toxtun()
+            .args(["--data-dir", sdir.to_str().unwrap(), "serve", "--config"])
+            .arg(&conf)
+            .env("NOTIFY_SOCKET", &path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while !seen
+        .iter()
+        .any(|m: &String| m.starts_with("STATUS=on the Tox network"))
+    {
+        let n = sock.recv(&mut buf).expect("a notification within 60 s");
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    // Ready comes before it says it is on the network (a STATUS while it connects may
+    // come first).
+    let ready = seen.iter().position(|m| m == "READY=1");
+    assert!(ready.is_some_and(|r| r < seen.len() - 1), "{seen:?}");
+    assert!(
+        seen.iter().any(|m| m.contains("0 session(s), 0 stream(s)")),
+        "{seen:?}"
+    );
+}

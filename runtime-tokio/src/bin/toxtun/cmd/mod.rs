@@ -20,6 +20,7 @@ pub(crate) mod demo;
 pub(crate) mod docs;
 pub(crate) mod forward;
 pub(crate) mod id;
+pub(crate) mod notify;
 pub(crate) mod pipe;
 pub(crate) mod serve;
 pub(crate) mod socks;

@@ -49,6 +49,7 @@ pub(crate) async fn run(cli: &Cli, config: &Path, net: &NetArgs) -> Result<(), F
     );
     report(&node, cli.json, settings.fast_path);
     let control = control.serve(node.clone(), None, []);
+    super::notify::spawn(&node);
     eprintln!("toxtun: serving as {id}");
     // The signal is taken first, and the node shut down after: its driver then ends as
     // asked, and that must not read as the node stopping by itself.
