@@ -383,26 +383,17 @@ fn sigterm_to_serve_tells_its_clients_at_once() {
         .unwrap()
         .port();
     let mut client = Proc(
-        toxtun()
-            .args([
-                "--json",
-                "--data-dir",
-                cdir.to_str().unwrap(),
-                "forward",
-                "-L",
-            ])
-            .arg(format!("127.0.0.1:{local}:127.0.0.1:{port}"))
-            .args([
-                "--secret",
-                "a shared test secret",
-                "--lan-discovery",
-                "false",
-            ])
-            .args(["--bootstrap", &boot, &server_id])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        forward_command(
+            &cdir,
+            &["-L".into(), format!("127.0.0.1:{local}:127.0.0.1:{port}")],
+            &boot,
+            &server_id,
+            true,
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
     );
     let events = json_lines(&mut client.0);
     wait_for_event(&events, &["\"session_up\""], Duration::from_secs(90))

@@ -57,20 +57,17 @@ fn curl(proxy_flag: &str, socks: u16, url: &str) -> std::process::Output {
 
 fn start_forward(cdir: &Path, socks: u16, boot: &str, server_id: &str) -> Proc {
     let mut forward = Proc(
-        toxtun()
-            .args(["--json", "--data-dir", cdir.to_str().unwrap(), "forward"])
-            .args(["-D", &socks.to_string()])
-            .args([
-                "--secret",
-                "a shared test secret",
-                "--lan-discovery",
-                "false",
-            ])
-            .args(["--bootstrap", boot, server_id])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        forward_command(
+            cdir,
+            &["-D".into(), socks.to_string()],
+            boot,
+            server_id,
+            true,
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
     );
     let events = json_lines(&mut forward.0);
     wait_for_event(&events, &["\"session_up\""], Duration::from_secs(90))
@@ -142,20 +139,17 @@ fn curl_through_forward_d_reaches_what_the_server_allows_and_hears_why_not() {
     // A second forward with the same identity attaches to the first, -D and all.
     let socks2 = free_port();
     let mut second = Proc(
-        toxtun()
-            .args(["--data-dir", cdir.to_str().unwrap(), "forward"])
-            .args(["-D", &socks2.to_string()])
-            .args([
-                "--secret",
-                "a shared test secret",
-                "--lan-discovery",
-                "false",
-            ])
-            .args(["--bootstrap", &boot, &server_id])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+        forward_command(
+            &cdir,
+            &["-D".into(), socks2.to_string()],
+            &boot,
+            &server_id,
+            false,
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
     );
     let mut err = BufReader::new(second.0.stderr.take().unwrap());
     let mut line = String::new();

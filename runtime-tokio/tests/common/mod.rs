@@ -349,3 +349,28 @@ impl Sshd {
         c
     }
 }
+
+/// `toxtun forward` with `specs` (`-L …`, `-D …`) to the server through our bootstrap
+/// node, with the shared test secret and LAN discovery off; `--json` events if `json`.
+pub fn forward_command(
+    dir: &Path,
+    specs: &[String],
+    boot: &str,
+    server_id: &str,
+    json: bool,
+) -> Command {
+    let mut c = toxtun();
+    if json {
+        c.arg("--json");
+    }
+    c.args(["--data-dir", dir.to_str().unwrap(), "forward"])
+        .args(specs)
+        .args([
+            "--secret",
+            "a shared test secret",
+            "--lan-discovery",
+            "false",
+        ])
+        .args(["--bootstrap", boot, server_id]);
+    c
+}
