@@ -181,22 +181,12 @@ fn a_second_process_with_the_same_identity_never_breaks_the_first() {
         .local_addr()
         .unwrap()
         .port();
-    let mut forward = Proc(
-        forward_command(
-            &cdir,
-            &["-L".into(), format!("127.0.0.1:{local}:127.0.0.1:{port}")],
-            &boot,
-            &server_id,
-            true,
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap(),
+    let (forward, events) = forward_up(
+        &cdir,
+        &["-L".into(), format!("127.0.0.1:{local}:127.0.0.1:{port}")],
+        &boot,
+        &server_id,
     );
-    let events = json_lines(&mut forward.0);
-    wait_for_event(&events, &["\"session_up\""], Duration::from_secs(90))
-        .expect("the forward's session came up");
     // A long-lived connection through the forward.
     let mut conn = TcpStream::connect(("127.0.0.1", local)).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(20)))

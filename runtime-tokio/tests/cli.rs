@@ -382,22 +382,12 @@ fn sigterm_to_serve_tells_its_clients_at_once() {
         .local_addr()
         .unwrap()
         .port();
-    let mut client = Proc(
-        forward_command(
-            &cdir,
-            &["-L".into(), format!("127.0.0.1:{local}:127.0.0.1:{port}")],
-            &boot,
-            &server_id,
-            true,
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap(),
+    let (_client, events) = forward_up(
+        &cdir,
+        &["-L".into(), format!("127.0.0.1:{local}:127.0.0.1:{port}")],
+        &boot,
+        &server_id,
     );
-    let events = json_lines(&mut client.0);
-    wait_for_event(&events, &["\"session_up\""], Duration::from_secs(90))
-        .expect("the client's session came up");
     let sent = send_signal(&server.0, "TERM");
     let (at, line) = wait_for_event(
         &events,

@@ -4,9 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 mod common;
 use common::*;
@@ -55,26 +53,6 @@ fn curl(proxy_flag: &str, socks: u16, url: &str) -> std::process::Output {
         .expect("curl runs (scripts/install-deps installs it)")
 }
 
-fn start_forward(cdir: &Path, socks: u16, boot: &str, server_id: &str) -> Proc {
-    let mut forward = Proc(
-        forward_command(
-            cdir,
-            &["-D".into(), socks.to_string()],
-            boot,
-            server_id,
-            true,
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
-    let events = json_lines(&mut forward.0);
-    wait_for_event(&events, &["\"session_up\""], Duration::from_secs(90))
-        .expect("the forward's session came up");
-    forward
-}
-
 #[test]
 fn curl_through_forward_d_reaches_what_the_server_allows_and_hears_why_not() {
     let (_boot, boot) = bootstrap();
@@ -105,7 +83,7 @@ fn curl_through_forward_d_reaches_what_the_server_allows_and_hears_why_not() {
             .unwrap(),
     );
     let socks = free_port();
-    let _forward = start_forward(&cdir, socks, &boot, &server_id);
+    let (_forward, _) = forward_up(&cdir, &["-D".into(), socks.to_string()], &boot, &server_id);
 
     // A name, resolved on the server's side; an IPv4 address; SOCKS 4a.
     for (flag, host) in [

@@ -374,3 +374,27 @@ pub fn forward_command(
         .args(["--bootstrap", boot, server_id]);
     c
 }
+
+/// Starts [`forward_command`] with `--json` and waits until its session is up; returns
+/// the process and its events.
+pub fn forward_up(
+    dir: &Path,
+    specs: &[String],
+    boot: &str,
+    server_id: &str,
+) -> (
+    Proc,
+    std::sync::mpsc::Receiver<(std::time::Instant, String)>,
+) {
+    let mut forward = Proc(
+        forward_command(dir, specs, boot, server_id, true)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let events = json_lines(&mut forward.0);
+    wait_for_event(&events, &["\"session_up\""], Duration::from_secs(90))
+        .expect("the forward's session came up");
+    (forward, events)
+}
