@@ -479,3 +479,38 @@ async fn a_client_that_hangs_up_mid_download_is_named_as_such_on_both_sides() {
     assert_eq!(at_client, Some(toxtun_proto::StreamCode::Cancelled));
     assert_eq!(at_server, Some(toxtun_proto::StreamCode::Cancelled));
 }
+
+#[tokio::test]
+async fn a_pending_stream_hears_the_servers_answer_before_it_gets_its_local_side() {
+    // What SOCKS needs: the client is told "granted" or why not before any byte flows.
+    let port = serve_once(b"the body".to_vec()).await;
+    let allowed = format!("127.0.0.1:{port}");
+    let s = setup(&[allowed.as_str()]).await;
+    let mut refused = s
+        .client
+        .open_pending(s.server_pk, "127.0.0.1:9".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.accepted().await,
+        Err(toxtun_proto::StreamCode::TargetNotAllowed)
+    );
+    assert_eq!(
+        refused.accepted().await,
+        Err(toxtun_proto::StreamCode::TargetNotAllowed),
+        "asked again, the same answer"
+    );
+    let mut ok = s
+        .client
+        .open_pending(s.server_pk, allowed.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ok.accepted().await, Ok(()));
+    let (mut mine, theirs) = tokio::io::duplex(1024);
+    let carry = tokio::spawn(ok.carry(theirs));
+    mine.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    mine.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"HTTP/1.0 200 OK\r\n\r\nthe body");
+    carry.await.unwrap();
+}

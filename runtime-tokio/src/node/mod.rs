@@ -185,6 +185,8 @@ impl std::fmt::Debug for Cmd {
 pub struct PendingStream {
     pipes: StreamPipes,
     opened: oneshot::Receiver<Result<(), StreamCode>>,
+    /// The answer, once heard.
+    answer: Option<Result<(), StreamCode>>,
     cmd: mpsc::Sender<Cmd>,
 }
 
@@ -203,11 +205,16 @@ impl PendingStream {
     }
 
     /// Waits for the server's answer: accepted, or refused (or reset, or timed out) with
-    /// its code. Call once.
+    /// its code. Asked again, it gives the same answer.
     pub async fn accepted(&mut self) -> Result<(), StreamCode> {
-        (&mut self.opened)
+        if let Some(answer) = self.answer {
+            return answer;
+        }
+        let answer = (&mut self.opened)
             .await
-            .unwrap_or(Err(StreamCode::SessionClosed))
+            .unwrap_or(Err(StreamCode::SessionClosed));
+        self.answer = Some(answer);
+        answer
     }
 
     /// The stream as a byte stream, as [`Node::open`] gives it.
@@ -358,6 +365,7 @@ impl Node {
         Ok(PendingStream {
             pipes,
             opened: rx,
+            answer: None,
             cmd: self.cmd.clone(),
         })
     }
