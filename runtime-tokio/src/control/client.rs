@@ -27,11 +27,19 @@ async fn exchange(
         return Ok(None);
     };
     let (rd, mut wr) = sock.into_split();
-    wr.write_all(&encode_line(request))
-        .await
-        .map_err(|e| ControlError::Broken(e.to_string()))?;
+    // A holder that refuses at once (another user, too many connections) may have closed
+    // before our request is written: its reply is still there to read.
+    let written = wr.write_all(&encode_line(request)).await;
     let mut rd = BufReader::new(rd);
-    let line = read_line(&mut rd, MAX_REPLY).await?;
+    let line = match read_line(&mut rd, MAX_REPLY).await {
+        Ok(line) => line,
+        Err(e) => {
+            return Err(match written {
+                Err(w) => ControlError::Broken(w.to_string()),
+                Ok(()) => e,
+            })
+        }
+    };
     let reply: Reply =
         serde_json::from_slice(&line).map_err(|e| ControlError::Broken(format!("reply: {e}")))?;
     Ok(Some((reply, rd, wr)))

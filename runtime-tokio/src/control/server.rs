@@ -196,11 +196,9 @@ impl Drop for AttachedGuard<'_> {
 impl Shared {
     async fn connection(&self, sock: UnixStream) {
         let (rd, mut wr) = sock.into_split();
+        let mut rd = BufReader::new(rd);
         let Ok(_slot) = self.slots.try_acquire() else {
-            let _ = wr
-                .write_all(&encode_line(&ControlError::Busy.reply()))
-                .await;
-            return;
+            return finish(&mut rd, &mut wr, ControlError::Busy.reply()).await;
         };
         // Only the owner may use this identity: the socket's mode says so, and the peer's
         // credentials are checked too (a socket in a shared directory, a copied path).
@@ -212,12 +210,8 @@ impl Shared {
                 uid,
                 "control socket: refused a connection from another user"
             );
-            let _ = wr
-                .write_all(&encode_line(&ControlError::NotOwner(uid).reply()))
-                .await;
-            return;
+            return finish(&mut rd, &mut wr, ControlError::NotOwner(uid).reply()).await;
         }
-        let mut rd = BufReader::new(rd);
         let request =
             match tokio::time::timeout(REQUEST_TIMEOUT, read_line(&mut rd, MAX_REQUEST)).await {
                 Err(_) => Err(ControlError::Timeout),
@@ -236,15 +230,7 @@ impl Shared {
             tracing::info!(code = e.code(), "control request refused: {e}");
             e.reply()
         });
-        let _ = wr.write_all(&encode_line(&reply)).await;
-        let _ = wr.shutdown().await;
-        // Read (a bounded amount of) what the client still sends: closing a socket with
-        // unread bytes resets it, and the client would lose the reply.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            tokio::io::copy(&mut (&mut rd).take(1 << 20), &mut tokio::io::sink()),
-        )
-        .await;
+        finish(&mut rd, &mut wr, reply).await;
     }
 
     /// Carries out one request. `Ok(None)`: it took the connection over (a stream, a
@@ -380,6 +366,19 @@ impl Shared {
         }
         Ok(peer)
     }
+}
+
+/// Sends the last reply of a connection and closes it, first reading (a bounded amount
+/// of) what the client still sends: a socket closed with unread bytes, or before the
+/// client wrote its request, would cost the client the reply.
+async fn finish(rd: &mut BufReader<OwnedReadHalf>, wr: &mut OwnedWriteHalf, reply: Reply) {
+    let _ = wr.write_all(&encode_line(&reply)).await;
+    let _ = wr.shutdown().await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::io::copy(&mut rd.take(1 << 20), &mut tokio::io::sink()),
+    )
+    .await;
 }
 
 /// Carries one stream between the tunnel and an attached pipe: the pipe's bytes up as
