@@ -4,21 +4,102 @@
 //! The forward runs this machine's client identity (pipes then attach to it), or, if
 //! another process already does (an agent), attaches to that one: it holds the other's
 //! session for as long as it runs, and carries each accepted connection over the control
-//! socket.
+//! socket. Either way an [`Opener`] opens the streams, and the listeners are the same.
 
-use std::path::{Path, PathBuf};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::TcpListener;
-use toxtun_proto::{Target, ToxId};
+use tokio::net::{TcpListener, TcpStream};
+use toxtun_proto::{PeerId, StreamCode, Target, ToxId};
 use toxtun_tokio::control::{attach, credential, hold, Attached, Hold, Request};
+use toxtun_tokio::Node;
 
-use super::socks::{spawn_listener, Opener};
 use super::{data_dir, hold_client, StopSignals};
 use crate::cli::{
     load_secret, parse_dynamic, parse_forward, parse_server, Cli, NetArgs, SecretArgs,
 };
 use crate::Fail;
+
+/// Where the streams of accepted connections (`-L`) and SOCKS requests (`-D`) are opened.
+pub(crate) enum Opener {
+    /// On this process's own node.
+    Node(Node, PeerId),
+    /// By the process that runs the identity, over its control socket.
+    Attached(AttachedTo),
+}
+
+/// The process that runs the identity, as an attached forward asks it for streams.
+pub(crate) struct AttachedTo {
+    /// Its data directory (where its control socket is).
+    pub(crate) dir: PathBuf,
+    server: ToxId,
+    credential: Option<String>,
+}
+
+impl AttachedTo {
+    /// The control request for a stream to `target`.
+    pub(crate) fn request(&self, target: &Target, wait_accepted: bool) -> Request {
+        Request::Open {
+            server: self.server.to_string(),
+            target: target.to_string(),
+            credential: self.credential.clone(),
+            wait_accepted,
+        }
+    }
+}
+
+impl Opener {
+    /// Carries one accepted `-L` connection through a new stream to `target`.
+    async fn forward(&self, sock: TcpStream, from: SocketAddr, target: Target) {
+        match self {
+            Opener::Node(node, peer) => {
+                if let Err(e) = node.forward(*peer, target.clone(), sock).await {
+                    tracing::info!(%from, %target, "connection ended: {e}");
+                }
+            }
+            Opener::Attached(to) => {
+                let (rd, wr) = sock.into_split();
+                match attach(&to.dir, to.request(&target, false), rd, wr).await {
+                    Ok(Attached::Ended(0) | Attached::OutputClosed) => {}
+                    Ok(Attached::Ended(code)) => tracing::info!(
+                        %from, %target,
+                        "connection ended: {}",
+                        StreamCode::from_code(code)
+                    ),
+                    Ok(other) => tracing::warn!(%from, %target, "connection refused: {other:?}"),
+                    Err(e) => tracing::warn!(%from, %target, "connection failed: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// Accepts connections on `listener` until the process ends, handing each to `on` in a
+/// task of its own.
+pub(crate) fn spawn_accepting<F, Fut>(listener: TcpListener, on: F)
+where
+    F: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((sock, from)) => {
+                    let _ = sock.set_nodelay(true);
+                    tokio::spawn(on(sock, from));
+                }
+                // Out of file descriptors, most likely: let some close.
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+}
 
 /// Listens on each `-L` spec's local address and forwards every connection to its target
 /// through `server`, and serves SOCKS on each `-D` address, until Ctrl-C.
@@ -35,54 +116,69 @@ pub(crate) async fn run(
     let (listeners, socks) = bind(local, dynamic, &server).await?;
     let dir = data_dir(&cli.data_dir)?;
     let cred = credential(load_secret(secret)?.as_ref());
-    match hold(&dir, server.to_string(), cred.clone()).await? {
+    let runs = match hold(&dir, server.to_string(), cred.clone()).await? {
         Some(Ok(held)) => {
-            let opener = Arc::new(Opener::Attached {
-                dir: dir.clone(),
-                server,
-                credential: cred.clone(),
-            });
-            for l in socks {
-                spawn_listener(l, opener.clone());
-            }
-            return attached(held, listeners, dir, server, cred, stop).await;
+            eprintln!(
+                "toxtun: attached to toxtun process {}, which runs this identity",
+                held.pid
+            );
+            Runs::Attached(held)
         }
         Some(Err(Attached::Refused { message, .. })) => return Err(Fail(message)),
         Some(Err(other)) => return Err(Fail(format!("unexpected answer {other:?}"))),
-        None => {}
-    }
-    let holder = hold_client(cli, Some(server), secret, net, true).await?;
-    let node = holder.node.clone();
-    let opener = Arc::new(Opener::Node(node.clone(), server.public_key));
-    for l in socks {
-        spawn_listener(l, opener.clone());
-    }
+        None => Runs::Own(hold_client(cli, Some(server), secret, net, true).await?),
+    };
+    let opener = Arc::new(match &runs {
+        Runs::Own(h) => Opener::Node(h.node.clone(), server.public_key),
+        Runs::Attached(_) => Opener::Attached(AttachedTo {
+            dir,
+            server,
+            credential: cred,
+        }),
+    });
     for (l, target) in listeners {
-        let node = node.clone();
-        let peer = server.public_key;
-        tokio::spawn(async move {
-            loop {
-                let Ok((sock, from)) = l.accept().await else {
-                    continue;
-                };
-                let _ = sock.set_nodelay(true);
-                let node = node.clone();
-                let target = target.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = node.forward(peer, target.clone(), sock).await {
-                        tracing::info!(%from, %target, "connection ended: {e}");
-                    }
-                });
-            }
+        let opener = opener.clone();
+        spawn_accepting(l, move |sock, from| {
+            let opener = opener.clone();
+            let target = target.clone();
+            async move { opener.forward(sock, from, target).await }
         });
     }
-    let why = tokio::select! {
-        sig = stop.recv() => sig,
-        () = holder.control.stopped() => "stop requested",
-    };
-    eprintln!("toxtun: {why}: shutting down (closing sessions)");
-    node.shutdown().await;
-    Ok(())
+    for l in socks {
+        let opener = opener.clone();
+        spawn_accepting(l, move |sock, from| {
+            super::socks::serve(opener.clone(), sock, from)
+        });
+    }
+    match runs {
+        Runs::Own(holder) => {
+            let why = tokio::select! {
+                sig = stop.recv() => sig,
+                () = holder.control.stopped() => "stop requested",
+            };
+            eprintln!("toxtun: {why}: shutting down (closing sessions)");
+            holder.node.shutdown().await;
+            Ok(())
+        }
+        Runs::Attached(mut held) => tokio::select! {
+            sig = stop.recv() => {
+                eprintln!("toxtun: {sig}: detaching");
+                Ok(())
+            }
+            () = held.closed() => Err(Fail(format!(
+                "toxtun process {}, which ran this identity, stopped",
+                held.pid
+            ))),
+        },
+    }
+}
+
+/// Who runs the identity for this forward.
+enum Runs {
+    /// This process.
+    Own(super::ClientHolder),
+    /// Another one, which this forward holds.
+    Attached(Hold),
 }
 
 /// Binds every `-L` and `-D` listener first: a port in use fails before Tox starts.
@@ -110,71 +206,4 @@ async fn bind(
         eprintln!("toxtun: SOCKS on {at} via {}", server.public_key);
     }
     Ok((listeners, socks))
-}
-
-/// Another process holds the identity: each accepted connection becomes a stream that
-/// process opens, carried over the control socket, until Ctrl-C or until it stops.
-async fn attached(
-    mut held: Hold,
-    listeners: Vec<(TcpListener, Target)>,
-    dir: PathBuf,
-    server: ToxId,
-    credential: Option<String>,
-    mut stop: StopSignals,
-) -> Result<(), Fail> {
-    eprintln!(
-        "toxtun: attached to toxtun process {}, which runs this identity",
-        held.pid
-    );
-    for (l, target) in listeners {
-        let dir = dir.clone();
-        let credential = credential.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((sock, from)) = l.accept().await else {
-                    continue;
-                };
-                let _ = sock.set_nodelay(true);
-                let request = Request::Open {
-                    server: server.to_string(),
-                    target: target.to_string(),
-                    credential: credential.clone(),
-                    wait_accepted: false,
-                };
-                let dir = dir.clone();
-                tokio::spawn(carry(dir, request, sock, from, target.clone()));
-            }
-        });
-    }
-    tokio::select! {
-        sig = stop.recv() => {
-            eprintln!("toxtun: {sig}: detaching");
-            Ok(())
-        }
-        () = held.closed() => Err(Fail(format!(
-            "toxtun process {}, which ran this identity, stopped",
-            held.pid
-        ))),
-    }
-}
-
-/// One accepted connection, as a stream the holder opens.
-async fn carry(
-    dir: PathBuf,
-    request: Request,
-    sock: tokio::net::TcpStream,
-    from: std::net::SocketAddr,
-    target: Target,
-) {
-    let (rd, wr) = sock.into_split();
-    match attach(Path::new(&dir), request, rd, wr).await {
-        Ok(Attached::Ended(0) | Attached::OutputClosed) => {}
-        Ok(Attached::Ended(code)) => tracing::info!(
-            %from, %target,
-            "connection ended: {}",
-            toxtun_proto::StreamCode::from_code(code)
-        ),
-        Ok(other) => tracing::warn!(%from, %target, "connection refused: {other:?}"),
-        Err(e) => tracing::warn!(%from, %target, "connection failed: {e}"),
-    }
 }

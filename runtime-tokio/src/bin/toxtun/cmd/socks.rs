@@ -4,45 +4,22 @@
 //! refused 0x05, unreachable 0x04, timed out 0x06, …) before any byte flows.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use toxtun_proto::{PeerId, StreamCode, Target, ToxId};
-use toxtun_tokio::control::{open, Attached, Opening, Request};
+use tokio::net::TcpStream;
+use toxtun_proto::{PeerId, StreamCode, Target};
+use toxtun_tokio::control::{open, Attached, Opening};
 use toxtun_tokio::socks::{self, Version};
 use toxtun_tokio::Node;
+
+use super::forward::Opener;
 
 /// How long a SOCKS client may take over its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where the streams of SOCKS connections are opened.
-pub(crate) enum Opener {
-    /// On this process's own node.
-    Node(Node, PeerId),
-    /// By the process that runs the identity, over its control socket.
-    Attached {
-        dir: PathBuf,
-        server: ToxId,
-        credential: Option<String>,
-    },
-}
-
-/// Serves SOCKS clients on `listener` until the process ends.
-pub(crate) fn spawn_listener(listener: TcpListener, opener: Arc<Opener>) {
-    tokio::spawn(async move {
-        loop {
-            let Ok((sock, from)) = listener.accept().await else {
-                continue;
-            };
-            let _ = sock.set_nodelay(true);
-            tokio::spawn(serve(opener.clone(), sock, from));
-        }
-    });
-}
-
-async fn serve(opener: Arc<Opener>, mut sock: TcpStream, from: SocketAddr) {
+/// Serves one SOCKS client: its handshake, the stream it asks for, the reply, the bytes.
+pub(crate) async fn serve(opener: Arc<Opener>, mut sock: TcpStream, from: SocketAddr) {
     let (version, target) =
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, socks::accept(&mut sock)).await {
             Ok(Ok(asked)) => asked,
@@ -51,44 +28,32 @@ async fn serve(opener: Arc<Opener>, mut sock: TcpStream, from: SocketAddr) {
         };
     match &*opener {
         Opener::Node(node, peer) => via_node(node, *peer, sock, from, version, target).await,
-        Opener::Attached {
-            dir,
-            server,
-            credential,
-        } => {
-            let request = Request::Open {
-                server: server.to_string(),
-                target: target.to_string(),
-                credential: credential.clone(),
-                wait_accepted: true,
-            };
-            match open(dir, request).await {
-                Ok(Opening::Open(stream)) => {
-                    if socks::reply(&mut sock, version, Ok(())).await.is_ok() {
-                        let (rd, wr) = sock.into_split();
-                        let _ = stream.relay(rd, wr).await;
-                    }
-                }
-                Ok(Opening::Other(Attached::Ended(code))) => {
-                    refuse(
-                        &mut sock,
-                        from,
-                        version,
-                        &target,
-                        StreamCode::from_code(code),
-                    )
-                    .await
-                }
-                Ok(other) => {
-                    tracing::warn!(%from, %target, "SOCKS: {other:?}");
-                    let _ = socks::reply(&mut sock, version, Err(0x01)).await;
-                }
-                Err(e) => {
-                    tracing::warn!(%from, %target, "SOCKS: {e}");
-                    let _ = socks::reply(&mut sock, version, Err(0x01)).await;
+        Opener::Attached(to) => match open(&to.dir, to.request(&target, true)).await {
+            Ok(Opening::Open(stream)) => {
+                if socks::reply(&mut sock, version, Ok(())).await.is_ok() {
+                    let (rd, wr) = sock.into_split();
+                    let _ = stream.relay(rd, wr).await;
                 }
             }
-        }
+            Ok(Opening::Other(Attached::Ended(code))) => {
+                refuse(
+                    &mut sock,
+                    from,
+                    version,
+                    &target,
+                    StreamCode::from_code(code),
+                )
+                .await
+            }
+            Ok(other) => {
+                tracing::warn!(%from, %target, "SOCKS: {other:?}");
+                let _ = socks::reply(&mut sock, version, Err(0x01)).await;
+            }
+            Err(e) => {
+                tracing::warn!(%from, %target, "SOCKS: {e}");
+                let _ = socks::reply(&mut sock, version, Err(0x01)).await;
+            }
+        },
     }
 }
 
