@@ -514,3 +514,63 @@ async fn a_pending_stream_hears_the_servers_answer_before_it_gets_its_local_side
     assert_eq!(got, b"HTTP/1.0 200 OK\r\n\r\nthe body");
     carry.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_node_that_does_not_serve_refuses_streams_and_forgets_them() {
+    // A node with a policy but `serve: false` (a library user's) refuses incoming streams
+    // with 2014. Its StreamOpen event gets its StreamEnd, and `status` keeps nothing of
+    // it: a peer sending OPENs cannot grow the node.
+    #[allow(clippy::disallowed_methods)]
+    let net = RealtimeNetwork::start(Network::new(9, Instant::now()));
+    let (c, s) = net.with(|n| (n.add_node(), n.add_node()));
+    let tc = net.transport(c);
+    let ts = net.transport(s);
+    let cid = tc.id();
+    let sid = ts.id();
+    let mut scfg = EndpointConfig::new(sid.public_key);
+    scfg.server = Some(ServerPolicy {
+        clients: vec![ClientRule {
+            peer: cid.public_key,
+            targets: TargetRules::new(vec!["127.0.0.1:22".parse().unwrap()]),
+        }],
+        ..Default::default()
+    });
+    let (server, _) = Node::spawn(
+        Endpoint::new(scfg, [2; 32]).unwrap(),
+        ts,
+        NodeOptions::default(),
+    );
+    let mut events = server.events();
+    let (client, _) = Node::spawn(
+        Endpoint::new(EndpointConfig::new(cid.public_key), [1; 32]).unwrap(),
+        tc,
+        NodeOptions::default(),
+    );
+    client.connect(sid, b"toxtun/1".to_vec()).await.unwrap();
+    let mut pending = client
+        .open_pending(sid.public_key, "127.0.0.1:22".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.accepted().await,
+        Err(toxtun_proto::StreamCode::NotAccepting)
+    );
+    let (mut opened, mut ended) = (false, false);
+    while !ended {
+        match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
+            Ok(Ok(NodeEvent::StreamOpen { incoming: true, .. })) => opened = true,
+            Ok(Ok(NodeEvent::StreamEnd {
+                code: Some(toxtun_proto::StreamCode::NotAccepting),
+                ..
+            })) => ended = true,
+            Ok(Ok(_)) => {}
+            other => panic!("no StreamEnd for the refused stream: {other:?}"),
+        }
+    }
+    assert!(opened);
+    let status = server.status().await.unwrap();
+    assert!(
+        status.peers.iter().all(|p| p.streams.is_empty()),
+        "{status:?}"
+    );
+}

@@ -237,7 +237,7 @@ impl<T: Transport> Driver<T> {
     fn status(&self) -> NodeStatus {
         let mut keys: Vec<PeerId> = self.seen.links.keys().copied().collect();
         keys.extend(self.endpoint.peers());
-        keys.sort_by_key(|k| k.to_string());
+        keys.sort();
         keys.dedup();
         let at = now();
         let peers = keys
@@ -384,6 +384,12 @@ impl<T: Transport> Driver<T> {
                 });
                 if !self.options.serve {
                     let _ = self.endpoint.refuse(stream, StreamCode::NotAccepting);
+                    // Its StreamOpen was reported: so is its end (and `toxtun status`
+                    // forgets it; a peer sending OPENs to a client cannot grow it).
+                    self.emit(NodeEvent::StreamEnd {
+                        stream,
+                        code: Some(StreamCode::NotAccepting),
+                    });
                     return;
                 }
                 let notes = self.notes.clone();
