@@ -91,6 +91,9 @@ code_enum! {
         /// Sent in CLOSE by a server that saw the link drop while the client did not: the
         /// client resumes the session (HELLO with its session id). The session goes on.
         ResumeRequired = 1013 => "link was lost; resume the session",
+        /// The server's configuration was reloaded and no longer admits this client (its
+        /// key was removed, or the secret it proved changed).
+        Revoked = 1014 => "the server's configuration no longer admits this client",
     }
 }
 

@@ -85,13 +85,15 @@ pub mod wire {
 
 pub use codes::{SessionCode, StatusCode, StreamCode};
 pub use config::{Capabilities, ConfigError, EndpointConfig, PROTOCOL_VERSION};
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, Reconfigured};
 pub use event::{
     Event, Input, OpenError, Output, ReadError, SessionStats, StreamError, StreamStats, WriteError,
 };
 pub use frame::MAX_PACKET_SIZE;
 pub use ids::{PeerId, SessionId, StreamId, ToxId, ToxIdError};
-pub use policy::{ClientRule, Limits, ServerPolicy, SharedSecret, TargetRules};
+pub use policy::{
+    ClientRule, Limits, PolicyChanges, SecretChange, ServerPolicy, SharedSecret, TargetRules,
+};
 pub use recovery::congestion::CongestionControl;
 pub use target::{Host, Target, TargetError, TargetPattern};
 pub use transport::{

@@ -231,6 +231,70 @@ impl ServerPolicy {
         }
     }
 
+    /// Under this (reloaded) policy, the admission of a client that `old` admitted as
+    /// `was`: by key if its key is listed now; by the secret if it proved one and the
+    /// secret is the same; else none (the session ends with `Revoked`). A client admitted
+    /// by key whose key is gone is not moved to the secret: its HELLO proved none.
+    pub fn readmit(
+        &self,
+        client: &PeerId,
+        was: Admission,
+        old: &ServerPolicy,
+    ) -> Option<Admission> {
+        if let Some(i) = self.clients.iter().position(|c| c.peer == *client) {
+            return Some(Admission::Key(i));
+        }
+        let same_secret = match (&self.secret, &old.secret) {
+            (Some((new, _)), Some((old, _))) => new == old,
+            _ => false,
+        };
+        (was == Admission::Secret && same_secret).then_some(Admission::Secret)
+    }
+
+    /// What changes from this policy to `new`: for a reload to log and report.
+    pub fn changes(&self, new: &ServerPolicy) -> PolicyChanges {
+        let keys = |p: &ServerPolicy| -> Vec<PeerId> { p.clients.iter().map(|c| c.peer).collect() };
+        let (old_keys, new_keys) = (keys(self), keys(new));
+        let rules_of = |p: &ServerPolicy, k: &PeerId| {
+            p.clients
+                .iter()
+                .find(|c| c.peer == *k)
+                .map(|c| c.targets.clone())
+        };
+        let secret = match (&self.secret, &new.secret) {
+            (None, None) => SecretChange::Unchanged,
+            (None, Some(_)) => SecretChange::Added,
+            (Some(_), None) => SecretChange::Removed,
+            (Some((a, ra)), Some((b, rb))) if a == b => {
+                if ra == rb {
+                    SecretChange::Unchanged
+                } else {
+                    SecretChange::RulesChanged
+                }
+            }
+            (Some(_), Some(_)) => SecretChange::Changed,
+        };
+        PolicyChanges {
+            added: new_keys
+                .iter()
+                .filter(|k| !old_keys.contains(k))
+                .copied()
+                .collect(),
+            removed: old_keys
+                .iter()
+                .filter(|k| !new_keys.contains(k))
+                .copied()
+                .collect(),
+            rules_changed: new_keys
+                .iter()
+                .filter(|k| old_keys.contains(k) && rules_of(self, k) != rules_of(new, k))
+                .copied()
+                .collect(),
+            secret,
+            limits_changed: self.limits != new.limits,
+        }
+    }
+
     /// The rules that apply to an admitted client.
     pub fn rules(&self, admission: Admission) -> &TargetRules {
         static NONE: TargetRules = TargetRules { allow: Vec::new() };
@@ -239,6 +303,46 @@ impl ServerPolicy {
             Admission::Secret => self.secret.as_ref().map_or(&NONE, |(_, r)| r),
         }
     }
+}
+
+/// What a reload changes in a [`ServerPolicy`] ([`ServerPolicy::changes`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyChanges {
+    /// Clients listed now and not before: befriended at once.
+    pub added: Vec<PeerId>,
+    /// Clients listed before and not now: their sessions end (`Revoked`), and they are
+    /// unfriended.
+    pub removed: Vec<PeerId>,
+    /// Clients listed in both whose `allow` list differs: streams the new list no longer
+    /// allows are reset (`TargetNotAllowed`).
+    pub rules_changed: Vec<PeerId>,
+    /// What happened to the shared secret.
+    pub secret: SecretChange,
+    /// `[limits]` differ: applied to new sessions and streams.
+    pub limits_changed: bool,
+}
+
+impl PolicyChanges {
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        *self == PolicyChanges::default()
+    }
+}
+
+/// What a reload does to the shared secret.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SecretChange {
+    /// The same secret with the same rules (or no secret before or after).
+    #[default]
+    Unchanged,
+    /// A secret where there was none.
+    Added,
+    /// No secret any more: clients it admitted are revoked.
+    Removed,
+    /// Another secret: clients the old one admitted are revoked.
+    Changed,
+    /// The same secret with another `allow` list.
+    RulesChanged,
 }
 
 /// Why a policy could not be built.

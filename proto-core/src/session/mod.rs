@@ -301,6 +301,14 @@ impl Session {
     }
 
     /// Whether we are the server of this session.
+    /// The rule that admitted the peer, if we accepted its HELLO.
+    pub(crate) fn admission(&self) -> Option<Admission> {
+        match self.role {
+            Role::Responder(a) => Some(a),
+            Role::Initiator => None,
+        }
+    }
+
     pub(crate) fn is_responder(&self) -> bool {
         matches!(self.role, Role::Responder(_))
     }

@@ -12,7 +12,9 @@ use crate::config::EndpointConfig;
 use crate::event::Event;
 use crate::frame::Frame;
 use crate::ids::StreamId;
+use crate::policy::{Admission, ServerPolicy};
 use crate::stream::{OpenState, Origin, Stream};
+use crate::target::Target;
 
 impl Session {
     pub(crate) fn incoming_streams(&self) -> usize {
@@ -189,6 +191,30 @@ impl Session {
                 received: 0,
             });
         }
+    }
+
+    /// A reload changed the server policy: this session is now admitted as `admission`,
+    /// and its incoming streams whose targets `policy` no longer allows are reset with
+    /// `TargetNotAllowed` (announced, so the application closes their connections).
+    /// Returns those streams with their targets.
+    pub(crate) fn readmit(
+        &mut self,
+        admission: Admission,
+        policy: &ServerPolicy,
+        ctx: &mut Ctx<'_>,
+    ) -> Vec<(StreamId, Target)> {
+        self.role = Role::Responder(admission);
+        let rules = policy.rules(admission);
+        let narrowed: Vec<(StreamId, Target)> = self
+            .streams
+            .values()
+            .filter(|s| s.origin == Origin::Remote && rules.allowing(&s.target).is_none())
+            .map(|s| (s.id, s.target.clone()))
+            .collect();
+        for (id, _) in &narrowed {
+            self.reset_stream(*id, StreamCode::TargetNotAllowed, true, ctx);
+        }
+        narrowed
     }
 
     pub(super) fn on_open(&mut self, stream: StreamId, target: crate::Target, ctx: &mut Ctx<'_>) {

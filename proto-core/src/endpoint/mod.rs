@@ -22,6 +22,9 @@ use crate::session::{Ctx, Disposition, HelloAckOutcome, Role, Session};
 use crate::stream::{OpenState, Origin, Stream};
 use crate::target::Target;
 
+mod reload;
+pub use reload::Reconfigured;
+
 /// The most stray packets (answers to peers we hold no session with) queued at once.
 const MAX_STRAY: usize = 256;
 
