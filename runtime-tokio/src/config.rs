@@ -19,6 +19,9 @@
 //! resume_grace_secs = 120         # streams outlive a lost Tox link this long
 //! fast_path = true                # lossy packets + own congestion control on direct UDP
 //!
+//! [metrics]
+//! listen = "127.0.0.1:9184"       # Prometheus text format at /metrics (default: off)
+//!
 //! [network]
 //! bootstrap = ["host:port:KEY"]   # default: the public list
 //! lan_discovery = true
@@ -74,6 +77,13 @@ struct File {
     #[serde(default)]
     network: NetworkEntry,
     session: Option<SessionEntry>,
+    metrics: Option<MetricsEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsEntry {
+    listen: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,7 +118,7 @@ struct LimitsEntry {
 }
 
 /// Network settings of the config file.
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Default, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkEntry {
     /// Bootstrap nodes (`host:port:KEY`); empty: the public list.
@@ -133,6 +143,8 @@ pub struct ServerConfig {
     pub resume_grace_secs: Option<u64>,
     /// Whether to offer the fast path (`[session] fast_path`), if set.
     pub fast_path: Option<bool>,
+    /// Where to serve Prometheus metrics (`[metrics] listen`), if set.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 fn rules(path: &Path, who: &str, allow: &[String]) -> Result<TargetRules, ConfigError> {
@@ -224,13 +236,41 @@ impl ServerConfig {
                 "session.resume_grace_secs: at most 86400 (a day)".into(),
             ));
         }
+        let metrics = match &file.metrics {
+            None => None,
+            Some(m) => Some(m.listen.parse().map_err(|e| {
+                invalid(format!(
+                    "metrics.listen = {:?}: {e} (an address and port, e.g. \"127.0.0.1:9184\")",
+                    m.listen
+                ))
+            })?),
+        };
         Ok(ServerConfig {
             policy,
             bootstrap,
             network: file.network,
             resume_grace_secs,
             fast_path,
+            metrics,
         })
+    }
+
+    /// The sections that differ from `running`'s and that only a restart applies: a reload
+    /// changes clients, secret, rules and limits, and says these stay as they were.
+    pub fn needs_restart(&self, running: &ServerConfig) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.bootstrap != running.bootstrap || self.network != running.network {
+            out.push("[network]");
+        }
+        if (self.resume_grace_secs, self.fast_path)
+            != (running.resume_grace_secs, running.fast_path)
+        {
+            out.push("[session]");
+        }
+        if self.metrics != running.metrics {
+            out.push("[metrics]");
+        }
+        out
     }
 }
 
@@ -268,6 +308,24 @@ mod tests {
         let c = ServerConfig::load(&path).unwrap();
         assert_eq!(c.policy.clients.len(), 1);
         assert!(c.policy.secret.is_none());
+    }
+
+    #[test]
+    fn a_reload_names_the_sections_only_a_restart_applies() {
+        let base = parse(&format!("[[client]]\nkey = \"{}\"\n", "AB".repeat(32))).unwrap();
+        let other = parse(
+            "[session]\nfast_path = false\n[metrics]\nlisten = \"127.0.0.1:9184\"\n[network]\nudp = false\n",
+        )
+        .unwrap();
+        assert_eq!(
+            other.needs_restart(&base),
+            ["[network]", "[session]", "[metrics]"]
+        );
+        assert!(parse("").unwrap().needs_restart(&base).is_empty());
+        let e = parse("[metrics]\nlisten = \"9184\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics.listen"), "{e}");
     }
 
     #[test]

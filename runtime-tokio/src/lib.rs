@@ -17,6 +17,6 @@ pub mod settings;
 pub mod socks;
 
 pub use node::{
-    Node, NodeError, NodeEvent, NodeOptions, NodeStatus, PeerStatus, PendingStream, SessionReport,
-    StreamStatus, TunnelStream,
+    Node, NodeError, NodeEvent, NodeOptions, NodeStatus, PeerStatus, PendingStream, ReloadReport,
+    ResetStream, SessionReport, StreamStatus, TunnelStream,
 };

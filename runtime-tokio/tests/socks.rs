@@ -35,14 +35,6 @@ fn http_server(body: Vec<u8>) -> u16 {
     port
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn curl(proxy_flag: &str, socks: u16, url: &str) -> std::process::Output {
     Command::new("curl")
         .args(["-sS", "--max-time", "60", proxy_flag])

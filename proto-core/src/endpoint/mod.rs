@@ -13,15 +13,14 @@ use rand_chacha::ChaCha8Rng;
 use crate::codes::{SessionCode, StreamCode};
 use crate::collections::{hasher, Map, Set};
 use crate::config::{ConfigError, EndpointConfig, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
-use crate::event::{
-    Event, Input, OpenError, Output, ReadError, SessionStats, StreamError, StreamStats, WriteError,
-};
+use crate::event::{Event, Input, OpenError, Output, ReadError, StreamError, WriteError};
 use crate::frame::{self, DecodeError, Frame, Hello, HelloAck};
 use crate::ids::{PeerId, SessionId, StreamId};
 use crate::session::{Ctx, Disposition, HelloAckOutcome, Role, Session};
 use crate::stream::{OpenState, Origin, Stream};
 use crate::target::Target;
 
+mod introspect;
 mod reload;
 pub use reload::Reconfigured;
 
@@ -661,36 +660,6 @@ impl Endpoint {
             .values()
             .filter_map(|s| s.deadline(&self.config))
             .min()
-    }
-
-    // ----- introspection -----------------------------------------------------------------
-
-    /// Counters of one stream.
-    pub fn stream_stats(&self, stream: StreamId) -> Option<StreamStats> {
-        let peer = *self.index.get(&stream)?;
-        self.sessions.get(&peer)?.stream_stats(stream)
-    }
-
-    /// Counters of the session with one peer.
-    pub fn session_stats(&self, peer: PeerId) -> Option<SessionStats> {
-        Some(self.sessions.get(&peer)?.stats())
-    }
-
-    /// Every stream with its peer.
-    pub fn streams(&self) -> impl Iterator<Item = (StreamId, PeerId)> + '_ {
-        self.index.iter().map(|(s, p)| (*s, *p))
-    }
-
-    /// Peers with a session (live or reconnecting).
-    pub fn peers(&self) -> impl Iterator<Item = PeerId> + '_ {
-        self.sessions.keys().copied()
-    }
-
-    /// Whether the session with the peer is established.
-    pub fn is_established(&self, peer: PeerId) -> bool {
-        self.sessions
-            .get(&peer)
-            .is_some_and(Session::is_established)
     }
 }
 

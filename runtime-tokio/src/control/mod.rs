@@ -24,7 +24,7 @@ mod wire;
 
 pub use client::{ask, attach, hold, open, Attached, AttachedStream, Hold, Opening};
 pub use lock::{create_private_dir, IdentityLock, LockError};
-pub use server::{Attach, ControlHandle, ControlServer, FriendRequest};
+pub use server::{Attach, ControlHandle, ControlServer, FriendRequest, ReloadAsk};
 pub use wire::{
     decode_request, encode_line, read_line, ControlError, DownFrame, Reply, Request, FRAME_HEADER,
     MAX_DATA_FRAME, MAX_REPLY, MAX_REQUEST,

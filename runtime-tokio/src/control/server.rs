@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, watch, Notify, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify, Semaphore};
 use toxtun_proto::{PeerId, StreamCode, StreamId, Target, ToxId};
 
 use super::wire::{
@@ -18,7 +18,7 @@ use super::wire::{
     MAX_DATA_FRAME, MAX_REQUEST,
 };
 use super::Role;
-use crate::node::{Node, NodeEvent, TunnelStream};
+use crate::node::{Node, NodeEvent, ReloadReport, TunnelStream};
 
 /// How long a connection may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,11 +48,16 @@ impl std::fmt::Debug for Attach {
     }
 }
 
+/// A `reload` request, passed to whoever owns the configuration (`toxtun serve`), which
+/// answers with what changed or why the file was refused.
+pub type ReloadAsk = oneshot::Sender<Result<ReloadReport, String>>;
+
 /// A bound control socket, not yet serving.
 #[derive(Debug)]
 pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
+    reload: Option<mpsc::Sender<ReloadAsk>>,
 }
 
 /// What the process that serves the socket waits on: a `stop` request, or a while with
@@ -69,6 +74,7 @@ pub struct ControlHandle {
 struct Shared {
     node: Node,
     attach: Option<Attach>,
+    reload: Option<mpsc::Sender<ReloadAsk>>,
     /// Servers this process befriended on a pipe's behalf (or at its start).
     befriended: Mutex<HashSet<PeerId>>,
     stop: Arc<Notify>,
@@ -97,7 +103,17 @@ impl ControlServer {
         }
         let listener = UnixListener::bind(&path)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        Ok(ControlServer { listener, path })
+        Ok(ControlServer {
+            listener,
+            path,
+            reload: None,
+        })
+    }
+
+    /// Passes `reload` requests to `to` (else they are refused with 3004).
+    pub fn with_reload(mut self, to: mpsc::Sender<ReloadAsk>) -> ControlServer {
+        self.reload = Some(to);
+        self
     }
 
     /// Serves requests for `node` from now on. With `attach`, pipes may open streams on
@@ -114,6 +130,7 @@ impl ControlServer {
         let shared = Arc::new(Shared {
             node,
             attach,
+            reload: self.reload,
             befriended: Mutex::new(befriended.into_iter().collect()),
             stop: stop.clone(),
             attached: attached_tx,
@@ -250,6 +267,19 @@ impl Shared {
             Request::Stop => {
                 self.stop.notify_one();
                 Ok(Some(Reply::Stopping { pid }))
+            }
+            Request::Reload => {
+                let to = self
+                    .reload
+                    .as_ref()
+                    .ok_or(ControlError::Unsupported(pid, "reload a configuration"))?;
+                let (tx, rx) = oneshot::channel();
+                let stopped = || ControlError::Node("the server is stopping".into());
+                to.send(tx).await.map_err(|_| stopped())?;
+                match rx.await.map_err(|_| stopped())? {
+                    Ok(report) => Ok(Some(Reply::Reloaded { pid, report })),
+                    Err(message) => Err(ControlError::Config(message)),
+                }
             }
             Request::Hold { server, credential } => {
                 self.befriend(&server, credential).await?;

@@ -8,7 +8,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
-use crate::node::NodeStatus;
+use crate::node::{NodeStatus, ReloadReport};
 
 /// The longest request line, newline included.
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -25,6 +25,8 @@ pub enum Request {
     Status,
     /// Close every session and stop.
     Stop,
+    /// Reread the configuration file and apply it (a server).
+    Reload,
     /// Keep a session with `server` and the process itself for as long as this
     /// connection stays open (an attached `forward`, between its connections).
     Hold {
@@ -64,6 +66,13 @@ pub enum Reply {
     Stopping {
         /// The process's pid.
         pid: u32,
+    },
+    /// The configuration was reloaded (the `Reload` request): what changed.
+    Reloaded {
+        /// The process's pid.
+        pid: u32,
+        /// What the reload changed.
+        report: ReloadReport,
     },
     /// Held (the `Hold` request): the process stays while this connection is open.
     Holding {
@@ -124,6 +133,9 @@ pub enum ControlError {
     /// A frame or reply from the other end made no sense.
     #[error("broken control stream: {0} (3010)")]
     Broken(String),
+    /// A reload found the configuration file wrong: the old configuration stays in force.
+    #[error("{0}; the running configuration is unchanged (3011)")]
+    Config(String),
 }
 
 impl ControlError {
@@ -140,6 +152,7 @@ impl ControlError {
             ControlError::Busy => 3008,
             ControlError::Timeout => 3009,
             ControlError::Broken(_) => 3010,
+            ControlError::Config(_) => 3011,
         }
     }
 

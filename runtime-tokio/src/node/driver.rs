@@ -2,21 +2,25 @@
 //! commands and stream notes, carries out its outputs (the drain rule), and arms one timer
 //! from its deadline.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 use toxtun_proto::{
-    Endpoint, Event, FriendError, Input, Output, PeerId, SendError, StreamCode, StreamId, Target,
-    Transport, TransportEvent, WriteError,
+    Endpoint, Event, FriendError, Input, Output, PeerId, SecretChange, SendError, ServerPolicy,
+    StreamCode, StreamId, Target, Transport, TransportEvent, WriteError,
 };
 
 use super::outbox::Outbox;
 use super::status::{NodeStatus, PeerStatus, SessionReport, StreamStatus};
 use super::stream::{connect_target, pipes, run_stream, Down, Note, StreamIo, Up, DOWN_CHUNK};
-use super::{Cmd, NodeEvent, NodeOptions};
+use super::{Cmd, NodeEvent, NodeOptions, ReloadReport};
+
+/// How long after a reload revoked a client its friendship ends: time for the CLOSE that
+/// told it why to leave.
+const UNFRIEND_AFTER: Duration = Duration::from_secs(2);
 
 /// The most transport events or notes handled before the endpoint is drained.
 const EVENT_BATCH: usize = 64;
@@ -209,6 +213,50 @@ impl<T: Transport> Driver<T> {
                 }
             }
         }
+    }
+
+    /// Applies a reloaded policy: see [`Node::reload`].
+    fn reload(&mut self, policy: ServerPolicy) -> ReloadReport {
+        let old = self.endpoint.config().server.clone().unwrap_or_default();
+        let changes = old.changes(&policy);
+        let listed: HashSet<PeerId> = policy.clients.iter().map(|c| c.peer).collect();
+        let done = self.endpoint.set_server_policy(policy);
+        self.befriend_allowlisted();
+        let mut gone: Vec<PeerId> = changes.removed.clone();
+        gone.extend(&done.revoked);
+        if matches!(
+            changes.secret,
+            SecretChange::Changed | SecretChange::Removed
+        ) {
+            // Friends the old secret let in, with a session now or not.
+            gone.extend(self.seen.links.keys());
+        }
+        gone.retain(|p| !listed.contains(p));
+        gone.sort();
+        gone.dedup();
+        for &peer in &gone {
+            // The CLOSE (1014) is in the transport's queue now; unfriending at once would
+            // drop it, and the client would take the silence for an outage.
+            let notes = self.notes.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(UNFRIEND_AFTER).await;
+                let _ = notes.send(Note::Unfriend(peer));
+            });
+        }
+        ReloadReport::new(&changes, &done, &gone)
+    }
+
+    fn unfriend(&mut self, peer: PeerId) {
+        let policy = self.endpoint.config().server.as_ref();
+        let listed = policy.is_some_and(|p| p.clients.iter().any(|c| c.peer == peer));
+        if listed || self.endpoint.is_established(peer) {
+            return; // listed again, or back in by the secret, since
+        }
+        match self.transport.remove_friend(peer) {
+            Ok(()) => tracing::info!(%peer, "unfriended: the configuration no longer admits it"),
+            Err(e) => tracing::warn!(%peer, "cannot unfriend the revoked client: {e}"),
+        }
+        self.seen.links.remove(&peer);
     }
 
     /// At debug level, each session's counters every `STATS_LOG_EVERY`: what a person
@@ -534,6 +582,7 @@ impl<T: Transport> Driver<T> {
                     self.pump_down(id);
                 }
             }
+            Note::Unfriend(peer) => self.unfriend(peer),
             Note::Connected(id, Err(code)) => {
                 tracing::info!(stream = %id, code = code.code(), "target: {code}");
                 let _ = self.endpoint.refuse(id, code);
@@ -604,6 +653,9 @@ impl<T: Transport> Driver<T> {
                         code: Some(code),
                     });
                 }
+            }
+            Cmd::Reload(policy, reply) => {
+                let _ = reply.send(self.reload(*policy));
             }
             Cmd::Shutdown(_) => unreachable!("handled in run"),
         }

@@ -12,15 +12,18 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use toxtun_proto::{
-    Endpoint, PeerId, SessionCode, SessionStats, StreamCode, StreamId, Target, ToxId, Transport,
+    Endpoint, PeerId, ServerPolicy, SessionCode, SessionStats, StreamCode, StreamId, Target, ToxId,
+    Transport,
 };
 
 mod driver;
 mod outbox;
+mod reload;
 mod status;
 mod stream;
 
 use driver::Driver;
+pub use reload::{ReloadReport, ResetStream};
 pub use status::{NodeStatus, PeerStatus, SessionReport, StreamStatus};
 pub use stream::TunnelStream;
 use stream::{run_stream, StreamPipes};
@@ -156,6 +159,7 @@ enum Cmd {
     Stats(PeerId, oneshot::Sender<Option<SessionStats>>),
     Status(oneshot::Sender<NodeStatus>),
     Reset(StreamId, StreamCode),
+    Reload(Box<ServerPolicy>, oneshot::Sender<ReloadReport>),
 }
 
 /// A handle to a running node. Cheap to clone. The node runs while any handle lives:
@@ -176,6 +180,7 @@ impl std::fmt::Debug for Cmd {
             Cmd::Stats(..) => "Stats",
             Cmd::Status(..) => "Status",
             Cmd::Reset(..) => "Reset",
+            Cmd::Reload(..) => "Reload",
         })
     }
 }

@@ -63,6 +63,9 @@ pub(super) enum Note {
     DownSpace(StreamId),
     /// A connection to a target for an incoming stream succeeded or failed.
     Connected(StreamId, Result<TcpStream, StreamCode>),
+    /// A reload took this client's admission away a moment ago (its CLOSE has had time
+    /// to leave): forget it as a friend, unless a later reload listed it again.
+    Unfriend(toxtun_proto::PeerId),
 }
 
 /// The driver's end of one stream's channels.

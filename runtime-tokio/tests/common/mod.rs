@@ -65,6 +65,15 @@ pub fn bootstrap() -> (Proc, String) {
     (Proc(child), line.trim().to_string())
 }
 
+/// A TCP port free on loopback a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn echo_server() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();

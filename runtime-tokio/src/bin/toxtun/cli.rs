@@ -41,6 +41,7 @@ pub(crate) enum Command {
         client: bool,
     },
     /// Run a server: admit clients and connect their streams as the config allows.
+    /// SIGHUP (or `toxtun reload`) rereads the config without touching live sessions.
     Serve {
         /// The TOML configuration (see examples/server.toml).
         #[arg(short, long)]
@@ -107,6 +108,10 @@ pub(crate) enum Command {
     /// Stop the running toxtun processes of this data directory cleanly (their peers
     /// are told at once).
     Stop,
+    /// Make the running server of this data directory reread its config file (as SIGHUP
+    /// does) and print what changed. A file with an error is refused, and the running
+    /// configuration stays.
+    Reload,
     /// Run a Tox bootstrap node (DHT and TCP relay), for private networks and tests.
     Bootstrap {
         /// UDP port for the DHT.

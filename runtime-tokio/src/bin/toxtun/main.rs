@@ -119,6 +119,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         } => cmd::agent::run(&cli, *persist, secret, net).await,
         Command::Status => cmd::status::status(&cli).await,
         Command::Stop => cmd::status::stop(&cli).await,
+        Command::Reload => cmd::status::reload(&cli).await,
         Command::Bootstrap {
             port,
             tcp_port,

@@ -61,6 +61,14 @@ impl StopSignals {
         }
     }
 
+    /// SIGINT and SIGTERM only: for a server, whose SIGHUP means "reload".
+    pub(crate) fn without_hangup() -> Self {
+        StopSignals {
+            term: signal(SignalKind::terminate()).ok(),
+            hup: None,
+        }
+    }
+
     /// Waits for one of them; returns its name.
     pub(crate) async fn recv(&mut self) -> &'static str {
         async fn on(s: &mut Option<Signal>) {

@@ -1,11 +1,14 @@
-//! `toxtun serve`: admit clients and connect their streams as the config file allows.
+//! `toxtun serve`: admit clients and connect their streams as the config file allows,
+//! rereading it on SIGHUP or `toxtun reload`.
 
 use std::path::Path;
 
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 use toxtun_proto::Endpoint;
 use toxtun_tokio::config::ServerConfig;
 use toxtun_tokio::control::{ControlServer, IdentityLock, Role};
-use toxtun_tokio::{Node, NodeOptions};
+use toxtun_tokio::{Node, NodeOptions, ReloadReport};
 use toxtun_transport_tox::ToxTransport;
 
 use super::{data_dir, seed, StopSignals};
@@ -13,33 +16,27 @@ use crate::cli::{Cli, NetArgs};
 use crate::report::report;
 use crate::Fail;
 
-/// Serves with the configuration in `config` until Ctrl-C.
+/// Serves with the configuration in `config` until Ctrl-C, SIGTERM or `toxtun stop`.
 pub(crate) async fn run(cli: &Cli, config: &Path, net: &NetArgs) -> Result<(), Fail> {
-    let mut stop = StopSignals::new();
+    let mut stop = StopSignals::without_hangup();
+    let mut hangup =
+        signal(SignalKind::hangup()).map_err(|e| Fail(format!("cannot take SIGHUP: {e}")))?;
     let conf = ServerConfig::load(config)?;
-    if !conf.policy.admits_anyone() {
-        eprintln!("toxtun: {} admits no client (no [[client]] and no [secret]): nothing is reachable. Add a rule to let someone in.", config.display());
-    }
-    for c in &conf.policy.clients {
-        if c.targets.allow.is_empty() {
-            eprintln!(
-                "toxtun: client {} may reach no target (empty allow list)",
-                c.peer
-            );
-        }
-    }
+    warn_about(config, &conf);
     let dir = data_dir(&cli.data_dir)?;
     let mut settings = net.settings()?;
     settings.apply_server_file(&conf);
     // One process per identity; `toxtun status` and `toxtun stop` ask it on its socket.
     let _lock = IdentityLock::acquire(&dir, Role::Server)?;
+    let (reload_tx, mut reload_rx) = mpsc::channel(4);
     let control = ControlServer::bind(&dir, Role::Server)
-        .map_err(|e| Fail(format!("control socket in {}: {e}", dir.display())))?;
+        .map_err(|e| Fail(format!("control socket in {}: {e}", dir.display())))?
+        .with_reload(reload_tx);
     let transport = ToxTransport::start(settings.tox_config(dir.join("server.tox")))?;
     let id = toxtun_proto::Transport::id(&transport);
     let mut cfg = settings.endpoint_config(id.public_key, None);
-    cfg.server = Some(conf.policy);
-    let (node, done) = Node::spawn(
+    cfg.server = Some(conf.policy.clone());
+    let (node, mut done) = Node::spawn(
         Endpoint::new(cfg, seed())?,
         transport,
         NodeOptions {
@@ -51,14 +48,87 @@ pub(crate) async fn run(cli: &Cli, config: &Path, net: &NetArgs) -> Result<(), F
     let control = control.serve(node.clone(), None, []);
     super::notify::spawn(&node);
     eprintln!("toxtun: serving as {id}");
+    let mut running = conf;
     // The signal is taken first, and the node shut down after: its driver then ends as
     // asked, and that must not read as the node stopping by itself.
-    let sig = tokio::select! {
-        sig = stop.recv() => sig,
-        () = control.stopped() => "stop requested",
-        _ = done => return Err(Fail("the node stopped".into())),
+    let sig = loop {
+        tokio::select! {
+            sig = stop.recv() => break sig,
+            () = control.stopped() => break "stop requested",
+            _ = &mut done => return Err(Fail("the node stopped".into())),
+            _ = hangup.recv() => {
+                let _ = reload(cli, config, &node, &mut running).await;
+            }
+            Some(ask) = reload_rx.recv() => {
+                let _ = ask.send(reload(cli, config, &node, &mut running).await);
+            }
+        }
     };
     eprintln!("toxtun: {sig}: shutting down (closing sessions)");
     node.shutdown().await;
     Ok(())
+}
+
+/// What a person should hear about a configuration before it is used.
+fn warn_about(config: &Path, conf: &ServerConfig) {
+    if !conf.policy.admits_anyone() {
+        eprintln!("toxtun: {} admits no client (no [[client]] and no [secret]): nothing is reachable. Add a rule to let someone in.", config.display());
+    }
+    for c in &conf.policy.clients {
+        if c.targets.allow.is_empty() {
+            eprintln!(
+                "toxtun: client {} may reach no target (empty allow list)",
+                c.peer
+            );
+        }
+    }
+}
+
+/// Rereads `config` and applies it to `node`: a file with an error is refused as at the
+/// start, and the running configuration stays. What changed is logged (and printed as a
+/// JSON line with `--json`).
+async fn reload(
+    cli: &Cli,
+    config: &Path,
+    node: &Node,
+    running: &mut ServerConfig,
+) -> Result<ReloadReport, String> {
+    let conf = match ServerConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("toxtun: reload refused, the running configuration stays: {e}");
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "reload_refused", "code": 3011, "error": e.to_string()})
+                );
+            }
+            return Err(e.to_string());
+        }
+    };
+    warn_about(config, &conf);
+    let later = conf.needs_restart(running);
+    let report = node
+        .reload(conf.policy.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!("toxtun: reloaded {}", config.display());
+    for line in report.lines() {
+        eprintln!("toxtun: reload: {line}");
+    }
+    if !later.is_empty() {
+        eprintln!(
+            "toxtun: reload: {} changed: applied at the next restart",
+            later.join(", ")
+        );
+    }
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "reloaded", "changes": report, "restart_needed": later})
+        );
+    }
+    // The sections a reload does not apply stay as they run.
+    running.policy = conf.policy;
+    Ok(report)
 }

@@ -1,4 +1,4 @@
-//! `toxtun status` and `toxtun stop`: asking the running processes of a data directory
+//! `toxtun status`, `toxtun stop` and `toxtun reload`: asking the running processes of a data directory
 //! (the client identity's holder and the server's) over their control sockets.
 
 use std::time::Duration;
@@ -79,4 +79,29 @@ pub(crate) async fn stop(cli: &Cli) -> Result<(), Fail> {
         }
     }
     Ok(())
+}
+
+/// Asks the running server to reread its configuration; prints what changed (`--json`:
+/// the report as one JSON object).
+pub(crate) async fn reload(cli: &Cli) -> Result<(), Fail> {
+    let dir = data_dir(&cli.data_dir)?;
+    match ask(&dir, Role::Server, &Request::Reload).await? {
+        None => Err(Fail(format!(
+            "no toxtun server runs for {} (nothing listens on its control socket)",
+            dir.display()
+        ))),
+        Some(Reply::Reloaded { pid, report }) => {
+            if cli.json {
+                println!("{}", serde_json::json!({"pid": pid, "reload": report}));
+            } else {
+                eprintln!("toxtun: the server (pid {pid}) reloaded its configuration");
+                for line in report.lines() {
+                    println!("{line}");
+                }
+            }
+            Ok(())
+        }
+        Some(Reply::Error { message, .. }) => Err(Fail(message)),
+        Some(other) => Err(Fail(format!("unexpected reply {other:?}"))),
+    }
 }
