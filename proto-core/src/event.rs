@@ -131,6 +131,20 @@ pub enum Event {
         /// Where to connect.
         target: Target,
     },
+    /// The endpoint refused the peer's OPEN itself (OPEN_ERR went out): the rules do not
+    /// allow the target, the peer is at its stream limit, this side serves no streams, or
+    /// the stream id was in use. The application never had the stream: this is for its
+    /// log and counters.
+    StreamDenied {
+        /// The refused stream.
+        stream: StreamId,
+        /// Who asked.
+        peer: PeerId,
+        /// What it asked for.
+        target: Target,
+        /// The code sent in OPEN_ERR.
+        code: StreamCode,
+    },
     /// The peer accepted a stream this side opened (OPEN_OK).
     StreamOpened {
         /// The stream.

@@ -253,6 +253,13 @@ fn target_outside_the_rules_is_refused_with_its_code() {
         1,
         "the server app never saw the denied ones"
     );
+    // But it hears of them, for its log and counters.
+    assert!(p.b.app.events.contains(&Event::StreamDenied {
+        stream: denied,
+        peer: CLIENT,
+        target: target("127.0.0.1:23"),
+        code: StreamCode::TargetNotAllowed
+    }));
     assert_eq!(p.b.endpoint.session_stats(CLIENT).unwrap().recv_buffered, 0);
 }
 

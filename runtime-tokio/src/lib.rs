@@ -12,11 +12,12 @@
 
 pub mod config;
 pub mod control;
+pub mod metrics;
 mod node;
 pub mod settings;
 pub mod socks;
 
 pub use node::{
-    Node, NodeError, NodeEvent, NodeOptions, NodeStatus, PeerStatus, PendingStream, ReloadReport,
-    ResetStream, SessionReport, StreamStatus, TunnelStream,
+    Counters, Node, NodeError, NodeEvent, NodeOptions, NodeStatus, PeerStatus, PendingStream,
+    ReloadReport, ResetStream, SessionReport, StreamStatus, TunnelStream,
 };

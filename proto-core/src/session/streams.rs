@@ -218,12 +218,22 @@ impl Session {
     }
 
     pub(super) fn on_open(&mut self, stream: StreamId, target: crate::Target, ctx: &mut Ctx<'_>) {
-        let refuse = |this: &mut Self, code: StreamCode| {
+        let peer = self.peer;
+        let denied = |code: StreamCode, target: &crate::Target, ctx: &mut Ctx<'_>| {
+            ctx.events.push_back(Event::StreamDenied {
+                stream,
+                peer,
+                target: target.clone(),
+                code,
+            });
+        };
+        let refuse = |this: &mut Self, code: StreamCode, ctx: &mut Ctx<'_>| {
+            denied(code, &target, ctx);
             this.remember_closed(stream, Gone::Refused);
             this.control.push_back(Frame::OpenErr { stream, code });
         };
         let Role::Responder(admission) = self.role else {
-            return refuse(self, StreamCode::NotAccepting);
+            return refuse(self, StreamCode::NotAccepting, ctx);
         };
         if self.streams.contains_key(&stream)
             || self.was_closed(&stream)
@@ -232,6 +242,7 @@ impl Session {
             // Do not disturb the live stream (this peer's, or another peer's: stream ids are
             // random, so a clash is a broken or hostile peer); refuse the duplicate without
             // remembering it.
+            denied(StreamCode::DuplicateStream, &target, ctx);
             self.control.push_back(Frame::OpenErr {
                 stream,
                 code: StreamCode::DuplicateStream,
@@ -239,13 +250,13 @@ impl Session {
             return;
         }
         let Some(policy) = ctx.config.server.as_ref() else {
-            return refuse(self, StreamCode::NotAccepting);
+            return refuse(self, StreamCode::NotAccepting, ctx);
         };
         if self.incoming_streams() >= policy.limits.max_streams_per_peer {
-            return refuse(self, StreamCode::TooManyStreams);
+            return refuse(self, StreamCode::TooManyStreams, ctx);
         }
         if policy.rules(admission).allowing(&target).is_none() {
-            return refuse(self, StreamCode::TargetNotAllowed);
+            return refuse(self, StreamCode::TargetNotAllowed, ctx);
         }
         let mut s = Stream::new(
             stream,

@@ -14,7 +14,7 @@ use toxtun_proto::{
 };
 
 use super::outbox::Outbox;
-use super::status::{NodeStatus, PeerStatus, SessionReport, StreamStatus};
+use super::status::{Counters, NodeStatus, PeerStatus, SessionReport, StreamStatus};
 use super::stream::{connect_target, pipes, run_stream, Down, Note, StreamIo, Up, DOWN_CHUNK};
 use super::{Cmd, NodeEvent, NodeOptions, ReloadReport};
 
@@ -39,6 +39,8 @@ pub(super) struct Driver<T> {
     stats_logged: Instant,
     /// What `toxtun status` shows beyond the endpoint's counters: kept from the events.
     seen: Seen,
+    /// What the node has done, counted for `status` and metrics.
+    counters: Counters,
     /// Streams whose opener waits to hear OPEN_OK or the refusal (`Node::open_pending`).
     confirms: HashMap<StreamId, tokio::sync::oneshot::Sender<Result<(), StreamCode>>>,
 }
@@ -132,6 +134,7 @@ impl<T: Transport> Driver<T> {
             stats_logged: now(),
             seen: Seen::default(),
             confirms: HashMap::new(),
+            counters: Counters::default(),
         }
     }
 
@@ -327,6 +330,7 @@ impl<T: Transport> Driver<T> {
             id: self.transport.id().to_string(),
             tox_connected: self.seen.tox_connected,
             peers,
+            counters: self.counters.clone(),
         }
     }
 
@@ -402,6 +406,7 @@ impl<T: Transport> Driver<T> {
     }
 
     fn on_endpoint_event(&mut self, e: Event) {
+        self.counters.count(&e);
         match e {
             Event::FriendRequest { peer, decision } => {
                 if decision.is_ok() {
@@ -447,6 +452,9 @@ impl<T: Transport> Driver<T> {
                     let _ = notes.send(Note::Connected(stream, r));
                 });
             }
+            Event::StreamDenied {
+                peer, target, code, ..
+            } => self.emit(NodeEvent::StreamDenied { peer, target, code }),
             Event::StreamOpened { stream } => {
                 if let Some(c) = self.confirms.remove(&stream) {
                     let _ = c.send(Ok(()));
@@ -576,6 +584,7 @@ impl<T: Transport> Driver<T> {
             Note::DownSpace(id) => self.pump_down(id),
             Note::Connected(id, Ok(tcp)) => {
                 if self.endpoint.accept(id).is_ok() {
+                    self.counters.streams_opened += 1;
                     let (io, pipes) = pipes(id, &self.notes, StreamCode::TargetIo);
                     self.streams.insert(id, io);
                     tokio::spawn(run_stream(tcp, pipes));
@@ -585,7 +594,9 @@ impl<T: Transport> Driver<T> {
             Note::Unfriend(peer) => self.unfriend(peer),
             Note::Connected(id, Err(code)) => {
                 tracing::info!(stream = %id, code = code.code(), "target: {code}");
-                let _ = self.endpoint.refuse(id, code);
+                if self.endpoint.refuse(id, code).is_ok() {
+                    self.counters.refused(code);
+                }
                 self.emit(NodeEvent::StreamEnd {
                     stream: id,
                     code: Some(code),

@@ -24,7 +24,7 @@ mod stream;
 
 use driver::Driver;
 pub use reload::{ReloadReport, ResetStream};
-pub use status::{NodeStatus, PeerStatus, SessionReport, StreamStatus};
+pub use status::{Counters, NodeStatus, PeerStatus, SessionReport, StreamStatus};
 pub use stream::TunnelStream;
 use stream::{run_stream, StreamPipes};
 
@@ -101,6 +101,15 @@ pub enum NodeEvent {
         target: Target,
         /// Opened by the peer.
         incoming: bool,
+    },
+    /// The endpoint refused a peer's stream itself (the rules, a limit): it never opened.
+    StreamDenied {
+        /// Who asked.
+        peer: PeerId,
+        /// What it asked for.
+        target: Target,
+        /// The code the peer was sent (2001 not allowed, 2005 too many, …).
+        code: StreamCode,
     },
     /// A stream ended; `code` is `None` for a clean close.
     StreamEnd {

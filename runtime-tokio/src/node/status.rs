@@ -2,10 +2,11 @@
 //! and its open streams. Serialisable, so that the control socket carries it as JSON and
 //! `toxtun status --json` prints it unchanged.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use toxtun_proto::SessionStats;
+use toxtun_proto::{Event, SessionStats, StreamCode};
 
 /// A running node, as `toxtun status` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,6 +17,59 @@ pub struct NodeStatus {
     pub tox_connected: bool,
     /// Every friend the node has heard of or keeps a session with.
     pub peers: Vec<PeerStatus>,
+    /// What the node has done since it started.
+    #[serde(default)]
+    pub counters: Counters,
+}
+
+/// Counts since the node started, by outcome: what metrics and alerts are built on.
+/// Codes are the protocol's (PROTOCOL.md, "Codes").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Sessions that completed their handshake.
+    pub sessions_established: u64,
+    /// Sessions ended, by session code.
+    pub sessions_ended: BTreeMap<u16, u64>,
+    /// Streams opened: the peer accepted ours, or we connected the peer's to its target.
+    pub streams_opened: u64,
+    /// Streams refused, by stream code: by our rules or limits, by our target, or by the
+    /// peer (OPEN_ERR).
+    pub streams_refused: BTreeMap<u16, u64>,
+    /// Open streams reset, by stream code.
+    pub streams_reset: BTreeMap<u16, u64>,
+    /// Friend requests the policy accepted.
+    pub friend_requests_accepted: u64,
+    /// Friend requests the policy refused, by session code.
+    pub friend_requests_refused: BTreeMap<u16, u64>,
+}
+
+impl Counters {
+    /// Counts what an endpoint event says.
+    pub(super) fn count(&mut self, e: &Event) {
+        match e {
+            Event::SessionEstablished { .. } => self.sessions_established += 1,
+            Event::SessionClosed { code, .. } => {
+                *self.sessions_ended.entry(code.code()).or_default() += 1
+            }
+            Event::StreamOpened { .. } => self.streams_opened += 1,
+            Event::StreamRefused { code, .. } | Event::StreamDenied { code, .. } => {
+                self.refused(*code)
+            }
+            Event::StreamReset { code, .. } => {
+                *self.streams_reset.entry(code.code()).or_default() += 1
+            }
+            Event::FriendRequest { decision, .. } => match decision {
+                Ok(_) => self.friend_requests_accepted += 1,
+                Err(c) => *self.friend_requests_refused.entry(c.code()).or_default() += 1,
+            },
+            _ => {}
+        }
+    }
+
+    /// A stream refused here without an endpoint event saying so (its target failed).
+    pub(super) fn refused(&mut self, code: StreamCode) {
+        *self.streams_refused.entry(code.code()).or_default() += 1;
+    }
 }
 
 /// One peer: its link, its session, its streams.
@@ -117,6 +171,16 @@ impl NodeStatus {
                 "offline"
             }
         );
+        let c = &self.counters;
+        let sum = |m: &BTreeMap<u16, u64>| m.values().sum::<u64>();
+        let _ = writeln!(
+            out,
+            "since start: {} sessions, {} streams opened, {} refused, {} reset",
+            c.sessions_established,
+            c.streams_opened,
+            sum(&c.streams_refused),
+            sum(&c.streams_reset),
+        );
         if self.peers.is_empty() {
             out.push_str("no peers\n");
         }
@@ -210,6 +274,7 @@ mod tests {
         let st = NodeStatus {
             id: "ab".into(),
             tox_connected: true,
+            counters: Counters::default(),
             peers: vec![PeerStatus {
                 key: "cd".into(),
                 online: true,

@@ -66,6 +66,9 @@ fn event_json(e: &NodeEvent) -> String {
         } => {
             serde_json::json!({"event": "stream_open", "stream": stream.to_string(), "target": target.to_string(), "incoming": incoming})
         }
+        NodeEvent::StreamDenied { peer, target, code } => {
+            serde_json::json!({"event": "stream_denied", "peer": peer.to_string(), "target": target.to_string(), "code": code.code(), "reason": code.describe()})
+        }
         NodeEvent::StreamEnd { stream, code } => {
             serde_json::json!({"event": "stream_end", "stream": stream.to_string(), "code": code.map(|c| c.code()), "reason": code.map(|c| c.describe())})
         }
@@ -190,6 +193,9 @@ fn log_plain_event(e: &NodeEvent) {
             target,
             incoming,
         } => tracing::info!(%stream, %target, incoming, "stream opened"),
+        NodeEvent::StreamDenied { peer, target, code } => {
+            tracing::warn!(%peer, %target, code = code.code(), "stream refused: {code}")
+        }
         NodeEvent::StreamEnd { stream, code: None } => tracing::debug!(%stream, "stream closed"),
         // An application that hung up, or a session's end (logged itself, at the level
         // its cause deserves), is no problem of the stream's: only the rest warns. Once,

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use toxtun_proto::Endpoint;
 use toxtun_tokio::config::ServerConfig;
 use toxtun_tokio::control::{ControlServer, IdentityLock, Role};
+use toxtun_tokio::metrics::MetricsServer;
 use toxtun_tokio::{Node, NodeOptions, ReloadReport};
 use toxtun_transport_tox::ToxTransport;
 
@@ -45,6 +46,10 @@ pub(crate) async fn run(cli: &Cli, config: &Path, net: &NetArgs) -> Result<(), F
         },
     );
     report(&node, cli.json, settings.fast_path);
+    let _metrics = match conf.metrics {
+        Some(addr) => Some(metrics(addr, &node).await?),
+        None => None,
+    };
     let control = control.serve(node.clone(), None, []);
     super::notify::spawn(&node);
     eprintln!("toxtun: serving as {id}");
@@ -67,6 +72,20 @@ pub(crate) async fn run(cli: &Cli, config: &Path, net: &NetArgs) -> Result<(), F
     eprintln!("toxtun: {sig}: shutting down (closing sessions)");
     node.shutdown().await;
     Ok(())
+}
+
+/// Serves `[metrics]` at `addr`.
+async fn metrics(addr: std::net::SocketAddr, node: &Node) -> Result<MetricsServer, Fail> {
+    let m = MetricsServer::start(addr, node.clone())
+        .await
+        .map_err(|e| Fail(format!("[metrics] listen = \"{addr}\": {e}")))?;
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "toxtun: metrics on {addr} are readable by anyone who can reach that address (peer keys, traffic): keep it on loopback or behind a firewall"
+        );
+    }
+    tracing::info!("metrics at http://{}/metrics", m.local_addr());
+    Ok(m)
 }
 
 /// What a person should hear about a configuration before it is used.
