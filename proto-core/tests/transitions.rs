@@ -886,7 +886,16 @@ fn frames_for_another_peers_stream_touch_nothing_of_it() {
             code: StreamCode::DuplicateStream
         }]
     );
-    assert!(d.events.is_empty());
+    // Nothing for the application to do: only the refusal, for its log.
+    assert_eq!(
+        d.events,
+        [Event::StreamDenied {
+            stream: sid(1),
+            peer: BOB,
+            target: "127.0.0.1:22".parse().unwrap(),
+            code: StreamCode::DuplicateStream
+        }]
+    );
     // Alice's stream is as it was.
     assert_eq!(ep.stream_stats(sid(1)).unwrap().peer, ALICE);
     let d = packet(&mut ep, now, ALICE, data(1, 0, 10));
