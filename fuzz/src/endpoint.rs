@@ -11,8 +11,9 @@ use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use toxtun_proto::wire::{self as frame, Frame, Hello, HelloAck};
 use toxtun_proto::{
-    ClientRule, Endpoint, EndpointConfig, Input, Limits, Output, PeerId, ServerPolicy, SessionCode,
-    SessionId, SharedSecret, StreamCode, StreamId, Target, TargetRules, MAX_PACKET_SIZE,
+    ClientRule, Endpoint, EndpointConfig, Input, Limits, ListenRules, Output, PeerId, ServerPolicy,
+    SessionCode, SessionId, SharedSecret, StreamCode, StreamId, Target, TargetRules,
+    MAX_PACKET_SIZE,
 };
 
 const ME: PeerId = PeerId([0x5E; 32]);
@@ -104,6 +105,11 @@ enum PeerFrame {
     LossySessionWindow(u32),
     /// Several frames in one packet (any of them, so also those a BATCH may not carry).
     Batch(Vec<PeerFrame>),
+    /// Reverse forwarding: a client asks us to listen (on one of `TARGETS`).
+    Listen(u8, u8),
+    /// A server says it listens, or refuses or ends a listener.
+    ListenOk(u8),
+    ListenErr(u8, u16),
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -137,6 +143,19 @@ enum Op {
     Shutdown,
     /// The transport reports the link direct (or relayed).
     Path(u8, bool),
+    /// Reverse forwarding as a client: listen on a server, give a listener up.
+    Listen(u8, u8, u8),
+    Unlisten(u8, u8),
+    /// As a server: answer a listener request (`0`: listening), open a stream for one.
+    AnswerListen(u8, u8, u16),
+    OpenReverse(u8, u8),
+}
+
+/// One of `TARGETS`.
+fn target(i: u8) -> Target {
+    TARGETS[usize::from(i) % TARGETS.len()]
+        .parse()
+        .expect("target")
 }
 
 fn origin() -> Instant {
@@ -171,6 +190,13 @@ fn config() -> EndpointConfig {
             max_peers: 2,
             max_streams_per_peer: 8,
         },
+        listen: ListenRules {
+            clients: vec![(
+                PEERS[0],
+                TargetRules::new(vec!["127.0.0.1:1-100".parse().expect("rule")]),
+            )],
+            secret: TargetRules::new(vec!["*:*".parse().expect("rule")]),
+        },
     });
     c
 }
@@ -200,12 +226,13 @@ impl Harness {
     }
 
     /// HELLO's or RESUME's fields, from a session byte whose low bits pick the
-    /// capabilities (odd: the fast path, bit 1 its credit twins, bit 2 BATCH).
+    /// capabilities (odd: the fast path, bit 1 its credit twins, bit 2 BATCH, bit 3 reverse
+    /// forwarding).
     fn hello(peer: usize, session: u8, min: u8, max: u8, proof: Proof) -> Hello {
         Hello {
             min_version: u16::from(min % 3),
             max_version: u16::from(max % 3).max(u16::from(min % 3)),
-            capabilities: u64::from(session & 7),
+            capabilities: u64::from(session & 15),
             session: SessionId([session; 16]),
             stream_window: 4096,
             session_window: 16384,
@@ -239,7 +266,7 @@ impl Harness {
                 version,
             } => Frame::HelloAck(HelloAck {
                 version: u16::from(version % 3),
-                capabilities: u64::from(session & 7),
+                capabilities: u64::from(session & 15),
                 session: match (ours, self.offered[peer]) {
                     (true, Some(s)) => s,
                     _ => SessionId([session; 16]),
@@ -268,6 +295,17 @@ impl Harness {
             PeerFrame::LossySessionWindow(max) => Frame::LossySessionWindow {
                 max: u64::from(max),
             },
+            PeerFrame::Listen(listener, bind) => Frame::Listen {
+                listener: u32::from(listener % 8),
+                bind: target(bind),
+            },
+            PeerFrame::ListenOk(listener) => Frame::ListenOk {
+                listener: u32::from(listener % 8),
+            },
+            PeerFrame::ListenErr(listener, code) => Frame::ListenErr {
+                listener: u32::from(listener % 8),
+                code: StreamCode::from_code(code),
+            },
             PeerFrame::Batch(frames) => Frame::Batch(
                 frames
                     .into_iter()
@@ -282,11 +320,9 @@ impl Harness {
     /// The frames about one stream, aimed at the streams the endpoint knows.
     fn stream_frame(&self, f: PeerFrame) -> Frame {
         match f {
-            PeerFrame::Open { stream, target } => Frame::Open {
+            PeerFrame::Open { stream, target: t } => Frame::Open {
                 stream: self.fresh_or_known(stream),
-                target: TARGETS[usize::from(target) % TARGETS.len()]
-                    .parse::<Target>()
-                    .expect("target"),
+                target: target(t),
             },
             PeerFrame::OpenOk(s) => Frame::OpenOk {
                 stream: self.stream(s),
@@ -399,12 +435,12 @@ impl Harness {
             Op::Connect(p) => self.ep.connect(now, PEERS[peer(p)]),
             Op::Disconnect(p) => self.ep.disconnect(PEERS[peer(p)]),
             Op::Open(p, t) => {
-                let target = TARGETS[usize::from(t) % TARGETS.len()]
-                    .parse::<Target>()
-                    .expect("target");
-                if let Ok(s) = self.ep.open(now, PEERS[peer(p)], target) {
+                if let Ok(s) = self.ep.open(now, PEERS[peer(p)], target(t)) {
                     self.note_stream(s);
                 }
+            }
+            Op::Listen(..) | Op::Unlisten(..) | Op::AnswerListen(..) | Op::OpenReverse(..) => {
+                self.apply_reverse(op)
             }
             Op::Write(s, len) => {
                 let _ = self
@@ -438,6 +474,38 @@ impl Harness {
             ),
         }
         self.drain();
+    }
+
+    /// The reverse-forwarding commands, as client and as server.
+    fn apply_reverse(&mut self, op: Op) {
+        let peer = |p: u8| usize::from(p) % PEERS.len();
+        let now = self.now;
+        match op {
+            Op::Listen(p, bind, to) => {
+                let _ = self
+                    .ep
+                    .listen(now, PEERS[peer(p)], target(bind), target(to));
+            }
+            Op::Unlisten(p, id) => {
+                self.ep.unlisten(PEERS[peer(p)], u32::from(id % 8));
+            }
+            Op::AnswerListen(p, id, code) => {
+                let answer = if code == 0 {
+                    Ok(())
+                } else {
+                    Err(StreamCode::from_code(code))
+                };
+                let _ = self
+                    .ep
+                    .answer_listen(PEERS[peer(p)], u32::from(id % 8), answer);
+            }
+            Op::OpenReverse(p, id) => {
+                if let Ok(s) = self.ep.open_reverse(now, PEERS[peer(p)], u32::from(id % 8)) {
+                    self.note_stream(s);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Peer `peer` sends the endpoint a frame built from `f`.

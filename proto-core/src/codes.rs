@@ -131,6 +131,15 @@ code_enum! {
         InvalidTarget = 2013 => "invalid target",
         /// The peer asked for a stream but this endpoint does not accept streams.
         NotAccepting = 2014 => "this endpoint accepts no incoming streams",
+        /// The server's rules do not allow this client to listen there (reverse
+        /// forwarding).
+        ListenNotAllowed = 2015 => "listening there is not allowed by the server's rules",
+        /// The server could not listen there (the address is in use, or not its own).
+        ListenFailed = 2016 => "the server could not listen there",
+        /// The peer does not do reverse forwarding (an older server).
+        ReverseUnsupported = 2017 => "the peer does not support reverse forwarding",
+        /// The client has as many listeners as the server allows.
+        TooManyListeners = 2018 => "too many listeners for this client",
     }
 }
 

@@ -31,6 +31,9 @@ impl Capabilities {
     /// opened at once take a few packets, not a hundred, of c-toxcore's lossless lane,
     /// whose congestion control meters packets, not bytes.
     pub const BATCH: Capabilities = Capabilities(4);
+    /// Reverse forwarding: LISTEN, LISTEN_OK, LISTEN_ERR, and streams the server opens
+    /// toward the client for a listener it asked for.
+    pub const REVERSE: Capabilities = Capabilities(8);
 
     /// Whether every bit of `other` is set here.
     pub fn contains(self, other: Capabilities) -> bool {
@@ -80,6 +83,10 @@ pub struct EndpointConfig {
     /// relay, until its packets stop getting through; otherwise every byte goes in
     /// c-toxcore's lossless packets.
     pub fast_path: bool,
+    /// Offer reverse forwarding (LISTEN and the server's streams toward its client).
+    /// Default on; off, a client's listeners are refused at once with
+    /// `ReverseUnsupported`, as by a server that predates them.
+    pub reverse: bool,
     /// The congestion controller the fast path runs (on this side's sending direction).
     pub congestion: CongestionControl,
     /// As a client: the shared secret to prove to servers, if any.
@@ -104,6 +111,7 @@ impl EndpointConfig {
             reconnect_delay: Duration::from_secs(1),
             resume_grace: Duration::from_secs(120),
             fast_path: true,
+            reverse: true,
             congestion: CongestionControl::default(),
             client_secret: None,
             server: None,
@@ -112,12 +120,14 @@ impl EndpointConfig {
 
     /// The capability bits this endpoint offers.
     pub fn capabilities(&self) -> Capabilities {
+        let mut always = Capabilities::BATCH.0;
+        if self.reverse {
+            always |= Capabilities::REVERSE.0;
+        }
         if self.fast_path {
-            Capabilities(
-                Capabilities::LOSSY_DATA.0 | Capabilities::LOSSY_CREDIT.0 | Capabilities::BATCH.0,
-            )
+            Capabilities(always | Capabilities::LOSSY_DATA.0 | Capabilities::LOSSY_CREDIT.0)
         } else {
-            Capabilities::BATCH
+            Capabilities(always)
         }
     }
 

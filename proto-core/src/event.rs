@@ -145,6 +145,54 @@ pub enum Event {
         /// The code sent in OPEN_ERR.
         code: StreamCode,
     },
+    /// Server: the client asks it to listen on `bind` (its rules allow it). Listen, then
+    /// [`Endpoint::answer_listen`]; for each connection accepted there,
+    /// [`Endpoint::open_reverse`]. The listener ends with `ListenClosed`, or with the
+    /// session (`SessionClosed`).
+    ListenRequested {
+        /// The client.
+        peer: PeerId,
+        /// The client's number for the listener.
+        listener: u32,
+        /// Where to listen.
+        bind: Target,
+    },
+    /// Server: a listener the application opened ends (the client gave it up, or a reload
+    /// no longer allows it): stop listening.
+    ListenClosed {
+        /// The client.
+        peer: PeerId,
+        /// The listener.
+        listener: u32,
+        /// Why (`Cancelled`: the client gave it up; `ListenNotAllowed`: a reload).
+        code: StreamCode,
+    },
+    /// Server: a LISTEN its rules refused (for the log and counters).
+    ListenDenied {
+        /// The client.
+        peer: PeerId,
+        /// Where it asked to listen.
+        bind: Target,
+        /// The code sent back.
+        code: StreamCode,
+    },
+    /// Client: the server listens on `bind` for it.
+    ListenReady {
+        /// The server.
+        peer: PeerId,
+        /// Where it listens.
+        bind: Target,
+    },
+    /// Client: the server refused to listen on `bind`, or stopped. The endpoint asks again
+    /// in the next session.
+    ListenRefused {
+        /// The server.
+        peer: PeerId,
+        /// Where it was asked to listen.
+        bind: Target,
+        /// Why.
+        code: StreamCode,
+    },
     /// The peer accepted a stream this side opened (OPEN_OK).
     StreamOpened {
         /// The stream.
@@ -215,6 +263,9 @@ pub enum OpenError {
     /// Opening a stream to oneself makes no sense.
     #[error("cannot open a stream to this endpoint itself")]
     SelfPeer,
+    /// No open listener of that number for that peer (reverse forwarding).
+    #[error("no such listener for this peer")]
+    NotListening,
 }
 
 /// Why a write failed.

@@ -92,9 +92,11 @@ pub use event::{
 pub use frame::MAX_PACKET_SIZE;
 pub use ids::{PeerId, SessionId, StreamId, ToxId, ToxIdError};
 pub use policy::{
-    ClientRule, Limits, PolicyChanges, SecretChange, ServerPolicy, SharedSecret, TargetRules,
+    ClientRule, Limits, ListenRules, PolicyChanges, SecretChange, ServerPolicy, SharedSecret,
+    TargetRules,
 };
 pub use recovery::congestion::CongestionControl;
+pub use session::MAX_LISTENERS_PER_PEER;
 pub use target::{Host, Target, TargetError, TargetPattern};
 pub use transport::{
     FriendAdded, FriendError, PacketKind, SendError, Transport, TransportEvent, TransportStats,

@@ -174,6 +174,18 @@ pub struct ServerPolicy {
     pub secret: Option<(SharedSecret, TargetRules)>,
     /// Resource limits.
     pub limits: Limits,
+    /// Where clients may ask the server to listen for them (reverse forwarding). Empty
+    /// allows nothing.
+    pub listen: ListenRules,
+}
+
+/// Where each client may have the server listen (`listen = [...]` in the config).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListenRules {
+    /// Clients admitted by key, with their addresses.
+    pub clients: Vec<(PeerId, TargetRules)>,
+    /// Clients admitted by the shared secret.
+    pub secret: TargetRules,
 }
 
 /// Which rule admitted a client.
@@ -292,6 +304,21 @@ impl ServerPolicy {
                 .collect(),
             secret,
             limits_changed: self.limits != new.limits,
+            listen_changed: self.listen != new.listen,
+        }
+    }
+
+    /// Where an admitted client may have the server listen.
+    pub fn listen_rules(&self, client: &PeerId, admission: Admission) -> &TargetRules {
+        static NONE: TargetRules = TargetRules { allow: Vec::new() };
+        match admission {
+            Admission::Key(_) => self
+                .listen
+                .clients
+                .iter()
+                .find(|(p, _)| p == client)
+                .map_or(&NONE, |(_, r)| r),
+            Admission::Secret => &self.listen.secret,
         }
     }
 
@@ -320,6 +347,8 @@ pub struct PolicyChanges {
     pub secret: SecretChange,
     /// `[limits]` differ: applied to new sessions and streams.
     pub limits_changed: bool,
+    /// The `listen` rules differ: listeners they no longer allow are closed.
+    pub listen_changed: bool,
 }
 
 impl PolicyChanges {

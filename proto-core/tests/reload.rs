@@ -88,6 +88,7 @@ fn narrowed_rules_reset_only_the_streams_they_no_longer_allow() {
         Reconfigured {
             revoked: vec![],
             reset: vec![(CLIENT, web, "127.0.0.1:80".parse().unwrap())],
+            listeners_closed: vec![],
         }
     );
     p.run_until(STEPS, |p| p.b.app.eof.contains(&ssh)).unwrap();
@@ -251,6 +252,7 @@ fn changes_name_what_a_reload_does() {
             max_peers: 3,
             ..Limits::default()
         },
+        ..Default::default()
     };
     assert_eq!(
         old.changes(&new),
@@ -260,6 +262,7 @@ fn changes_name_what_a_reload_does() {
             rules_changed: vec![OTHER],
             secret: SecretChange::RulesChanged,
             limits_changed: true,
+            listen_changed: false,
         }
     );
     let gone = ServerPolicy::default();

@@ -43,6 +43,7 @@ fn server_config() -> EndpointConfig {
             max_peers: 2,
             max_streams_per_peer: 3,
         },
+        ..Default::default()
     });
     c
 }

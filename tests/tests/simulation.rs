@@ -70,7 +70,7 @@ fn streams_survive_links_that_flap_all_the_time() {
         return;
     }
     let scenarios = (cases() / 5).max(20);
-    let (mut flaps, mut bytes, mut streams, mut lossy) = (0, 0, 0, 0);
+    let (mut flaps, mut bytes, mut streams, mut lossy, mut reverse) = (0, 0, 0, 0, 0);
     for k in 0..scenarios {
         let seed = 0xF1A9_0000 + u64::from(k);
         let ops = 12 + (k as usize % 25);
@@ -80,6 +80,7 @@ fn streams_survive_links_that_flap_all_the_time() {
                 bytes += stats.bytes_checked;
                 streams += stats.streams;
                 lossy += stats.lossy_packets;
+                reverse += stats.reverse_streams;
             }
             Err(e) => panic!(
                 "{e}\nreplay with: TOXTUN_SIM_FLAPPY=1 TOXTUN_SIM_SEED={seed}:{ops} cargo test -p toxtun-tests --test simulation"
@@ -88,7 +89,11 @@ fn streams_survive_links_that_flap_all_the_time() {
     }
     println!(
         "{scenarios} flapping scenarios: {flaps} link flaps, {streams} streams, {bytes} bytes \
-         checked, {lossy} fast-path packets"
+         checked, {lossy} fast-path packets, {reverse} reverse streams"
+    );
+    assert!(
+        reverse >= 20,
+        "servers opened streams toward their clients (-R) in these scenarios too: only {reverse}"
     );
     assert!(
         flaps >= 1000,

@@ -22,6 +22,7 @@ use crate::target::Target;
 
 mod introspect;
 mod reload;
+mod reverse;
 pub use reload::Reconfigured;
 
 /// The most stray packets (answers to peers we hold no session with) queued at once.
@@ -44,6 +45,8 @@ pub struct Endpoint {
     ready: VecDeque<PeerId>,
     /// Packets for peers without a session (HELLO_REJECT, CLOSE).
     stray: VecDeque<(PeerId, Bytes)>,
+    /// The number given to the last listener asked for (reverse forwarding).
+    next_listener: u32,
 }
 
 impl Endpoint {
@@ -62,6 +65,7 @@ impl Endpoint {
             events: VecDeque::new(),
             ready: VecDeque::new(),
             stray: VecDeque::new(),
+            next_listener: 0,
         })
     }
 

@@ -18,6 +18,9 @@ pub struct Reconfigured {
     /// Incoming streams reset with `TargetNotAllowed`: their targets are no longer allowed
     /// for their peers. Each also gets its `StreamReset` event.
     pub reset: Vec<(PeerId, StreamId, Target)>,
+    /// Listeners closed (`ListenNotAllowed`): the new `listen` rules no longer allow their
+    /// addresses. Each also gets its `ListenClosed` event.
+    pub listeners_closed: Vec<(PeerId, u32, Target)>,
 }
 
 impl Endpoint {
@@ -47,7 +50,10 @@ impl Endpoint {
                         continue;
                     };
                     let reset = s.readmit(now_as, &policy, &mut ctx);
-                    if !reset.is_empty() {
+                    let closed = s.recheck_listeners(&policy, &mut ctx);
+                    done.listeners_closed
+                        .extend(closed.into_iter().map(|(id, b)| (peer, id, b)));
+                    if !reset.is_empty() || !done.listeners_closed.is_empty() {
                         self.mark_ready(peer);
                     }
                     done.reset

@@ -109,6 +109,12 @@ impl Frame {
             kind::LOSSY_DATA => return decode_lossy_data(packet, r),
             kind::LOSSY_ACK => decode_lossy_ack(&mut r)?,
             kind::LOSSY_SESSION_WINDOW => Frame::LossySessionWindow { max: r.u64()? },
+            kind::LISTEN => decode_listen(&mut r)?,
+            kind::LISTEN_OK => Frame::ListenOk { listener: r.u32()? },
+            kind::LISTEN_ERR => Frame::ListenErr {
+                listener: r.u32()?,
+                code: StreamCode::from_code(r.u16()?),
+            },
             _ => decode_stream_frame(first, &mut r)?,
         };
         r.end()?;
@@ -177,6 +183,18 @@ fn decode_open(mut r: Reader<'_>) -> Result<Frame, DecodeError> {
     let target = Target::from_wire(host, port)
         .map_err(|error| DecodeError::InvalidTarget { stream, error })?;
     Ok(Frame::Open { stream, target })
+}
+
+/// LISTEN: a malformed bind address ends the session, as any malformed frame does (a
+/// client that sends one is broken; there is no stream to refuse).
+fn decode_listen(r: &mut Reader<'_>) -> Result<Frame, DecodeError> {
+    let listener = r.u32()?;
+    let len = r.u8()? as usize;
+    let host = r.take(len)?;
+    let port = r.u16()?;
+    let host = core::str::from_utf8(host).map_err(|_| r.invalid("bind"))?;
+    let bind = Target::from_wire(host, port).map_err(|_| r.invalid("bind"))?;
+    Ok(Frame::Listen { listener, bind })
 }
 
 fn decode_data(packet: &Bytes, mut r: Reader<'_>) -> Result<Frame, DecodeError> {

@@ -29,6 +29,9 @@ impl Frame {
             Frame::LossyData { payload, .. } => 8 + 16 + 8 + payload.len(),
             Frame::LossyAck { ranges, .. } => 4 + 1 + 16 * ranges.len(),
             Frame::Batch(frames) => frames.iter().map(|f| batched_len(f.encoded_len())).sum(),
+            Frame::Listen { bind, .. } => 4 + 1 + bind.host.to_wire().len() + 2,
+            Frame::ListenOk { .. } => 4,
+            Frame::ListenErr { .. } => 4 + 2,
         }
     }
 
@@ -71,6 +74,15 @@ impl Frame {
                     buf.put_u64(end);
                 }
             }
+            Frame::Listen { listener, bind } => {
+                buf.put_u32(*listener);
+                put_target(buf, bind);
+            }
+            Frame::ListenOk { listener } => buf.put_u32(*listener),
+            Frame::ListenErr { listener, code } => {
+                buf.put_u32(*listener);
+                buf.put_u16(code.code());
+            }
             Frame::Batch(frames) => {
                 for f in frames {
                     // Frames fit a packet, so their lengths fit the u16 prefix.
@@ -94,12 +106,8 @@ impl Frame {
     fn encode_stream_frame(&self, buf: &mut BytesMut) {
         match self {
             Frame::Open { stream, target } => {
-                let host = target.host.to_wire();
                 buf.put_slice(stream.as_bytes());
-                // Host names are at most 253 bytes and IP literals shorter still.
-                buf.put_u8(host.len() as u8);
-                buf.put_slice(host.as_bytes());
-                buf.put_u16(target.port);
+                put_target(buf, target);
             }
             Frame::OpenOk { stream } => buf.put_slice(stream.as_bytes()),
             Frame::OpenErr { stream, code } => {
@@ -198,4 +206,13 @@ pub fn encode_data_header(buf: &mut BytesMut, stream: StreamId, offset: u64, ack
     buf.put_slice(stream.as_bytes());
     buf.put_u64(offset);
     buf.put_u64(ack);
+}
+
+/// A target: its host's length and bytes, then its port.
+fn put_target(buf: &mut BytesMut, target: &crate::target::Target) {
+    let host = target.host.to_wire();
+    // Host names are at most 253 bytes and IP literals shorter still.
+    buf.put_u8(host.len() as u8);
+    buf.put_slice(host.as_bytes());
+    buf.put_u16(target.port);
 }

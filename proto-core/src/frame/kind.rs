@@ -34,6 +34,12 @@ pub const WINDOW: u8 = 0xAE;
 pub const RESUME: u8 = 0xAF;
 /// BATCH: several frames of an established session in one lossless packet.
 pub const BATCH: u8 = 0xB0;
+/// LISTEN: the client asks the server to listen for it (reverse forwarding).
+pub const LISTEN: u8 = 0xB1;
+/// LISTEN_OK: the server listens.
+pub const LISTEN_OK: u8 = 0xB2;
+/// LISTEN_ERR: the server refused to listen, or stopped listening, with a code.
+pub const LISTEN_ERR: u8 = 0xB3;
 /// LDATA: stream bytes on the fast path, in a lossy packet with a packet number.
 /// (c-toxcore hands lossy ids 192..=199 to toxav's RTP handlers, never to the custom
 /// packet callback, so the fast path's ids start at 200.)
@@ -47,7 +53,7 @@ pub const LOSSY_SESSION_WINDOW: u8 = 0xCB;
 
 /// Whether frames of type `k` are sequenced (see [`super::Frame::is_sequenced`]).
 pub fn is_sequenced(k: u8) -> bool {
-    matches!(k, SESSION_WINDOW | OPEN..=WINDOW)
+    matches!(k, SESSION_WINDOW | OPEN..=WINDOW | LISTEN..=LISTEN_ERR)
 }
 
 /// The name PROTOCOL.md gives frames of type `k`, if `k` is one.
@@ -74,6 +80,9 @@ pub fn name(k: u8) -> Option<&'static str> {
         LOSSY_WINDOW => "LWINDOW",
         LOSSY_SESSION_WINDOW => "LSESSION_WINDOW",
         BATCH => "BATCH",
+        LISTEN => "LISTEN",
+        LISTEN_OK => "LISTEN_OK",
+        LISTEN_ERR => "LISTEN_ERR",
         _ => return None,
     })
 }

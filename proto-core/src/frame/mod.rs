@@ -184,6 +184,27 @@ pub enum Frame {
         /// counted against the session credit it grants, and will ever count.
         received: u64,
     },
+    /// The client asks the server to listen on `bind` and open a stream toward the client
+    /// for each connection it accepts there (reverse forwarding). The server answers
+    /// LISTEN_OK or LISTEN_ERR; the listener lives as long as the session.
+    Listen {
+        /// The client's number for this listener, unique in the session.
+        listener: u32,
+        /// Where the server listens (`host:port`).
+        bind: Target,
+    },
+    /// The server listens for `listener`.
+    ListenOk {
+        /// The listener.
+        listener: u32,
+    },
+    /// The server refused `listener`, or (after LISTEN_OK) stopped listening for it.
+    ListenErr {
+        /// The listener.
+        listener: u32,
+        /// Why.
+        code: StreamCode,
+    },
     /// Stream bytes on the fast path (a lossy packet). Sent only on an open stream whose
     /// peer has it open too; the receiver acknowledges the packet number with LACK.
     LossyData {
@@ -305,6 +326,9 @@ impl Frame {
             Frame::LossyWindow { .. } => kind::LOSSY_WINDOW,
             Frame::LossySessionWindow { .. } => kind::LOSSY_SESSION_WINDOW,
             Frame::Batch(_) => kind::BATCH,
+            Frame::Listen { .. } => kind::LISTEN,
+            Frame::ListenOk { .. } => kind::LISTEN_OK,
+            Frame::ListenErr { .. } => kind::LISTEN_ERR,
         }
     }
 

@@ -78,6 +78,12 @@ pub(crate) fn arb_frame() -> impl Strategy<Value = Frame> {
         any::<u64>().prop_map(|received| Frame::Ack { received }),
         (arb_stream(), arb_target()).prop_map(|(stream, target)| Frame::Open { stream, target }),
         arb_stream().prop_map(|stream| Frame::OpenOk { stream }),
+        (any::<u32>(), arb_target()).prop_map(|(listener, bind)| Frame::Listen { listener, bind }),
+        any::<u32>().prop_map(|listener| Frame::ListenOk { listener }),
+        (any::<u32>(), arb_code()).prop_map(|(listener, c)| Frame::ListenErr {
+            listener,
+            code: StreamCode::from_code(c)
+        }),
         (arb_stream(), arb_code()).prop_map(|(stream, c)| Frame::OpenErr {
             stream,
             code: StreamCode::from_code(c)

@@ -155,6 +155,7 @@ impl Session {
         self.lossy_credit =
             self.lossy_negotiated && capabilities.contains(Capabilities::LOSSY_CREDIT);
         self.batching = capabilities.contains(Capabilities::BATCH);
+        self.reverse_negotiated = capabilities.contains(Capabilities::REVERSE);
         self.failures = 0;
         self.last_recv = now;
         self.last_ping = None;
@@ -163,6 +164,9 @@ impl Session {
         ctx.events
             .push_back(Event::SessionEstablished { peer: self.peer });
         self.send_pending_opens(ctx);
+        if self.is_initiator() {
+            self.ask_listeners(ctx);
+        }
     }
 
     /// Streams opened while no session was up go out now, in the order they were opened

@@ -23,12 +23,15 @@ mod frame_log;
 mod handshake;
 mod links;
 mod receive;
+mod reverse;
 mod scheduler;
 mod streams;
 mod timers;
 
 use credit::count_received_bytes;
 pub(crate) use links::HelloAckOutcome;
+pub use reverse::MAX_LISTENERS_PER_PEER;
+use reverse::{ClientListener, ServerListener};
 
 /// How many recently closed stream IDs a session remembers, so that frames still in flight
 /// for them are dropped quietly instead of answered with RST.
@@ -221,6 +224,13 @@ pub(crate) struct Session {
     /// The fast path (re)started: the stream bytes waiting in the frame log for their
     /// acknowledgement get copies on it (see [`Session::shadow_logged_data`]).
     shadow_due: bool,
+
+    /// Both sides do reverse forwarding (negotiated in the handshake).
+    reverse_negotiated: bool,
+    /// Client: the listeners it wants the server to keep, across sessions.
+    client_listeners: Vec<ClientListener>,
+    /// Server: the listeners the client asked for in this session.
+    server_listeners: Vec<ServerListener>,
 }
 
 impl Session {
@@ -287,6 +297,9 @@ impl Session {
             pace_until: None,
             liveness_ping_out: false,
             shadow_due: false,
+            reverse_negotiated: false,
+            client_listeners: Vec::new(),
+            server_listeners: Vec::new(),
         }
     }
 
@@ -301,6 +314,11 @@ impl Session {
     }
 
     /// Whether we are the server of this session.
+    /// Which side of the handshake we took.
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
     /// The rule that admitted the peer, if we accepted its HELLO.
     pub(crate) fn admission(&self) -> Option<Admission> {
         match self.role {
@@ -442,6 +460,7 @@ impl Session {
         self.open_deadlines
             .retain(|(_, id)| streams.contains_key(id));
         self.recently_closed.clear();
+        self.forget_listeners();
         self.reset_flow(ctx.config);
         ctx.events.push_back(Event::SessionClosed {
             peer: self.peer,

@@ -77,6 +77,9 @@ impl Session {
             }
             Frame::Open { stream, target } => self.on_open(stream, target, ctx),
             Frame::OpenOk { stream } => self.on_open_ok(stream, ctx),
+            Frame::Listen { listener, bind } => self.on_listen(listener, bind, ctx),
+            Frame::ListenOk { listener } => self.on_listen_answer(listener, Ok(()), ctx),
+            Frame::ListenErr { listener, code } => self.on_listen_answer(listener, Err(code), ctx),
             Frame::OpenErr { stream, code } => self.on_open_err(stream, code, ctx),
             Frame::Data {
                 stream,

@@ -16,6 +16,9 @@ use crate::policy::{Admission, ServerPolicy};
 use crate::stream::{OpenState, Origin, Stream};
 use crate::target::Target;
 
+/// The most streams a server may have open toward a client through its listeners.
+const MAX_REVERSE_STREAMS: usize = 256;
+
 impl Session {
     pub(crate) fn incoming_streams(&self) -> usize {
         self.streams
@@ -219,21 +222,14 @@ impl Session {
 
     pub(super) fn on_open(&mut self, stream: StreamId, target: crate::Target, ctx: &mut Ctx<'_>) {
         let peer = self.peer;
-        let denied = |code: StreamCode, target: &crate::Target, ctx: &mut Ctx<'_>| {
+        let deny = |this: &mut Self, code: StreamCode, ctx: &mut Ctx<'_>| {
             ctx.events.push_back(Event::StreamDenied {
                 stream,
                 peer,
                 target: target.clone(),
                 code,
             });
-        };
-        let refuse = |this: &mut Self, code: StreamCode, ctx: &mut Ctx<'_>| {
-            denied(code, &target, ctx);
-            this.remember_closed(stream, Gone::Refused);
             this.control.push_back(Frame::OpenErr { stream, code });
-        };
-        let Role::Responder(admission) = self.role else {
-            return refuse(self, StreamCode::NotAccepting, ctx);
         };
         if self.streams.contains_key(&stream)
             || self.was_closed(&stream)
@@ -242,22 +238,26 @@ impl Session {
             // Do not disturb the live stream (this peer's, or another peer's: stream ids are
             // random, so a clash is a broken or hostile peer); refuse the duplicate without
             // remembering it.
-            denied(StreamCode::DuplicateStream, &target, ctx);
-            self.control.push_back(Frame::OpenErr {
-                stream,
-                code: StreamCode::DuplicateStream,
-            });
-            return;
+            return deny(self, StreamCode::DuplicateStream, ctx);
         }
-        let Some(policy) = ctx.config.server.as_ref() else {
-            return refuse(self, StreamCode::NotAccepting, ctx);
+        let decision = match self.role {
+            Role::Responder(admission) => self.admit_open(admission, &target, ctx.config),
+            // A server's stream goes only where one of our listeners says.
+            Role::Initiator => match self.reverse_destination(&target) {
+                None => Err(StreamCode::NotAccepting),
+                Some(_) if self.incoming_streams() >= MAX_REVERSE_STREAMS => {
+                    Err(StreamCode::TooManyStreams)
+                }
+                Some(to) => Ok(to),
+            },
         };
-        if self.incoming_streams() >= policy.limits.max_streams_per_peer {
-            return refuse(self, StreamCode::TooManyStreams, ctx);
-        }
-        if policy.rules(admission).allowing(&target).is_none() {
-            return refuse(self, StreamCode::TargetNotAllowed, ctx);
-        }
+        let target = match decision {
+            Ok(t) => t,
+            Err(code) => {
+                self.remember_closed(stream, Gone::Refused);
+                return deny(self, code, ctx);
+            }
+        };
         let mut s = Stream::new(
             stream,
             target.clone(),
@@ -273,6 +273,23 @@ impl Session {
             peer: self.peer,
             target,
         });
+    }
+
+    /// A server's decision on a client's OPEN: the target to connect, or the refusal.
+    fn admit_open(
+        &self,
+        admission: Admission,
+        target: &Target,
+        config: &EndpointConfig,
+    ) -> Result<Target, StreamCode> {
+        let policy = config.server.as_ref().ok_or(StreamCode::NotAccepting)?;
+        if self.incoming_streams() >= policy.limits.max_streams_per_peer {
+            return Err(StreamCode::TooManyStreams);
+        }
+        if policy.rules(admission).allowing(target).is_none() {
+            return Err(StreamCode::TargetNotAllowed);
+        }
+        Ok(target.clone())
     }
 
     pub(super) fn on_data(

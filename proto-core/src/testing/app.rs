@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crate::codes::StreamCode;
 use crate::endpoint::Endpoint;
 use crate::event::{Event, ReadError, WriteError};
-use crate::ids::StreamId;
+use crate::ids::{PeerId, StreamId};
 use crate::target::Target;
 
 /// How a stream ended, as its application saw it.
@@ -54,6 +54,11 @@ pub struct App {
     pub opened: HashSet<StreamId>,
     /// Reply to each incoming stream with these bytes, then finish.
     pub reply: Option<(Bytes, bool)>,
+    /// Listeners a client asked this (server) side for, as `ListenRequested` said.
+    pub listen_requests: Vec<(PeerId, u32, Target)>,
+    /// How to answer them: listen (`None`), or refuse with this code.
+    pub listen_refusal: Option<StreamCode>,
+    pending_listens: VecDeque<(PeerId, u32)>,
     outgoing: HashMap<StreamId, (Bytes, bool)>,
     try_write: VecDeque<StreamId>,
     try_read: VecDeque<StreamId>,
@@ -104,6 +109,14 @@ impl App {
             Event::StreamOpened { stream } => {
                 self.opened.insert(*stream);
             }
+            Event::ListenRequested {
+                peer,
+                listener,
+                bind,
+            } => {
+                self.listen_requests.push((*peer, *listener, bind.clone()));
+                self.pending_listens.push_back((*peer, *listener));
+            }
             Event::StreamReadable { stream } => self.try_read.push_back(*stream),
             Event::StreamWritable { stream } => self.try_write.push_back(*stream),
             Event::StreamRefused { stream, code } => {
@@ -124,9 +137,21 @@ impl App {
         }
     }
 
+    /// Answers the listener requests that came (reverse forwarding), as `listen_refusal`
+    /// says; returns whether there were any.
+    fn answer_listens(&mut self, ep: &mut Endpoint) -> bool {
+        let any = !self.pending_listens.is_empty();
+        while let Some((peer, listener)) = self.pending_listens.pop_front() {
+            let answer = self.listen_refusal.map_or(Ok(()), Err);
+            let _ = ep.answer_listen(peer, listener, answer);
+        }
+        any
+    }
+
     /// Does whatever the application can do now; returns whether it did anything.
     pub(super) fn pump(&mut self, ep: &mut Endpoint) -> bool {
         let mut progress = false;
+        progress |= self.answer_listens(ep);
         while let Some(stream) = self.pending_accept.pop_front() {
             if self.undecided {
                 continue;

@@ -70,6 +70,7 @@ impl Sim {
             Op::Restart { node } => self.restart(*node)?,
             Op::RefuseNext { server } => self.nodes[self.clients + server].refuse_next = true,
             Op::Advance(d) => self.run_for(*d)?,
+            Op::Reverse { .. } => self.reverse(op)?,
             Op::Blackout {
                 client,
                 server,
@@ -109,17 +110,69 @@ impl Sim {
             .endpoint
             .open(self.now, spk, target)
             .map_err(|e| SimFailure(format!("open failed: {e}")))?;
+        self.record_stream(id, (c, s), (up, fin_up), down_plan, self.excuses(c, s));
+        Ok(())
+    }
+
+    /// Reverse forwarding: the client's listener on the server (asked for once), and a
+    /// stream the server opens toward the client for it once it listens.
+    fn reverse(&mut self, op: &Op) -> Result<(), SimFailure> {
+        let &Op::Reverse {
+            client,
+            server,
+            up,
+            down,
+            fin_up,
+            fin_down,
+        } = op
+        else {
+            return Ok(());
+        };
+        let (up_plan, down_plan) = ((up, fin_up), (down, fin_down));
+        let s = self.clients + server;
+        let (spk, cpk) = (
+            self.net.peer_id(NodeId(s)),
+            self.net.peer_id(NodeId(client)),
+        );
+        if self.listeners_asked.insert((client, s)) {
+            let bind = format!("127.0.0.1:{}", 9000 + client)
+                .parse()
+                .expect("bind");
+            let to = "127.0.0.1:1".parse().expect("target");
+            let _ = self.nodes[client].endpoint.listen(self.now, spk, bind, to);
+            // Time for LISTEN and its answer, when the session is up.
+            self.run_for(Duration::from_millis(500))?;
+        }
+        let Some(&listener) = self.listening.get(&(s, cpk)) else {
+            return Ok(()); // not listening (yet): the next one may be
+        };
+        if let Ok(id) = self.nodes[s].endpoint.open_reverse(self.now, cpk, listener) {
+            self.record_stream(id, (s, client), up_plan, down_plan, self.excuses(client, s));
+            self.stats.reverse_streams += 1;
+        }
+        Ok(())
+    }
+
+    /// Keeps a stream opened by `opener` toward `acceptor`, with the bytes planned each way.
+    fn record_stream(
+        &mut self,
+        id: StreamId,
+        (opener, acceptor): (usize, usize),
+        (up, fin_up): (u64, bool),
+        down_plan: (u64, bool),
+        excuses_at_open: (u64, u64, u64),
+    ) {
         let n = self.streams.len() as u64;
         let mut rec = StreamRec {
             id,
-            opener: c,
-            acceptor: s,
+            opener,
+            acceptor,
             flows: [Flow::default(), Flow::default()],
             ended: [None, None],
             seen_by_acceptor: false,
             down_plan,
             stalled: [false, false],
-            excuses_at_open: self.excuses(c, s),
+            excuses_at_open,
         };
         rec.flows[0].seed = self.seed ^ (n << 1);
         rec.flows[1].seed = self.seed ^ (n << 1 | 1);
@@ -127,9 +180,8 @@ impl Sim {
         rec.flows[0].fin_wanted = fin_up;
         self.by_id.insert(id, self.streams.len());
         self.streams.push(rec);
-        self.nodes[c].try_write.insert(id);
+        self.nodes[opener].try_write.insert(id);
         self.stats.streams += 1;
-        Ok(())
     }
 
     /// The path between a client and a server goes out for `outage`: the friend link
@@ -204,6 +256,9 @@ impl Sim {
         n.endpoint = Endpoint::new(n.config.clone(), node_seed(self.seed, node, n.restarts))
             .expect("config");
         self.suspended_since.retain(|(n, _), _| *n != node);
+        // A restarted client asks for its listeners again; a restarted server has none.
+        self.listeners_asked.retain(|(c, _)| *c != node);
+        self.listening.retain(|(s, _), _| *s != node);
         n.held.clear();
         n.timeout = None;
         n.try_read.clear();

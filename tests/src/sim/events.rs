@@ -119,6 +119,19 @@ impl Sim {
                 self.end_side(ix, side, format!("reset {code}"))?;
             }
             Event::StreamClosed { stream } => self.on_closed(i, stream)?,
+            Event::ListenRequested { peer, listener, .. } => {
+                // The application listens at once.
+                let answered = self.nodes[i].endpoint.answer_listen(peer, listener, Ok(()));
+                if answered.is_ok() {
+                    self.listening.insert((i, peer), listener);
+                }
+            }
+            Event::ListenClosed { peer, code, .. } => {
+                fail!("node {i}: the listener for {peer:?} closed with {code}, yet no client gives one up and no rule changes");
+            }
+            Event::ListenRefused { peer, code, .. } | Event::ListenDenied { peer, code, .. } => {
+                fail!("node {i}: a listener with {peer:?} refused with {code}: the rules allow it");
+            }
             _ => {}
         }
         Ok(())
@@ -135,6 +148,10 @@ impl Sim {
             Event::SessionResumed { peer }
             | Event::SessionEstablished { peer }
             | Event::SessionClosed { peer, .. } => {
+                if matches!(e, Event::SessionClosed { .. }) {
+                    // The server's listeners end with the session.
+                    self.listening.remove(&(i, *peer));
+                }
                 let since = self.suspended_since.remove(&(i, *peer));
                 let grace = self.nodes[i].config.resume_grace;
                 let expired = matches!(

@@ -20,8 +20,8 @@ use bytes::Bytes;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use toxtun_proto::{
-    ClientRule, Endpoint, EndpointConfig, Input, PeerId, ServerPolicy, StreamCode, StreamId,
-    TargetRules, TransportEvent,
+    ClientRule, Endpoint, EndpointConfig, Input, ListenRules, PeerId, ServerPolicy, StreamCode,
+    StreamId, TargetRules, TransportEvent,
 };
 use toxtun_transport_mock::{FlapPlan, Network, NodeId};
 
@@ -148,6 +148,8 @@ pub struct SimStats {
     pub steps: u64,
     /// Lossy packets (the fast path) the network carried or dropped.
     pub lossy_packets: u64,
+    /// Streams a server opened toward a client for its listener (reverse forwarding).
+    pub reverse_streams: u64,
 }
 
 /// A running scenario.
@@ -171,9 +173,15 @@ pub struct Sim {
     /// grace (its resume never completed from its own point of view, though the other side
     /// may have seen one).
     expiries: BTreeMap<(usize, usize), u64>,
+    /// (client, server node) pairs whose client asked the server to listen (`Op::Reverse`).
+    listeners_asked: BTreeSet<(usize, usize)>,
+    /// Per (server node, client): the listener the server's application listens for.
+    listening: BTreeMap<(usize, PeerId), u32>,
 }
 
 const ALLOWED_PORTS: &str = "127.0.0.1:1-30000";
+/// Where clients may have servers listen (`Op::Reverse` binds 9000 + the client's index).
+const LISTEN_PORTS: &str = "127.0.0.1:9000-9100";
 
 impl Sim {
     /// Builds the nodes and starts every client befriending and connecting to every server.
@@ -193,16 +201,7 @@ impl Sim {
             config.session_window = cfg.session_window;
             let is_server = i >= cfg.clients;
             if is_server {
-                config.server = Some(ServerPolicy {
-                    clients: client_keys
-                        .iter()
-                        .map(|k| ClientRule {
-                            peer: *k,
-                            targets: TargetRules::new(vec![ALLOWED_PORTS.parse().expect("rule")]),
-                        })
-                        .collect(),
-                    ..Default::default()
-                });
+                config.server = Some(server_policy(&client_keys));
             }
             nodes.push(SimNode {
                 endpoint: Endpoint::new(config.clone(), node_seed(seed, i, 0)).expect("config"),
@@ -229,6 +228,8 @@ impl Sim {
             start,
             suspended_since: BTreeMap::new(),
             expiries: BTreeMap::new(),
+            listeners_asked: BTreeSet::new(),
+            listening: BTreeMap::new(),
         };
         for c in 0..cfg.clients {
             for s in cfg.clients..cfg.clients + cfg.servers {
@@ -478,6 +479,29 @@ fn is_violation(code: StreamCode) -> bool {
             | StreamCode::InvalidTarget
             | StreamCode::NotAccepting
     )
+}
+
+/// Every server's policy: each client by key, with the ports it may reach and where it
+/// may have the server listen.
+fn server_policy(client_keys: &[PeerId]) -> ServerPolicy {
+    let rules = |p: &str| TargetRules::new(vec![p.parse().expect("rule")]);
+    ServerPolicy {
+        clients: client_keys
+            .iter()
+            .map(|k| ClientRule {
+                peer: *k,
+                targets: rules(ALLOWED_PORTS),
+            })
+            .collect(),
+        listen: ListenRules {
+            clients: client_keys
+                .iter()
+                .map(|k| (*k, rules(LISTEN_PORTS)))
+                .collect(),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
 }
 
 fn node_seed(seed: u64, node: usize, restarts: u64) -> [u8; 32] {

@@ -79,6 +79,23 @@ pub enum Op {
         /// Server index.
         server: usize,
     },
+    /// Reverse forwarding: the client asks the server to listen for it (once), and once
+    /// it does, the server opens a stream toward the client as for a connection it
+    /// accepted there; bytes each way as for `Open` (the server is the opener).
+    Reverse {
+        /// Client index.
+        client: usize,
+        /// Server index.
+        server: usize,
+        /// Bytes the server writes.
+        up: u64,
+        /// Bytes the client writes.
+        down: u64,
+        /// The server finishes after writing.
+        fin_up: bool,
+        /// The client finishes after writing.
+        fin_down: bool,
+    },
     /// Let time pass.
     Advance(Duration),
     /// The path between a client and a server goes dark for a while without the friend
@@ -262,12 +279,28 @@ pub fn random_ops(rng: &mut impl RngCore, cfg: &SimConfig, n: usize) -> Vec<Op> 
                 server: r(rng, cfg.servers as u64) as usize,
                 outage: random_outage(rng).min(Duration::from_secs(45)),
             }
+        } else if pick < 97 {
+            opened += 1;
+            random_reverse(rng, cfg)
         } else {
             Op::Advance(Duration::from_millis(r(rng, 3000)))
         };
         ops.push(op);
     }
     ops
+}
+
+/// A reverse stream between a random client and server, with random bytes each way.
+fn random_reverse(rng: &mut impl RngCore, cfg: &SimConfig) -> Op {
+    let r = |rng: &mut dyn RngCore, m: u64| rng.next_u64() % m.max(1);
+    Op::Reverse {
+        client: r(rng, cfg.clients as u64) as usize,
+        server: r(rng, cfg.servers as u64) as usize,
+        up: random_size(rng),
+        down: random_size(rng),
+        fin_up: r(rng, 4) != 0,
+        fin_down: r(rng, 4) != 0,
+    }
 }
 
 /// Either end of a stream, evenly.
