@@ -5,6 +5,7 @@
 //! [[client]]
 //! key = "C0FFEE…64 hex digits…"
 //! allow = ["127.0.0.1:22", "localhost:8000-8100"]
+//! listen = ["127.0.0.1:8000-8100"] # where it may have the server listen (forward -R)
 //!
 //! # Anyone proving this secret is admitted, with these targets.
 //! [secret]
@@ -99,6 +100,8 @@ struct ClientEntry {
     key: String,
     #[serde(default)]
     allow: Vec<String>,
+    #[serde(default)]
+    listen: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +111,8 @@ struct SecretEntry {
     file: Option<PathBuf>,
     #[serde(default)]
     allow: Vec<String>,
+    #[serde(default)]
+    listen: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,11 +153,20 @@ pub struct ServerConfig {
 }
 
 fn rules(path: &Path, who: &str, allow: &[String]) -> Result<TargetRules, ConfigError> {
+    rules_of(path, who, "allow", allow)
+}
+
+fn rules_of(
+    path: &Path,
+    who: &str,
+    key: &str,
+    allow: &[String],
+) -> Result<TargetRules, ConfigError> {
     let mut out = Vec::new();
     for (i, a) in allow.iter().enumerate() {
         let p: TargetPattern = a.parse().map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
-            what: format!("{who}: allow[{i}] = {a:?}: {e}"),
+            what: format!("{who}: {key}[{i}] = {a:?}: {e}"),
         })?;
         out.push(p);
     }
@@ -200,10 +214,15 @@ impl ServerConfig {
             } else {
                 PeerId::from_hex(key).map_err(|e| invalid(format!("client[{i}].key: {e}")))?
             };
+            let who = format!("client[{i}]");
             policy.clients.push(ClientRule {
                 peer,
-                targets: rules(path, &format!("client[{i}]"), &c.allow)?,
+                targets: rules(path, &who, &c.allow)?,
             });
+            policy
+                .listen
+                .clients
+                .push((peer, rules_of(path, &who, "listen", &c.listen)?));
         }
         if let Some(s) = &file.secret {
             let value = match (&s.value, &s.file) {
@@ -214,6 +233,7 @@ impl ServerConfig {
             };
             let secret = SharedSecret::new(value).map_err(|e| invalid(format!("secret: {e}")))?;
             policy.secret = Some((secret, rules(path, "secret", &s.allow)?));
+            policy.listen.secret = rules_of(path, "secret", "listen", &s.listen)?;
         }
         if let Some(l) = &file.limits {
             let d = Limits::default();
@@ -300,6 +320,27 @@ mod tests {
         assert_eq!(c.network.udp, Some(false));
         assert_eq!(c.resume_grace_secs, Some(30));
         assert_eq!(c.fast_path, Some(false));
+        assert!(
+            c.policy.listen.clients[0].1.allow.is_empty(),
+            "no listen: none"
+        );
+    }
+
+    #[test]
+    fn listen_rules_parse_per_client_and_for_the_secret() {
+        let k = "AB".repeat(32);
+        let c = parse(&format!(
+            "[[client]]\nkey = \"{k}\"\nlisten = [\"127.0.0.1:8000-8100\"]\n\
+             [secret]\nvalue = \"a long enough secret\"\nlisten = [\"127.0.0.1:9000\"]\n"
+        ))
+        .unwrap();
+        let bind: toxtun_proto::Target = "127.0.0.1:8080".parse().unwrap();
+        assert!(c.policy.listen.clients[0].1.allowing(&bind).is_some());
+        assert_eq!(c.policy.listen.secret.allow.len(), 1);
+        let e = parse(&format!("[[client]]\nkey = \"{k}\"\nlisten = [\"8080\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("client[0]: listen[0]"), "{e}");
     }
 
     #[test]

@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 use toxtun_proto::{
-    ClientRule, Endpoint, EndpointConfig, PeerId, ServerPolicy, TargetRules, ToxId, Transport,
+    ClientRule, Endpoint, EndpointConfig, ListenRules, PeerId, ServerPolicy, TargetRules, ToxId,
+    Transport,
 };
 use toxtun_tokio::control::{
-    ask, attach, credential, Attach, Attached, ControlHandle, ControlServer, Reply, Request, Role,
+    ask, attach, credential, hold, Attach, Attached, ControlHandle, ControlServer, Reply, Request,
+    Role,
 };
 use toxtun_tokio::{Node, NodeOptions};
 use toxtun_transport_mock::{Network, RealtimeNetwork};
@@ -64,6 +66,13 @@ async fn setup(name: &str, attach_secret: Option<&str>) -> Setup {
             peer: cid.public_key,
             targets: TargetRules::new(vec![format!("127.0.0.1:{echo_port}").parse().unwrap()]),
         }],
+        listen: ListenRules {
+            clients: vec![(
+                cid.public_key,
+                TargetRules::new(vec!["127.0.0.1:1024-65535".parse().unwrap()]),
+            )],
+            ..Default::default()
+        },
         ..Default::default()
     });
     let (server, _) = Node::spawn(
@@ -361,4 +370,55 @@ async fn another_user_is_refused_even_through_an_open_socket() {
         ask(&s.dir, Role::Client, &Request::Status).await.unwrap(),
         Some(Reply::Status { .. })
     ));
+}
+
+/// One echo round trip through `port` on loopback, if something answers there.
+async fn echoes(port: u16) -> bool {
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let mut back = [0u8; 4];
+    s.write_all(b"ping").await.is_ok()
+        && tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+            .await
+            .is_ok_and(|r| r.is_ok())
+        && &back == b"ping"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_reverse_forward_listens_while_the_hold_lasts() {
+    let s = setup("reverse", None).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let reverse = vec![(
+        format!("127.0.0.1:{port}"),
+        format!("127.0.0.1:{}", s.echo_port),
+    )];
+    let held = hold(&s.dir, s.server_id.to_string(), None, reverse)
+        .await
+        .unwrap()
+        .expect("the holder answers")
+        .expect("held");
+    // The server listens on `port`; a connection there reaches the client's echo target.
+    let end = Instant::now() + Duration::from_secs(20);
+    while !echoes(port).await {
+        assert!(Instant::now() < end, "the server never listened on {port}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The hold ends: the server stops listening.
+    drop(held);
+    let end = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+    {
+        assert!(
+            Instant::now() < end,
+            "still listening on {port} after the hold ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

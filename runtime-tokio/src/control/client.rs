@@ -188,8 +188,13 @@ pub async fn hold(
     dir: &Path,
     server: String,
     credential: Option<String>,
+    reverse: Vec<(String, String)>,
 ) -> Result<Option<Result<Hold, Attached>>, ControlError> {
-    let request = Request::Hold { server, credential };
+    let request = Request::Hold {
+        server,
+        credential,
+        reverse,
+    };
     let Some((reply, rd, wr)) = exchange(dir, Role::Client, &request).await? else {
         return Ok(None);
     };

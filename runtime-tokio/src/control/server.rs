@@ -281,20 +281,11 @@ impl Shared {
                     Err(message) => Err(ControlError::Config(message)),
                 }
             }
-            Request::Hold { server, credential } => {
-                self.befriend(&server, credential).await?;
-                if wr
-                    .write_all(&encode_line(&Reply::Holding { pid }))
-                    .await
-                    .is_ok()
-                {
-                    let _attached = AttachedGuard::new(&self.attached);
-                    // Until the holder closes (or sends anything: it never should).
-                    let mut byte = [0u8; 1];
-                    let _ = rd.read(&mut byte).await;
-                }
-                Ok(None)
-            }
+            Request::Hold {
+                server,
+                credential,
+                reverse,
+            } => self.hold(&server, credential, &reverse, rd, wr).await,
             Request::Open {
                 server,
                 target,
@@ -361,6 +352,63 @@ impl Shared {
 
     /// Checks the requester's secret against ours and befriends `server` unless this
     /// process already keeps a session with it.
+    /// A `hold`: the session with `server` (and its reverse forwards) stays while the
+    /// holder's connection does.
+    async fn hold(
+        &self,
+        server: &str,
+        credential: Option<String>,
+        reverse: &[(String, String)],
+        rd: &mut BufReader<OwnedReadHalf>,
+        wr: &mut OwnedWriteHalf,
+    ) -> Result<Option<Reply>, ControlError> {
+        let pid = std::process::id();
+        let peer = self.befriend(server, credential).await?;
+        let listeners = self.listen(peer, reverse).await?;
+        let _given_up = Unlisten {
+            node: self.node.clone(),
+            peer,
+            listeners,
+        };
+        if wr
+            .write_all(&encode_line(&Reply::Holding { pid }))
+            .await
+            .is_ok()
+        {
+            let _attached = AttachedGuard::new(&self.attached);
+            // Until the holder closes (or sends anything: it never should).
+            let mut byte = [0u8; 1];
+            let _ = rd.read(&mut byte).await;
+        }
+        Ok(None)
+    }
+
+    /// The reverse forwards of a `hold`, asked of the server for as long as it lasts.
+    async fn listen(
+        &self,
+        peer: PeerId,
+        reverse: &[(String, String)],
+    ) -> Result<Vec<u32>, ControlError> {
+        let mut parsed = Vec::new();
+        for (bind, to) in reverse {
+            let t = |s: &str| {
+                s.parse::<Target>()
+                    .map_err(|e| ControlError::BadArgument(format!("-R {s}: {e}")))
+            };
+            parsed.push((t(bind)?, t(to)?));
+        }
+        let mut ids = Vec::new();
+        for (bind, to) in parsed {
+            let id = self
+                .node
+                .listen(peer, bind, to)
+                .await
+                .map_err(|e| ControlError::Node(e.to_string()))?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
     async fn befriend(
         &self,
         server: &str,
@@ -468,5 +516,27 @@ fn end_code(events: &mut broadcast::Receiver<NodeEvent>, id: StreamId) -> u16 {
             Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
             Err(_) => return 0,
         }
+    }
+}
+
+/// Gives a hold's listeners up when it ends: the server stops listening for them.
+struct Unlisten {
+    node: Node,
+    peer: PeerId,
+    listeners: Vec<u32>,
+}
+
+impl Drop for Unlisten {
+    fn drop(&mut self) {
+        let (node, peer) = (self.node.clone(), self.peer);
+        let ids = std::mem::take(&mut self.listeners);
+        if ids.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            for id in ids {
+                node.unlisten(peer, id).await;
+            }
+        });
     }
 }

@@ -34,6 +34,11 @@ pub enum Request {
         server: String,
         /// As in `Open`.
         credential: Option<String>,
+        /// Reverse forwards (`forward -R`), as (`bind`, `to`) `host:port` pairs: the server
+        /// listens on each `bind` while this connection stays open, and the holder of the
+        /// identity connects the streams to `to`.
+        #[serde(default)]
+        reverse: Vec<(String, String)>,
     },
     /// Open a stream to `target` through `server` and carry it on this socket.
     Open {

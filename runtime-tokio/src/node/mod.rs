@@ -17,6 +17,7 @@ use toxtun_proto::{
 };
 
 mod driver;
+mod listen;
 mod outbox;
 mod reload;
 mod status;
@@ -111,6 +112,40 @@ pub enum NodeEvent {
         /// The code the peer was sent (2001 not allowed, 2005 too many, …).
         code: StreamCode,
     },
+    /// Client: the server listens on `bind` for us (reverse forwarding).
+    ListenReady {
+        /// The server.
+        peer: PeerId,
+        /// Where it listens.
+        bind: Target,
+    },
+    /// Client: the server refused to listen on `bind`, or stopped (asked again in the
+    /// next session).
+    ListenRefused {
+        /// The server.
+        peer: PeerId,
+        /// Where.
+        bind: Target,
+        /// Why (2015 not allowed, 2016 could not, 2017 not supported, …).
+        code: StreamCode,
+    },
+    /// Server: listening on `bind` for the client.
+    Listening {
+        /// The client.
+        peer: PeerId,
+        /// Where.
+        bind: Target,
+    },
+    /// Server: a client's listener refused or ended.
+    ListenStopped {
+        /// The client.
+        peer: PeerId,
+        /// Where.
+        bind: Target,
+        /// Why (2015 not allowed, 2016 the address could not be bound, 2000 the client
+        /// gave it up, 2010 the session ended).
+        code: StreamCode,
+    },
     /// A stream ended; `code` is `None` for a clean close.
     StreamEnd {
         /// The stream.
@@ -169,6 +204,8 @@ enum Cmd {
     Status(oneshot::Sender<NodeStatus>),
     Reset(StreamId, StreamCode),
     Reload(Box<ServerPolicy>, oneshot::Sender<ReloadReport>),
+    Listen(PeerId, Target, Target, oneshot::Sender<Result<u32, String>>),
+    Unlisten(PeerId, u32),
 }
 
 /// A handle to a running node. Cheap to clone. The node runs while any handle lives:
@@ -190,6 +227,8 @@ impl std::fmt::Debug for Cmd {
             Cmd::Status(..) => "Status",
             Cmd::Reset(..) => "Reset",
             Cmd::Reload(..) => "Reload",
+            Cmd::Listen(..) => "Listen",
+            Cmd::Unlisten(..) => "Unlisten",
         })
     }
 }

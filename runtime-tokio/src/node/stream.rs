@@ -66,6 +66,15 @@ pub(super) enum Note {
     /// A reload took this client's admission away a moment ago (its CLOSE has had time
     /// to leave): forget it as a friend, unless a later reload listed it again.
     Unfriend(toxtun_proto::PeerId),
+    /// A server's socket for a client's listener is bound (or could not be).
+    Listened(
+        toxtun_proto::PeerId,
+        u32,
+        Target,
+        Result<tokio::net::TcpListener, StreamCode>,
+    ),
+    /// A connection arrived on a client's listener.
+    ReverseConn(toxtun_proto::PeerId, u32, TcpStream),
 }
 
 /// The driver's end of one stream's channels.

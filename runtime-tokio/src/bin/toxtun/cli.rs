@@ -55,9 +55,14 @@ pub(crate) enum Command {
         #[arg(
             short = 'L',
             value_name = "[BIND:]PORT:HOST:HOSTPORT",
-            required_unless_present = "dynamic"
+            required_unless_present_any = ["dynamic", "remote"]
         )]
         local: Vec<String>,
+        /// Reverse, like ssh -R: the server listens on [bind_address:]port (loopback by
+        /// default) and each connection to it comes here, to host:hostport (repeatable;
+        /// the server's `listen` rules must allow it; e.g. -R 8080:127.0.0.1:3000).
+        #[arg(short = 'R', value_name = "[BIND:]PORT:HOST:HOSTPORT")]
+        remote: Vec<String>,
         /// A SOCKS 5 (and 4a) server on [bind_address:]port, like ssh -D: each CONNECT
         /// goes to the host the client names, resolved on the server's side, as the
         /// server's rules allow (repeatable; e.g. curl --socks5-hostname 127.0.0.1:1080).
@@ -293,9 +298,24 @@ pub(crate) fn parse_dynamic(spec: &str) -> Result<String, Fail> {
 
 /// `[bind:]port:host:hostport`, as ssh -L.
 pub(crate) fn parse_forward(spec: &str) -> Result<(String, Target), Fail> {
+    parse_spec("-L", spec)
+}
+
+/// `[bind:]port:host:hostport`, as ssh -R: where the server listens (loopback unless a
+/// bind address is given, as ssh does without `GatewayPorts`), and where this side
+/// connects each stream.
+pub(crate) fn parse_reverse(spec: &str) -> Result<(Target, Target), Fail> {
+    let (bind, to) = parse_spec("-R", spec)?;
+    let bind = bind
+        .parse()
+        .map_err(|e: toxtun_proto::TargetError| Fail(format!("-R {spec}: bind address: {e}")))?;
+    Ok((bind, to))
+}
+
+fn parse_spec(flag: &str, spec: &str) -> Result<(String, Target), Fail> {
     let bad = |why: &str| {
         Fail(format!(
-            "-L {spec}: {why} (write [bind:]port:host:hostport)"
+            "{flag} {spec}: {why} (write [bind:]port:host:hostport)"
         ))
     };
     // The target is the last host:port; IPv6 hosts are bracketed.
@@ -350,6 +370,15 @@ mod tests {
         assert!(parse_forward("8080").is_err());
         assert!(parse_forward("8080:host:0").is_err());
         assert!(parse_forward("a:b:c:d:e").is_err());
+        let (b, t) = parse_reverse("8080:127.0.0.1:3000").unwrap();
+        assert_eq!(
+            (b.to_string().as_str(), t.to_string().as_str()),
+            ("127.0.0.1:8080", "127.0.0.1:3000")
+        );
+        let (b, _) = parse_reverse("0.0.0.0:8080:localhost:3000").unwrap();
+        assert_eq!(b.to_string(), "0.0.0.0:8080");
+        let e = parse_reverse("8080:x").unwrap_err().0;
+        assert!(e.starts_with("-R 8080:x"), "{e}");
     }
 
     #[test]

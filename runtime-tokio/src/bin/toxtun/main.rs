@@ -101,10 +101,18 @@ async fn run(cli: Cli) -> Result<(), Fail> {
         Command::Forward {
             local,
             dynamic,
+            remote,
             server,
             secret,
             net,
-        } => cmd::forward::run(&cli, local, dynamic, server, secret, net).await,
+        } => {
+            let specs = cmd::forward::Specs {
+                local,
+                dynamic,
+                remote,
+            };
+            cmd::forward::run(&cli, &specs, server, secret, net).await
+        }
         Command::Pipe {
             server,
             target,

@@ -66,6 +66,18 @@ fn event_json(e: &NodeEvent) -> String {
         } => {
             serde_json::json!({"event": "stream_open", "stream": stream.to_string(), "target": target.to_string(), "incoming": incoming})
         }
+        NodeEvent::ListenReady { peer, bind } => {
+            serde_json::json!({"event": "listen_ready", "peer": peer.to_string(), "bind": bind.to_string()})
+        }
+        NodeEvent::ListenRefused { peer, bind, code } => {
+            serde_json::json!({"event": "listen_refused", "peer": peer.to_string(), "bind": bind.to_string(), "code": code.code(), "reason": code.describe()})
+        }
+        NodeEvent::Listening { peer, bind } => {
+            serde_json::json!({"event": "listening", "peer": peer.to_string(), "bind": bind.to_string()})
+        }
+        NodeEvent::ListenStopped { peer, bind, code } => {
+            serde_json::json!({"event": "listen_stopped", "peer": peer.to_string(), "bind": bind.to_string(), "code": code.code(), "reason": code.describe()})
+        }
         NodeEvent::StreamDenied { peer, target, code } => {
             serde_json::json!({"event": "stream_denied", "peer": peer.to_string(), "target": target.to_string(), "code": code.code(), "reason": code.describe()})
         }
@@ -196,6 +208,18 @@ fn log_plain_event(e: &NodeEvent) {
         NodeEvent::StreamDenied { peer, target, code } => {
             tracing::warn!(%peer, %target, code = code.code(), "stream refused: {code}")
         }
+        NodeEvent::ListenReady { peer, bind } => {
+            tracing::info!(%peer, %bind, "the server listens on {bind} for us (-R)")
+        }
+        NodeEvent::ListenRefused { peer, bind, code } => tracing::warn!(
+            %peer, %bind, code = code.code(), "the server will not listen on {bind}: {code}"
+        ),
+        NodeEvent::Listening { peer, bind } => {
+            tracing::info!(%peer, %bind, "listening on {bind} for the client (-R)")
+        }
+        NodeEvent::ListenStopped { peer, bind, code } => tracing::info!(
+            %peer, %bind, code = code.code(), "not listening on {bind} for the client: {code}"
+        ),
         NodeEvent::StreamEnd { stream, code: None } => tracing::debug!(%stream, "stream closed"),
         // An application that hung up, or a session's end (logged itself, at the level
         // its cause deserves), is no problem of the stream's: only the rest warns. Once,

@@ -19,7 +19,8 @@ use toxtun_tokio::Node;
 
 use super::{data_dir, hold_client, StopSignals};
 use crate::cli::{
-    load_secret, parse_dynamic, parse_forward, parse_server, Cli, NetArgs, SecretArgs,
+    load_secret, parse_dynamic, parse_forward, parse_reverse, parse_server, Cli, NetArgs,
+    SecretArgs,
 };
 use crate::Fail;
 
@@ -101,33 +102,40 @@ where
     });
 }
 
+/// A forward's `-L`, `-D` and `-R` specs, as given.
+pub(crate) struct Specs<'a> {
+    pub(crate) local: &'a [String],
+    pub(crate) dynamic: &'a [String],
+    pub(crate) remote: &'a [String],
+}
+
 /// Listens on each `-L` spec's local address and forwards every connection to its target
-/// through `server`, and serves SOCKS on each `-D` address, until Ctrl-C.
+/// through `server`, serves SOCKS on each `-D` address, and has the server listen for each
+/// `-R`, until Ctrl-C.
 pub(crate) async fn run(
     cli: &Cli,
-    local: &[String],
-    dynamic: &[String],
+    specs: &Specs<'_>,
     server: &str,
     secret: &SecretArgs,
     net: &NetArgs,
 ) -> Result<(), Fail> {
     let mut stop = StopSignals::new();
     let server = parse_server(server)?;
-    let (listeners, socks) = bind(local, dynamic, &server).await?;
+    let (listeners, socks) = bind(specs.local, specs.dynamic, &server).await?;
+    let reverse = specs
+        .remote
+        .iter()
+        .map(|s| parse_reverse(s))
+        .collect::<Result<Vec<_>, _>>()?;
     let dir = data_dir(&cli.data_dir)?;
     let cred = credential(load_secret(secret)?.as_ref());
-    let runs = match hold(&dir, server.to_string(), cred.clone()).await? {
-        Some(Ok(held)) => {
-            eprintln!(
-                "toxtun: attached to toxtun process {}, which runs this identity",
-                held.pid
-            );
-            Runs::Attached(held)
-        }
-        Some(Err(Attached::Refused { message, .. })) => return Err(Fail(message)),
-        Some(Err(other)) => return Err(Fail(format!("unexpected answer {other:?}"))),
-        None => Runs::Own(hold_client(cli, Some(server), secret, net, true).await?),
-    };
+    let runs = take_identity(cli, &dir, server, cred.clone(), (secret, net), &reverse).await?;
+    for (bind, to) in &reverse {
+        eprintln!(
+            "toxtun: {} listens on {bind} -> {to} here",
+            server.public_key
+        );
+    }
     let opener = Arc::new(match &runs {
         Runs::Own(h) => Opener::Node(h.node.clone(), server.public_key),
         Runs::Attached(_) => Opener::Attached(AttachedTo {
@@ -171,6 +179,44 @@ pub(crate) async fn run(
             ))),
         },
     }
+}
+
+/// Attaches to whatever runs the client identity (holding `reverse` there), or runs it
+/// in this process (with `reverse` asked of the server).
+async fn take_identity(
+    cli: &Cli,
+    dir: &std::path::Path,
+    server: ToxId,
+    cred: Option<String>,
+    (secret, net): (&SecretArgs, &NetArgs),
+    reverse: &[(Target, Target)],
+) -> Result<Runs, Fail> {
+    let as_text = reverse
+        .iter()
+        .map(|(b, t)| (b.to_string(), t.to_string()))
+        .collect();
+    Ok(match hold(dir, server.to_string(), cred, as_text).await? {
+        Some(Ok(held)) => {
+            eprintln!(
+                "toxtun: attached to toxtun process {}, which runs this identity",
+                held.pid
+            );
+            Runs::Attached(held)
+        }
+        Some(Err(Attached::Refused { message, .. })) => return Err(Fail(message)),
+        Some(Err(other)) => return Err(Fail(format!("unexpected answer {other:?}"))),
+        None => {
+            let holder = hold_client(cli, Some(server), secret, net, true).await?;
+            for (bind, to) in reverse {
+                holder
+                    .node
+                    .listen(server.public_key, bind.clone(), to.clone())
+                    .await
+                    .map_err(|e| Fail(format!("-R {bind}: {e}")))?;
+            }
+            Runs::Own(holder)
+        }
+    })
 }
 
 /// Who runs the identity for this forward.

@@ -13,6 +13,8 @@ use toxtun_proto::{
     StreamCode, StreamId, Target, Transport, TransportEvent, WriteError,
 };
 
+mod reverse;
+
 use super::outbox::Outbox;
 use super::status::{Counters, NodeStatus, PeerStatus, SessionReport, StreamStatus};
 use super::stream::{connect_target, pipes, run_stream, Down, Note, StreamIo, Up, DOWN_CHUNK};
@@ -41,6 +43,8 @@ pub(super) struct Driver<T> {
     seen: Seen,
     /// What the node has done, counted for `status` and metrics.
     counters: Counters,
+    /// Listeners for clients (a server), listeners' targets (a client).
+    reverse: reverse::Reverse,
     /// Streams whose opener waits to hear OPEN_OK or the refusal (`Node::open_pending`).
     confirms: HashMap<StreamId, tokio::sync::oneshot::Sender<Result<(), StreamCode>>>,
 }
@@ -135,6 +139,7 @@ impl<T: Transport> Driver<T> {
             seen: Seen::default(),
             confirms: HashMap::new(),
             counters: Counters::default(),
+            reverse: reverse::Reverse::default(),
         }
     }
 
@@ -405,8 +410,39 @@ impl<T: Transport> Driver<T> {
         }
     }
 
+    /// A stream the peer opened: connect its target (a server, or a client's listener),
+    /// or refuse it.
+    fn on_incoming(&mut self, stream: StreamId, target: Target) {
+        self.emit(NodeEvent::StreamOpen {
+            stream,
+            target: target.clone(),
+            incoming: true,
+        });
+        // A client takes a server's stream only for its listeners (the endpoint
+        // has checked), and connects it only where they say.
+        if !self.options.serve && !self.reverse.targets.contains(&target) {
+            let _ = self.endpoint.refuse(stream, StreamCode::NotAccepting);
+            // Its StreamOpen was reported: so is its end (and `toxtun status`
+            // forgets it; a peer sending OPENs to a client cannot grow it).
+            self.emit(NodeEvent::StreamEnd {
+                stream,
+                code: Some(StreamCode::NotAccepting),
+            });
+            return;
+        }
+        let notes = self.notes.clone();
+        let timeout = self.options.connect_timeout;
+        tokio::spawn(async move {
+            let r = connect_target(target, timeout).await;
+            let _ = notes.send(Note::Connected(stream, r));
+        });
+    }
+
     fn on_endpoint_event(&mut self, e: Event) {
         self.counters.count(&e);
+        if self.on_reverse_event(&e) {
+            return;
+        }
         match e {
             Event::FriendRequest { peer, decision } => {
                 if decision.is_ok() {
@@ -427,31 +463,10 @@ impl<T: Transport> Driver<T> {
             Event::SessionSuspended { peer } => self.emit(NodeEvent::SessionSuspended { peer }),
             Event::SessionResumed { peer } => self.emit(NodeEvent::SessionResumed { peer }),
             Event::SessionClosed { peer, code, remote } => {
+                self.stop_listeners_of(peer);
                 self.emit(NodeEvent::SessionDown { peer, code, remote })
             }
-            Event::StreamIncoming { stream, target, .. } => {
-                self.emit(NodeEvent::StreamOpen {
-                    stream,
-                    target: target.clone(),
-                    incoming: true,
-                });
-                if !self.options.serve {
-                    let _ = self.endpoint.refuse(stream, StreamCode::NotAccepting);
-                    // Its StreamOpen was reported: so is its end (and `toxtun status`
-                    // forgets it; a peer sending OPENs to a client cannot grow it).
-                    self.emit(NodeEvent::StreamEnd {
-                        stream,
-                        code: Some(StreamCode::NotAccepting),
-                    });
-                    return;
-                }
-                let notes = self.notes.clone();
-                let timeout = self.options.connect_timeout;
-                tokio::spawn(async move {
-                    let r = connect_target(target, timeout).await;
-                    let _ = notes.send(Note::Connected(stream, r));
-                });
-            }
+            Event::StreamIncoming { stream, target, .. } => self.on_incoming(stream, target),
             Event::StreamDenied {
                 peer, target, code, ..
             } => self.emit(NodeEvent::StreamDenied { peer, target, code }),
@@ -592,6 +607,8 @@ impl<T: Transport> Driver<T> {
                 }
             }
             Note::Unfriend(peer) => self.unfriend(peer),
+            Note::Listened(peer, listener, bind, r) => self.on_listened(peer, listener, bind, r),
+            Note::ReverseConn(peer, listener, tcp) => self.on_reverse_conn(peer, listener, tcp),
             Note::Connected(id, Err(code)) => {
                 tracing::info!(stream = %id, code = code.code(), "target: {code}");
                 if self.endpoint.refuse(id, code).is_ok() {
@@ -664,6 +681,14 @@ impl<T: Transport> Driver<T> {
                         code: Some(code),
                     });
                 }
+            }
+            Cmd::Listen(server, bind, to, reply) => {
+                self.reverse.targets.insert(to.clone());
+                let r = self.endpoint.listen(now(), server, bind, to);
+                let _ = reply.send(r.map_err(|e| e.to_string()));
+            }
+            Cmd::Unlisten(server, id) => {
+                self.endpoint.unlisten(server, id);
             }
             Cmd::Reload(policy, reply) => {
                 let _ = reply.send(self.reload(*policy));

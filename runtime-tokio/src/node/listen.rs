@@ -1,0 +1,32 @@
+//! Reverse forwarding from a client node's side (`toxtun forward -R`): the listeners it
+//! asks its servers for.
+
+use super::{Cmd, Node, NodeError};
+
+impl Node {
+    /// Reverse forwarding, like `ssh -R`: asks `server` to listen on `bind` and to open a
+    /// stream toward this node for each connection it accepts there; this node connects
+    /// each to `to`. Asked again in every new session until [`Node::unlisten`];
+    /// `NodeEvent::ListenReady` / `ListenRefused` say how it went. Returns the listener's
+    /// number.
+    pub async fn listen(
+        &self,
+        server: toxtun_proto::PeerId,
+        bind: toxtun_proto::Target,
+        to: toxtun_proto::Target,
+    ) -> Result<u32, NodeError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.cmd
+            .send(Cmd::Listen(server, bind, to, tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await
+            .map_err(|_| NodeError::Stopped)?
+            .map_err(NodeError::Failed)
+    }
+
+    /// Gives a listener up: the server stops listening. Streams it opened go on.
+    pub async fn unlisten(&self, server: toxtun_proto::PeerId, listener: u32) {
+        let _ = self.cmd.send(Cmd::Unlisten(server, listener)).await;
+    }
+}
