@@ -24,7 +24,7 @@ mod status;
 mod stream;
 
 use driver::Driver;
-pub use reload::{ReloadReport, ResetStream};
+pub use reload::{ClosedListener, ReloadReport, ResetStream};
 pub use status::{Counters, NodeStatus, PeerStatus, SessionReport, StreamStatus};
 pub use stream::TunnelStream;
 use stream::{run_stream, StreamPipes};

@@ -27,6 +27,21 @@ pub struct ReloadReport {
     pub streams_reset: Vec<ResetStream>,
     /// Peers unfriended (their sessions, if any, were revoked first).
     pub unfriended: Vec<String>,
+    /// `-R` listeners closed (2015): the new `listen` rules no longer allow them.
+    #[serde(default)]
+    pub listeners_closed: Vec<ClosedListener>,
+    /// The `listen` rules changed.
+    #[serde(default)]
+    pub listen_changed: bool,
+}
+
+/// A listener a reload closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosedListener {
+    /// The client's key.
+    pub peer: String,
+    /// Where the server listened for it.
+    pub bind: String,
 }
 
 /// A stream a reload reset.
@@ -71,6 +86,15 @@ impl ReloadReport {
                 })
                 .collect(),
             unfriended: keys(unfriended),
+            listeners_closed: done
+                .listeners_closed
+                .iter()
+                .map(|(peer, _, bind)| ClosedListener {
+                    peer: peer.to_string(),
+                    bind: bind.to_string(),
+                })
+                .collect(),
+            listen_changed: changes.listen_changed,
         }
     }
 
@@ -81,13 +105,14 @@ impl ReloadReport {
             && self.rules_changed.is_empty()
             && self.secret == "unchanged"
             && !self.limits_changed
+            && !self.listen_changed
     }
 
     /// One line per change, for the log and the terminal.
     pub fn lines(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.is_unchanged() {
-            out.push("no change to clients, rules or limits".to_string());
+            out.push("no change to clients, rules, listen rules or limits".to_string());
         }
         let mut each = |what: &str, keys: &[String]| {
             out.extend(keys.iter().map(|k| format!("{what} {k}")));
@@ -102,6 +127,15 @@ impl ReloadReport {
         }
         if self.limits_changed {
             out.push("limits changed (for new sessions and streams)".to_string());
+        }
+        if self.listen_changed {
+            out.push("listen rules changed".to_string());
+        }
+        for l in &self.listeners_closed {
+            out.push(format!(
+                "listener on {} for {} closed (2015): no longer allowed",
+                l.bind, l.peer
+            ));
         }
         for s in &self.streams_reset {
             out.push(format!(
