@@ -18,6 +18,6 @@ pub mod settings;
 pub mod socks;
 
 pub use node::{
-    Counters, Node, NodeError, NodeEvent, NodeOptions, NodeStatus, PeerStatus, PendingStream,
-    ReloadReport, ResetStream, SessionReport, StreamStatus, TunnelStream,
+    ClosedListener, Counters, Node, NodeError, NodeEvent, NodeOptions, NodeStatus, PeerStatus,
+    PendingStream, ReloadReport, ResetStream, SessionReport, StreamStatus, TunnelStream,
 };
