@@ -18,6 +18,7 @@ pub mod settings;
 pub mod socks;
 
 pub use node::{
-    ClosedListener, Counters, Node, NodeError, NodeEvent, NodeOptions, NodeStatus, PeerStatus,
-    PendingStream, ReloadReport, ResetStream, SessionReport, StreamStatus, TunnelStream,
+    ClosedListener, Counters, ListenerStatus, Node, NodeError, NodeEvent, NodeOptions, NodeStatus,
+    PeerStatus, PendingStream, ReloadReport, ResetStream, SessionReport, StreamStatus,
+    TunnelStream,
 };

@@ -233,7 +233,7 @@ fn process_metrics(reg: &mut Registry, s: &NodeStatus) {
 }
 
 /// The per-peer gauges: name, help, unit.
-const PEER_GAUGES: [(&str, &str, Option<Unit>); 9] = [
+const PEER_GAUGES: [(&str, &str, Option<Unit>); 10] = [
     (
         "peer_online",
         "Whether the Tox link to the peer is up",
@@ -275,6 +275,11 @@ const PEER_GAUGES: [(&str, &str, Option<Unit>); 9] = [
         Some(Unit::Bytes),
     ),
     ("peer_open_streams", "Streams open with the peer", None),
+    (
+        "peer_listeners",
+        "-R listeners listening for or on the peer",
+        None,
+    ),
 ];
 
 /// The per-peer counters (of the current session): name, help.
@@ -294,7 +299,7 @@ const PEER_COUNTERS: [(&str, &str); 5] = [
 
 /// One peer's values, in the order of [`PEER_GAUGES`] (`None`: not known, left out) and
 /// of [`PEER_COUNTERS`] (`None` without a session).
-fn peer_values(p: &PeerStatus) -> ([Option<f64>; 9], Option<[u64; 5]>) {
+fn peer_values(p: &PeerStatus) -> ([Option<f64>; 10], Option<[u64; 5]>) {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let sess = p.session.as_ref();
     let gauges = [
@@ -307,6 +312,12 @@ fn peer_values(p: &PeerStatus) -> ([Option<f64>; 9], Option<[u64; 5]>) {
         sess.map(|s| s.congestion_window as f64),
         sess.map(|s| s.bytes_in_flight as f64),
         Some(p.streams.len() as f64),
+        Some(
+            p.listeners
+                .iter()
+                .filter(|l| l.state == "listening")
+                .count() as f64,
+        ),
     ];
     let counters = sess.map(|s| {
         [
@@ -384,6 +395,7 @@ mod tests {
                     frames_resent: 0,
                 }),
                 streams: vec![],
+                listeners: vec![],
             }],
         };
         let text = render(&status);

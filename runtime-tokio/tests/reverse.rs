@@ -98,6 +98,18 @@ fn curl_on_the_server_downloads_from_the_client_through_reverse_forwarding() {
     }
     let refused = refused.unwrap();
     assert!(refused.contains("\"code\":2015"), "{refused}");
+    // `toxtun status` shows both, as they stand.
+    let out = run(&["--data-dir", cdir.to_str().unwrap(), "--json", "status"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    let listeners = &v["status"]["peers"][0]["listeners"];
+    let state = |p: u16| {
+        listeners
+            .as_array()
+            .and_then(|a| a.iter().find(|l| l["bind"] == format!("127.0.0.1:{p}")))
+            .map(|l| l["state"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(state(allowed).as_deref(), Some("listening"), "{v}");
+    assert!(state(denied).is_some_and(|s| s.contains("2015")), "{v}");
     assert!(
         TcpStream::connect(("127.0.0.1", denied)).is_err(),
         "nothing listens on the refused port"

@@ -25,7 +25,7 @@ mod stream;
 
 use driver::Driver;
 pub use reload::{ClosedListener, ReloadReport, ResetStream};
-pub use status::{Counters, NodeStatus, PeerStatus, SessionReport, StreamStatus};
+pub use status::{Counters, ListenerStatus, NodeStatus, PeerStatus, SessionReport, StreamStatus};
 pub use stream::TunnelStream;
 use stream::{run_stream, StreamPipes};
 

@@ -85,6 +85,18 @@ pub struct PeerStatus {
     pub session: Option<SessionReport>,
     /// The open streams with this peer.
     pub streams: Vec<StreamStatus>,
+    /// `-R` listeners: a client's on this server, or a server's for this client.
+    #[serde(default)]
+    pub listeners: Vec<ListenerStatus>,
+}
+
+/// One `-R` listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerStatus {
+    /// Where the server listens (`host:port`).
+    pub bind: String,
+    /// `listening`, or `refused: …` with the code.
+    pub state: String,
 }
 
 /// The counters of one session that a person looks at.
@@ -195,6 +207,9 @@ impl NodeStatus {
                 None => out.push_str("  session: none\n"),
                 Some(s) => render_session(&mut out, s),
             }
+            for l in &p.listeners {
+                let _ = writeln!(out, "  listener {}: {}", l.bind, l.state);
+            }
             for st in &p.streams {
                 let _ = writeln!(
                     out,
@@ -288,11 +303,19 @@ mod tests {
                     bytes_sent: 10,
                     bytes_received: 2048,
                 }],
+                listeners: vec![ListenerStatus {
+                    bind: "127.0.0.1:8080".into(),
+                    state: "listening".into(),
+                }],
             }],
         };
         let text = st.render();
         assert!(text.contains("link: TCP relay"), "{text}");
         assert!(text.contains("session: none"), "{text}");
+        assert!(
+            text.contains("listener 127.0.0.1:8080: listening"),
+            "{text}"
+        );
         assert!(
             text.contains("stream 7 to 127.0.0.1:22: 3 s, 10 B sent, 2.0 KiB received"),
             "{text}"

@@ -16,7 +16,9 @@ use toxtun_proto::{
 mod reverse;
 
 use super::outbox::Outbox;
-use super::status::{Counters, NodeStatus, PeerStatus, SessionReport, StreamStatus};
+use super::status::{
+    Counters, ListenerStatus, NodeStatus, PeerStatus, SessionReport, StreamStatus,
+};
 use super::stream::{connect_target, pipes, run_stream, Down, Note, StreamIo, Up, DOWN_CHUNK};
 use super::{Cmd, NodeEvent, NodeOptions, ReloadReport};
 
@@ -57,6 +59,8 @@ struct Seen {
     links: HashMap<PeerId, (bool, bool)>,
     /// Each open stream: its target, whether the peer opened it, and when.
     streams: HashMap<StreamId, (Target, bool, Instant)>,
+    /// `-R` listeners, by peer and bind address: how each stands.
+    listeners: std::collections::BTreeMap<(PeerId, String), String>,
 }
 
 impl Seen {
@@ -80,6 +84,17 @@ impl Seen {
             }
             NodeEvent::StreamEnd { stream, .. } => {
                 self.streams.remove(stream);
+            }
+            NodeEvent::ListenReady { peer, bind } | NodeEvent::Listening { peer, bind } => {
+                self.listeners
+                    .insert((*peer, bind.to_string()), "listening".into());
+            }
+            NodeEvent::ListenRefused { peer, bind, code } => {
+                self.listeners
+                    .insert((*peer, bind.to_string()), format!("refused: {code}"));
+            }
+            NodeEvent::ListenStopped { peer, bind, .. } => {
+                self.listeners.remove(&(*peer, bind.to_string()));
             }
             _ => {}
         }
@@ -318,7 +333,18 @@ impl<T: Transport> Driver<T> {
                     })
                     .collect();
                 streams.sort_by(|a, b| b.age_secs.total_cmp(&a.age_secs));
+                let listeners = self
+                    .seen
+                    .listeners
+                    .range((peer, String::new())..)
+                    .take_while(|((p, _), _)| *p == peer)
+                    .map(|((_, bind), state)| ListenerStatus {
+                        bind: bind.clone(),
+                        state: state.clone(),
+                    })
+                    .collect();
                 PeerStatus {
+                    listeners,
                     key: peer.to_string(),
                     online,
                     direct,
