@@ -14,11 +14,12 @@ use toxtun_proto::{
 };
 
 mod reverse;
+mod seen;
+
+use seen::Seen;
 
 use super::outbox::Outbox;
-use super::status::{
-    Counters, ListenerStatus, NodeStatus, PeerStatus, SessionReport, StreamStatus,
-};
+use super::status::Counters;
 use super::stream::{connect_target, pipes, run_stream, Down, Note, StreamIo, Up, DOWN_CHUNK};
 use super::{Cmd, NodeEvent, NodeOptions, ReloadReport};
 
@@ -49,56 +50,6 @@ pub(super) struct Driver<T> {
     reverse: reverse::Reverse,
     /// Streams whose opener waits to hear OPEN_OK or the refusal (`Node::open_pending`).
     confirms: HashMap<StreamId, tokio::sync::oneshot::Sender<Result<(), StreamCode>>>,
-}
-
-/// What the driver learnt from the events it emitted, for [`NodeStatus`].
-#[derive(Default)]
-struct Seen {
-    tox_connected: bool,
-    /// Each friend's link: online, direct.
-    links: HashMap<PeerId, (bool, bool)>,
-    /// Each open stream: its target, whether the peer opened it, and when.
-    streams: HashMap<StreamId, (Target, bool, Instant)>,
-    /// `-R` listeners, by peer and bind address: how each stands.
-    listeners: std::collections::BTreeMap<(PeerId, String), String>,
-}
-
-impl Seen {
-    fn note(&mut self, e: &NodeEvent) {
-        match e {
-            NodeEvent::Tox { connected } => self.tox_connected = *connected,
-            NodeEvent::Peer { peer, online } => {
-                let link = self.links.entry(*peer).or_default();
-                *link = (*online, *online && link.1);
-            }
-            NodeEvent::PeerPath { peer, direct } => {
-                self.links.entry(*peer).or_default().1 = *direct;
-            }
-            NodeEvent::StreamOpen {
-                stream,
-                target,
-                incoming,
-            } => {
-                self.streams
-                    .insert(*stream, (target.clone(), *incoming, now()));
-            }
-            NodeEvent::StreamEnd { stream, .. } => {
-                self.streams.remove(stream);
-            }
-            NodeEvent::ListenReady { peer, bind } | NodeEvent::Listening { peer, bind } => {
-                self.listeners
-                    .insert((*peer, bind.to_string()), "listening".into());
-            }
-            NodeEvent::ListenRefused { peer, bind, code } => {
-                self.listeners
-                    .insert((*peer, bind.to_string()), format!("refused: {code}"));
-            }
-            NodeEvent::ListenStopped { peer, bind, .. } => {
-                self.listeners.remove(&(*peer, bind.to_string()));
-            }
-            _ => {}
-        }
-    }
 }
 
 /// How often `-vv` (debug) logs each session's counters: RTT, congestion window, losses.
@@ -302,67 +253,6 @@ impl<T: Transport> Driver<T> {
     fn emit(&mut self, e: NodeEvent) {
         self.seen.note(&e);
         let _ = self.events.send(e);
-    }
-
-    /// Every peer the node knows (a friend it heard of, or a session), with its streams.
-    fn status(&self) -> NodeStatus {
-        let mut keys: Vec<PeerId> = self.seen.links.keys().copied().collect();
-        keys.extend(self.endpoint.peers());
-        keys.sort();
-        keys.dedup();
-        let at = now();
-        let peers = keys
-            .into_iter()
-            .map(|peer| {
-                let (online, direct) = self.seen.links.get(&peer).copied().unwrap_or_default();
-                let mut streams: Vec<StreamStatus> = self
-                    .endpoint
-                    .streams()
-                    .filter(|(_, p)| *p == peer)
-                    .filter_map(|(id, _)| {
-                        let (target, incoming, since) = self.seen.streams.get(&id)?;
-                        let st = self.endpoint.stream_stats(id)?;
-                        Some(StreamStatus {
-                            id: id.to_string(),
-                            target: target.to_string(),
-                            incoming: *incoming,
-                            age_secs: at.saturating_duration_since(*since).as_secs_f64(),
-                            bytes_sent: st.sent,
-                            bytes_received: st.received,
-                        })
-                    })
-                    .collect();
-                streams.sort_by(|a, b| b.age_secs.total_cmp(&a.age_secs));
-                let listeners = self
-                    .seen
-                    .listeners
-                    .range((peer, String::new())..)
-                    .take_while(|((p, _), _)| *p == peer)
-                    .map(|((_, bind), state)| ListenerStatus {
-                        bind: bind.clone(),
-                        state: state.clone(),
-                    })
-                    .collect();
-                PeerStatus {
-                    listeners,
-                    key: peer.to_string(),
-                    online,
-                    direct,
-                    session: self
-                        .endpoint
-                        .session_stats(peer)
-                        .as_ref()
-                        .map(SessionReport::from),
-                    streams,
-                }
-            })
-            .collect();
-        NodeStatus {
-            id: self.transport.id().to_string(),
-            tox_connected: self.seen.tox_connected,
-            peers,
-            counters: self.counters.clone(),
-        }
     }
 
     /// The drain rule: carry out outputs until the endpoint is idle.
