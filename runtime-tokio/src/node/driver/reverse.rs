@@ -18,6 +18,9 @@ pub(in crate::node) struct Reverse {
     /// Server: the accepting task of each listener, by client and listener number, with
     /// its bind address.
     listeners: HashMap<(PeerId, u32), (Target, tokio::task::AbortHandle)>,
+    /// Server: listeners being bound, with their addresses. A client that restarts numbers
+    /// its listeners from 1 again: a bind from its old session must not answer its new one.
+    pending: HashMap<(PeerId, u32), Target>,
     /// Client: where streams from servers' listeners may go (what `listen` named).
     pub(super) targets: HashSet<Target>,
 }
@@ -57,6 +60,7 @@ impl<T: Transport> Driver<T> {
 
     /// Server: binds `bind` for the client, off the driver's task.
     fn bind_listener(&mut self, peer: PeerId, listener: u32, bind: Target) {
+        self.reverse.pending.insert((peer, listener), bind.clone());
         let notes = self.notes.clone();
         tokio::spawn(async move {
             let host = bind.host.to_wire();
@@ -79,6 +83,12 @@ impl<T: Transport> Driver<T> {
         bind: Target,
         result: Result<TcpListener, StreamCode>,
     ) {
+        match self.reverse.pending.get(&(peer, listener)) {
+            Some(b) if *b == bind => {
+                self.reverse.pending.remove(&(peer, listener));
+            }
+            _ => return, // asked for in a session that has ended: the socket just closes
+        }
         let answer = result.as_ref().map(|_| ()).map_err(|c| *c);
         // The session may have ended, or the client given the listener up, meanwhile:
         // then the socket just closes.
@@ -143,6 +153,7 @@ impl<T: Transport> Driver<T> {
 
     /// Server: the session with `peer` ended, and its listeners with it.
     pub(super) fn stop_listeners_of(&mut self, peer: PeerId) {
+        self.reverse.pending.retain(|(p, _), _| *p != peer);
         let ids: Vec<u32> = self
             .reverse
             .listeners
