@@ -256,9 +256,12 @@ impl Sim {
         n.endpoint = Endpoint::new(n.config.clone(), node_seed(self.seed, node, n.restarts))
             .expect("config");
         self.suspended_since.retain(|(n, _), _| *n != node);
-        // A restarted client asks for its listeners again; a restarted server has none.
+        // A restarted client asks for its listeners again; a restarted server has none; and
+        // the servers' listeners for the client's old session die with it, though they do
+        // not know yet (a stream opened on one would end with that session, and rightly).
+        let pk = self.net.peer_id(NodeId(node));
         self.listeners_asked.retain(|(c, _)| *c != node);
-        self.listening.retain(|(s, _), _| *s != node);
+        self.listening.retain(|(s, p), _| *s != node && *p != pk);
         n.held.clear();
         n.timeout = None;
         n.try_read.clear();
