@@ -545,6 +545,12 @@ impl Endpoint {
             return Err(OpenError::SelfPeer);
         }
         self.connect(now, peer);
+        Ok(self.open_on(now, peer, target))
+    }
+
+    /// Opens a stream of ours to `target` on the session with `peer`, which exists: OPEN
+    /// goes out when the session is up.
+    fn open_on(&mut self, now: Instant, peer: PeerId, target: Target) -> StreamId {
         let id = self.new_stream_id();
         let stream = Stream::new(
             id,
@@ -553,11 +559,11 @@ impl Endpoint {
             OpenState::Opening { open_sent: false },
             u64::from(self.config.stream_window),
         );
-        let s = self.sessions.get_mut(&peer).expect("connect created it");
+        let s = self.sessions.get_mut(&peer).expect("the caller made sure");
         s.add_local_stream(now, stream, &self.config);
         self.index.insert(id, peer);
         self.mark_ready(peer);
-        Ok(id)
+        id
     }
 
     /// Runs a command on the session that owns `stream`; `None` if no session does. When

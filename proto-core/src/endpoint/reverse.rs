@@ -8,7 +8,6 @@ use crate::codes::StreamCode;
 use crate::event::{OpenError, StreamError};
 use crate::ids::{PeerId, StreamId};
 use crate::session::Role;
-use crate::stream::{OpenState, Origin, Stream};
 use crate::target::Target;
 
 use super::Endpoint;
@@ -84,18 +83,6 @@ impl Endpoint {
             .filter(|s| matches!(s.role(), Role::Responder(_)))
             .and_then(|s| s.listener_bind(listener))
             .ok_or(OpenError::NotListening)?;
-        let id = self.new_stream_id();
-        let stream = Stream::new(
-            id,
-            bind,
-            Origin::Local,
-            OpenState::Opening { open_sent: false },
-            u64::from(self.config.stream_window),
-        );
-        let s = self.sessions.get_mut(&peer).expect("checked above");
-        s.add_local_stream(now, stream, &self.config);
-        self.index.insert(id, peer);
-        self.mark_ready(peer);
-        Ok(id)
+        Ok(self.open_on(now, peer, bind))
     }
 }
