@@ -58,13 +58,7 @@ fn pattern(seed: u64, len: usize) -> Bytes {
 
 fn connected(client: EndpointConfig, server: EndpointConfig, seed: u64) -> Pair {
     let mut p = Pair::new(client, server, seed);
-    p.a.endpoint.connect(p.now, SERVER);
-    p.link_up();
-    p.run_until(STEPS, |p| {
-        p.a.endpoint.is_established(SERVER) && p.b.endpoint.is_established(CLIENT)
-    })
-    .unwrap();
-    p.settle(STEPS).unwrap();
+    p.establish(STEPS).unwrap();
     p
 }
 

@@ -41,13 +41,7 @@ fn connected(client: EndpointConfig, server: ServerPolicy, seed: u64) -> Pair {
     let mut s = EndpointConfig::new(SERVER);
     s.server = Some(server);
     let mut p = Pair::new(client, s, seed);
-    p.a.endpoint.connect(p.now, SERVER);
-    p.link_up();
-    p.run_until(STEPS, |p| {
-        p.a.endpoint.is_established(SERVER) && p.b.endpoint.is_established(CLIENT)
-    })
-    .unwrap();
-    p.settle(STEPS).unwrap();
+    p.establish(STEPS).unwrap();
     p
 }
 

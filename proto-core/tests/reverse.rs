@@ -39,13 +39,7 @@ fn connected(listen: &[&str], seed: u64) -> Pair {
         ..Default::default()
     });
     let mut p = Pair::new(EndpointConfig::new(CLIENT), s, seed);
-    p.a.endpoint.connect(p.now, SERVER);
-    p.link_up();
-    p.run_until(STEPS, |p| {
-        p.a.endpoint.is_established(SERVER) && p.b.endpoint.is_established(CLIENT)
-    })
-    .unwrap();
-    p.settle(STEPS).unwrap();
+    p.establish(STEPS).unwrap();
     p
 }
 

@@ -217,6 +217,18 @@ impl Pair {
         self.b.endpoint.handle_input(self.now, Input::PeerOnline(a));
     }
 
+    /// Side `a` connects to side `b` as its client over a link that comes up, and both run
+    /// until the session is established on each side and nothing more moves.
+    pub fn establish(&mut self, max_steps: usize) -> Result<(), PairError> {
+        let (a, b) = (self.a.id, self.b.id);
+        self.a.endpoint.connect(self.now, b);
+        self.link_up();
+        self.run_until(max_steps, |p| {
+            p.a.endpoint.is_established(b) && p.b.endpoint.is_established(a)
+        })?;
+        self.settle(max_steps).map(|_| ())
+    }
+
     /// Takes the link down: packets in flight are lost, both sides see the friend offline.
     pub fn link_down(&mut self) {
         self.link_up = false;
