@@ -1,5 +1,8 @@
 //! Tunnels over the in-process mock transport with real sockets on loopback.
 
+mod common;
+use common::body;
+
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -77,12 +80,6 @@ async fn setup(rules: &[&str]) -> Setup {
         client_pk: cid.public_key,
         rules,
     }
-}
-
-fn body(n: usize) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect()
 }
 
 /// A tiny HTTP-ish server: reads the request to its end (the client half-closes), then

@@ -3,6 +3,9 @@
 //! a client added, one removed and one rule narrowed, while a download runs that must come
 //! through byte for byte on its unbroken session.
 
+mod common;
+use common::body;
+
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -15,12 +18,6 @@ use toxtun_proto::{
 };
 use toxtun_tokio::{Node, NodeEvent, NodeOptions};
 use toxtun_transport_mock::{Network, RealtimeNetwork};
-
-fn body(n: usize) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect()
-}
 
 /// A server that sends `reply` to each connection and closes it.
 async fn sender(reply: Vec<u8>) -> u16 {

@@ -8,7 +8,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -56,25 +56,13 @@ fn server_config(dir: &Path, boot: &str, listen: u16) {
 #[test]
 fn curl_on_the_server_downloads_from_the_client_through_reverse_forwarding() {
     let (_boot, boot) = bootstrap();
-    let body: Vec<u8> = (0..8u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
-        .collect();
+    let body = body(8 << 20);
     let web = http_server(body.clone());
     let (allowed, denied) = (free_port(), free_port());
     let sdir = tmp("reverse-server");
     let cdir = tmp("reverse-client");
     server_config(&sdir, &boot, allowed);
-    let id = run(&["--data-dir", sdir.to_str().unwrap(), "id", "--no-qr"]);
-    let server_id = String::from_utf8_lossy(&id.stdout).trim().to_string();
-    let _server = Proc(
-        toxtun()
-            .args(["--data-dir", sdir.to_str().unwrap(), "serve", "--config"])
-            .arg(sdir.join("server.toml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_server, server_id) = serve_config(&sdir);
     let specs = [
         "-R".to_string(),
         format!("{allowed}:127.0.0.1:{web}"),

@@ -9,7 +9,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -28,24 +27,6 @@ fn config_with(dir: &Path, boot: &str, ports: &[u16], extra: &str) {
         ),
     )
     .unwrap();
-}
-
-/// Starts `toxtun serve` on `dir/server.toml`, its log in `dir/serve.log`; returns it
-/// and its Tox ID.
-fn serve(dir: &Path) -> (Proc, String) {
-    let id = run(&["--data-dir", dir.to_str().unwrap(), "id", "--no-qr"]);
-    let server_id = String::from_utf8_lossy(&id.stdout).trim().to_string();
-    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let server = Proc(
-        toxtun()
-            .args(["--data-dir", dir.to_str().unwrap(), "serve", "--config"])
-            .arg(dir.join("server.toml"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    (server, server_id)
 }
 
 /// A connection through a forwarded port that echoes one round trip now.
@@ -78,7 +59,7 @@ fn reload_refuses_a_broken_file_and_narrows_only_what_it_must() {
     let sdir = tmp("reload-server");
     let cdir = tmp("reload-client");
     config(&sdir, &boot, &[kept, narrowed]);
-    let (server, server_id) = serve(&sdir);
+    let (server, server_id) = serve_config(&sdir);
     let (lk, ln) = (free_port(), free_port());
     let specs = [
         "-L".to_string(),
@@ -155,7 +136,7 @@ fn metrics_scraped_by_curl_show_the_live_tunnel() {
         &[echo],
         &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
     );
-    let (_server, server_id) = serve(&sdir);
+    let (_server, server_id) = serve_config(&sdir);
     let (l_echo, l_denied) = (free_port(), free_port());
     let specs = [
         "-L".to_string(),

@@ -5,6 +5,9 @@
 //! and the steps share that: a 64 MiB download through `forward` checked by SHA-256,
 //! 100 concurrent connections through the one tunnel, and refused targets with their codes.
 
+mod common;
+use common::body;
+
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -13,12 +16,6 @@ use tokio::net::{TcpListener, TcpStream};
 use toxtun_proto::{ClientRule, Endpoint, EndpointConfig, ServerPolicy, TargetRules, Transport};
 use toxtun_tokio::{Node, NodeEvent, NodeOptions};
 use toxtun_transport_tox::{ToxConfig, ToxOptions, ToxTransport};
-
-fn body(n: usize) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect()
-}
 
 /// An HTTP-ish server: reads the request line, answers with `reply`, closes.
 async fn http_server(reply: Vec<u8>) -> u16 {

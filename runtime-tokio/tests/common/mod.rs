@@ -113,17 +113,31 @@ pub fn serve(dir: &Path, port: u16, boot: &str) -> (Proc, String) {
 
 /// Starts `toxtun serve` admitting `client` by its key, or anyone with the shared secret.
 pub fn serve_admitting(dir: &Path, port: u16, boot: &str, client: Option<&str>) -> (Proc, String) {
-    let conf = write_config(dir, port, boot, client);
+    write_config(dir, port, boot, client);
+    serve_config(dir)
+}
+
+/// Starts `toxtun serve` on `dir/server.toml`, its log in `dir/serve.log`; returns it
+/// and its Tox ID.
+pub fn serve_config(dir: &Path) -> (Proc, String) {
     let id = run(&["--data-dir", dir.to_str().unwrap(), "id", "--no-qr"]);
     let server_id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
     let server = toxtun()
         .args(["--data-dir", dir.to_str().unwrap(), "serve", "--config"])
-        .arg(&conf)
+        .arg(dir.join("server.toml"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     (Proc(server), server_id)
+}
+
+/// Deterministic bytes to move through a tunnel and compare.
+pub fn body(n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect()
 }
 
 /// Starts `toxtun pipe --persist 0` (a Tox instance of its own, no agent) to `target`
