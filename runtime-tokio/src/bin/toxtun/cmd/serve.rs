@@ -53,7 +53,9 @@ pub(crate) async fn run(cli: &Cli, config: &Path, net: &NetArgs) -> Result<(), F
     let control = control.serve(node.clone(), None, []);
     super::notify::spawn(&node);
     eprintln!("toxtun: serving as {id}");
-    let mut running = conf;
+    // What the process started with: a reload applies only the policy (to the node), and
+    // says which of the other sections changed since.
+    let started = conf;
     // The signal is taken first, and the node shut down after: its driver then ends as
     // asked, and that must not read as the node stopping by itself.
     let sig = loop {
@@ -62,10 +64,10 @@ pub(crate) async fn run(cli: &Cli, config: &Path, net: &NetArgs) -> Result<(), F
             () = control.stopped() => break "stop requested",
             _ = &mut done => return Err(Fail("the node stopped".into())),
             _ = hangup.recv() => {
-                let _ = reload(cli, config, &node, &mut running).await;
+                let _ = reload(cli, config, &node, &started).await;
             }
             Some(ask) = reload_rx.recv() => {
-                let _ = ask.send(reload(cli, config, &node, &mut running).await);
+                let _ = ask.send(reload(cli, config, &node, &started).await);
             }
         }
     };
@@ -110,7 +112,7 @@ async fn reload(
     cli: &Cli,
     config: &Path,
     node: &Node,
-    running: &mut ServerConfig,
+    started: &ServerConfig,
 ) -> Result<ReloadReport, String> {
     let conf = match ServerConfig::load(config) {
         Ok(c) => c,
@@ -126,11 +128,8 @@ async fn reload(
         }
     };
     warn_about(config, &conf);
-    let later = conf.needs_restart(running);
-    let report = node
-        .reload(conf.policy.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+    let later = conf.needs_restart(started);
+    let report = node.reload(conf.policy).await.map_err(|e| e.to_string())?;
     eprintln!("toxtun: reloaded {}", config.display());
     for line in report.lines() {
         eprintln!("toxtun: reload: {line}");
@@ -147,7 +146,5 @@ async fn reload(
             serde_json::json!({"event": "reloaded", "changes": report, "restart_needed": later})
         );
     }
-    // The sections a reload does not apply stay as they run.
-    running.policy = conf.policy;
     Ok(report)
 }
