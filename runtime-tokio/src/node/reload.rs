@@ -25,7 +25,8 @@ pub struct ReloadReport {
     pub sessions_revoked: Vec<String>,
     /// Streams reset with code 2001: their targets are no longer allowed.
     pub streams_reset: Vec<ResetStream>,
-    /// Peers unfriended (their sessions, if any, were revoked first).
+    /// Peers being unfriended: 2 s after the reload (once their CLOSE 1014 has left),
+    /// unless a later reload admits them again by then.
     pub unfriended: Vec<String>,
     /// `-R` listeners closed (2015): the new `listen` rules no longer allow them.
     #[serde(default)]
