@@ -134,26 +134,22 @@ pub fn render(status: &NodeStatus) -> String {
     out
 }
 
-fn gauge(reg: &mut Registry, name: &str, help: &str, unit: Option<Unit>, v: f64) {
+fn gauge(reg: &mut Registry, name: &str, help: &str, v: f64) {
     let g = FloatGauge::default();
     g.set(v);
-    match unit {
-        Some(u) => reg.register_with_unit(name, help, u, g),
-        None => reg.register(name, help, g),
-    }
+    reg.register(name, help, g);
 }
 
-/// A counter family keyed by `label`, from a map of code → count.
+/// A counter family labelled `code`, from a map of code → count.
 fn by_code(
     reg: &mut Registry,
     name: &str,
     help: &str,
-    label: &str,
     counts: &std::collections::BTreeMap<u16, u64>,
 ) {
     let f = Family::<Labels, Counter>::default();
     for (code, n) in counts {
-        f.get_or_create(&vec![(label.to_string(), code.to_string())])
+        f.get_or_create(&vec![("code".to_string(), code.to_string())])
             .inc_by(*n);
     }
     reg.register(name, help, f);
@@ -172,7 +168,6 @@ fn process_metrics(reg: &mut Registry, s: &NodeStatus) {
         reg,
         "tox_connected",
         "Whether the node is connected to the Tox network (DHT or TCP relay)",
-        None,
         flag(s.tox_connected),
     );
     let live = s
@@ -180,15 +175,9 @@ fn process_metrics(reg: &mut Registry, s: &NodeStatus) {
         .iter()
         .filter(|p| p.session.as_ref().is_some_and(|s| s.established))
         .count();
-    gauge(
-        reg,
-        "sessions",
-        "Sessions established now",
-        None,
-        live as f64,
-    );
+    gauge(reg, "sessions", "Sessions established now", live as f64);
     let open: usize = s.peers.iter().map(|p| p.streams.len()).sum();
-    gauge(reg, "streams", "Streams open now", None, open as f64);
+    gauge(reg, "streams", "Streams open now", open as f64);
     counter(
         reg,
         "sessions_established",
@@ -199,7 +188,6 @@ fn process_metrics(reg: &mut Registry, s: &NodeStatus) {
         reg,
         "sessions_ended",
         "Sessions ended, by session code",
-        "code",
         &c.sessions_ended,
     );
     counter(reg, "streams_opened", "Streams opened", c.streams_opened);
@@ -207,14 +195,12 @@ fn process_metrics(reg: &mut Registry, s: &NodeStatus) {
         reg,
         "streams_refused",
         "Streams refused, by stream code (2001 not allowed, 2002 target refused, ...)",
-        "code",
         &c.streams_refused,
     );
     by_code(
         reg,
         "streams_reset",
         "Open streams reset, by stream code",
-        "code",
         &c.streams_reset,
     );
     counter(
@@ -227,7 +213,6 @@ fn process_metrics(reg: &mut Registry, s: &NodeStatus) {
         reg,
         "friend_requests_refused",
         "Friend requests the policy refused, by session code",
-        "code",
         &c.friend_requests_refused,
     );
 }
