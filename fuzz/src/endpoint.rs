@@ -110,6 +110,13 @@ enum PeerFrame {
     /// A server says it listens, or refuses or ends a listener.
     ListenOk(u8),
     ListenErr(u8, u16),
+    /// UDP forwarding: a client opens a flow (to one of `TARGETS`); a server opens or
+    /// closes one.
+    FlowOpen(u8, u8),
+    FlowOpenOk(u8),
+    FlowClose(u8, u16),
+    /// A datagram fragment, lossless or lossy: flow, number, index, count, length.
+    Datagram(bool, u8, u8, u8, u8, u16),
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -149,6 +156,12 @@ enum Op {
     /// As a server: answer a listener request (`0`: listening), open a stream for one.
     AnswerListen(u8, u8, u16),
     OpenReverse(u8, u8),
+    /// UDP forwarding: open a flow to a server, send a datagram on one (any size, up to
+    /// past the limit), close one; as a server, answer a request (`0`: open).
+    OpenFlow(u8, u8),
+    SendDatagram(u8, u8, u16),
+    CloseFlow(u8, u8),
+    AnswerFlow(u8, u8, u16),
 }
 
 /// One of `TARGETS`.
@@ -180,7 +193,8 @@ fn config() -> EndpointConfig {
             targets: TargetRules::new(vec![
                 "127.0.0.1:1-100".parse().expect("rule"),
                 "*.lan:*".parse().expect("rule"),
-            ]),
+            ])
+            .with_udp(vec!["127.0.0.1:1-50".parse().expect("rule")]),
         }],
         secret: Some((
             SharedSecret::new(SECRET).expect("valid secret"),
@@ -189,6 +203,7 @@ fn config() -> EndpointConfig {
         limits: Limits {
             max_peers: 2,
             max_streams_per_peer: 8,
+            max_flows_per_peer: 4,
         },
         listen: ListenRules {
             clients: vec![(
@@ -200,6 +215,9 @@ fn config() -> EndpointConfig {
     });
     c
 }
+
+mod side_ops;
+use side_ops::flow_frame;
 
 struct Harness {
     ep: Endpoint,
@@ -227,12 +245,12 @@ impl Harness {
 
     /// HELLO's or RESUME's fields, from a session byte whose low bits pick the
     /// capabilities (odd: the fast path, bit 1 its credit twins, bit 2 BATCH, bit 3 reverse
-    /// forwarding).
+    /// forwarding, bit 4 UDP forwarding).
     fn hello(peer: usize, session: u8, min: u8, max: u8, proof: Proof) -> Hello {
         Hello {
             min_version: u16::from(min % 3),
             max_version: u16::from(max % 3).max(u16::from(min % 3)),
-            capabilities: u64::from(session & 15),
+            capabilities: u64::from(session & 31),
             session: SessionId([session; 16]),
             stream_window: 4096,
             session_window: 16384,
@@ -266,7 +284,7 @@ impl Harness {
                 version,
             } => Frame::HelloAck(HelloAck {
                 version: u16::from(version % 3),
-                capabilities: u64::from(session & 15),
+                capabilities: u64::from(session & 31),
                 session: match (ours, self.offered[peer]) {
                     (true, Some(s)) => s,
                     _ => SessionId([session; 16]),
@@ -306,6 +324,10 @@ impl Harness {
                 listener: u32::from(listener % 8),
                 code: StreamCode::from_code(code),
             },
+            f @ (PeerFrame::FlowOpen(..)
+            | PeerFrame::FlowOpenOk(_)
+            | PeerFrame::FlowClose(..)
+            | PeerFrame::Datagram(..)) => flow_frame(f),
             PeerFrame::Batch(frames) => Frame::Batch(
                 frames
                     .into_iter()
@@ -442,6 +464,9 @@ impl Harness {
             Op::Listen(..) | Op::Unlisten(..) | Op::AnswerListen(..) | Op::OpenReverse(..) => {
                 self.apply_reverse(op)
             }
+            Op::OpenFlow(..) | Op::SendDatagram(..) | Op::CloseFlow(..) | Op::AnswerFlow(..) => {
+                self.apply_flow(op)
+            }
             Op::Write(s, len) => {
                 let _ = self
                     .ep
@@ -474,38 +499,6 @@ impl Harness {
             ),
         }
         self.drain();
-    }
-
-    /// The reverse-forwarding commands, as client and as server.
-    fn apply_reverse(&mut self, op: Op) {
-        let peer = |p: u8| usize::from(p) % PEERS.len();
-        let now = self.now;
-        match op {
-            Op::Listen(p, bind, to) => {
-                let _ = self
-                    .ep
-                    .listen(now, PEERS[peer(p)], target(bind), target(to));
-            }
-            Op::Unlisten(p, id) => {
-                self.ep.unlisten(PEERS[peer(p)], u32::from(id % 8));
-            }
-            Op::AnswerListen(p, id, code) => {
-                let answer = if code == 0 {
-                    Ok(())
-                } else {
-                    Err(StreamCode::from_code(code))
-                };
-                let _ = self
-                    .ep
-                    .answer_listen(PEERS[peer(p)], u32::from(id % 8), answer);
-            }
-            Op::OpenReverse(p, id) => {
-                if let Ok(s) = self.ep.open_reverse(now, PEERS[peer(p)], u32::from(id % 8)) {
-                    self.note_stream(s);
-                }
-            }
-            _ => {}
-        }
     }
 
     /// Peer `peer` sends the endpoint a frame built from `f`.

@@ -140,6 +140,12 @@ code_enum! {
         ReverseUnsupported = 2017 => "the peer does not support reverse forwarding",
         /// The client has as many listeners as the server allows.
         TooManyListeners = 2018 => "too many listeners for this client",
+        /// The peer does not forward UDP (an older server, or one with it off).
+        DatagramUnsupported = 2019 => "the peer does not support UDP forwarding",
+        /// The client has as many UDP flows open as the server allows.
+        TooManyFlows = 2020 => "too many UDP flows for this client",
+        /// The UDP flow carried nothing either way for the idle timeout.
+        FlowIdle = 2021 => "UDP flow idle",
     }
 }
 

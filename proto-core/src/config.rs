@@ -34,6 +34,9 @@ impl Capabilities {
     /// Reverse forwarding: LISTEN, LISTEN_OK, LISTEN_ERR, and streams the server opens
     /// toward the client for a listener it asked for.
     pub const REVERSE: Capabilities = Capabilities(8);
+    /// UDP forwarding: flows (UOPEN, UOPEN_OK, UCLOSE) and their datagrams (DGRAM on the
+    /// lossless lane, LDGRAM on the lossy one).
+    pub const DATAGRAM: Capabilities = Capabilities(16);
 
     /// Whether every bit of `other` is set here.
     pub fn contains(self, other: Capabilities) -> bool {
@@ -87,6 +90,13 @@ pub struct EndpointConfig {
     /// Default on; off, a client's listeners are refused at once with
     /// `ReverseUnsupported`, as by a server that predates them.
     pub reverse: bool,
+    /// Offer UDP forwarding (flows and datagrams). Default on; off, a client's flows are
+    /// refused at once with `DatagramUnsupported`, as by a server that predates them.
+    pub datagrams: bool,
+    /// A UDP flow that carried no datagram either way for this long ends (`FlowIdle`)
+    /// on the side that notices first. UDP has no end of its own: this is how a flow's
+    /// socket on the server is given back.
+    pub flow_idle_timeout: Duration,
     /// The congestion controller the fast path runs (on this side's sending direction).
     pub congestion: CongestionControl,
     /// As a client: the shared secret to prove to servers, if any.
@@ -112,6 +122,8 @@ impl EndpointConfig {
             resume_grace: Duration::from_secs(120),
             fast_path: true,
             reverse: true,
+            datagrams: true,
+            flow_idle_timeout: Duration::from_secs(60),
             congestion: CongestionControl::default(),
             client_secret: None,
             server: None,
@@ -123,6 +135,9 @@ impl EndpointConfig {
         let mut always = Capabilities::BATCH.0;
         if self.reverse {
             always |= Capabilities::REVERSE.0;
+        }
+        if self.datagrams {
+            always |= Capabilities::DATAGRAM.0;
         }
         if self.fast_path {
             Capabilities(always | Capabilities::LOSSY_DATA.0 | Capabilities::LOSSY_CREDIT.0)

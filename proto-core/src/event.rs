@@ -193,6 +193,63 @@ pub enum Event {
         /// Why.
         code: StreamCode,
     },
+    /// Server: the client opens UDP flow `flow` to `target` (its `udp:` rules allow it).
+    /// Bind a socket toward the target, then [`Endpoint::answer_flow`]; datagrams then
+    /// come as `Datagram`. The flow ends with `FlowClosed`, or with the session.
+    FlowRequested {
+        /// The client.
+        peer: PeerId,
+        /// The client's number for the flow.
+        flow: u32,
+        /// Where its datagrams go.
+        target: Target,
+    },
+    /// Server: a UOPEN its rules or limits refused (for the log and counters).
+    FlowDenied {
+        /// The client.
+        peer: PeerId,
+        /// Where the flow would have gone.
+        target: Target,
+        /// The code sent back (`TargetNotAllowed`, `TooManyFlows`, `DuplicateStream`).
+        code: StreamCode,
+    },
+    /// Client: the server opened the flow; datagrams held until now go out.
+    FlowOpened {
+        /// The server.
+        peer: PeerId,
+        /// The flow.
+        flow: u32,
+    },
+    /// Client: the server refused the flow (or the peer has no UDP forwarding).
+    FlowRefused {
+        /// The server.
+        peer: PeerId,
+        /// The flow.
+        flow: u32,
+        /// Why.
+        code: StreamCode,
+    },
+    /// A flow ended: closed by the peer (`remote`), idle past the timeout (`FlowIdle`),
+    /// or with its session (`SessionClosed`).
+    FlowClosed {
+        /// The peer.
+        peer: PeerId,
+        /// The flow.
+        flow: u32,
+        /// Why.
+        code: StreamCode,
+        /// Whether the peer ended it.
+        remote: bool,
+    },
+    /// A datagram of an open flow arrived, whole and for the first time.
+    Datagram {
+        /// The peer.
+        peer: PeerId,
+        /// The flow.
+        flow: u32,
+        /// The datagram.
+        payload: Bytes,
+    },
     /// The peer accepted a stream this side opened (OPEN_OK).
     StreamOpened {
         /// The stream.
@@ -284,6 +341,25 @@ pub enum WriteError {
     /// An incoming stream must be accepted first.
     #[error("stream not accepted yet")]
     NotAccepted,
+}
+
+/// Why a datagram was not sent. Each is counted in [`SessionStats`] too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatagramError {
+    /// No such flow (never existed, or already ended).
+    #[error("unknown UDP flow")]
+    UnknownFlow,
+    /// The flow is not open yet on this side (a server answers `FlowRequested` first).
+    #[error("UDP flow not open yet")]
+    NotOpen,
+    /// Larger than a UDP datagram can be.
+    #[error("datagram of {0} bytes is larger than {max}", max = crate::flow::MAX_DATAGRAM)]
+    TooLarge(usize),
+    /// The session's datagram queue (or the flow's, before it opened) is full: the
+    /// datagram is dropped, as a full router queue drops it.
+    #[error("datagram queue full: dropped")]
+    QueueFull,
 }
 
 /// Why a read failed.
@@ -389,4 +465,16 @@ pub struct SessionStats {
     pub bytes_in_flight: usize,
     /// The smallest round trip the fast path measured: the path with no queue.
     pub min_rtt: Option<std::time::Duration>,
+    /// UDP flows open (or opening).
+    pub flows: usize,
+    /// Datagrams sent on this session's flows.
+    pub datagrams_sent: u64,
+    /// Datagrams delivered, whole and once.
+    pub datagrams_received: u64,
+    /// Datagrams dropped here before sending: the queue was full (a local flood), or the
+    /// flow's hold before it opened.
+    pub datagrams_dropped: u64,
+    /// Datagrams or fragments that arrived and were discarded: repeats, given-up
+    /// incomplete datagrams, or for flows no longer open.
+    pub datagrams_discarded: u64,
 }

@@ -62,6 +62,7 @@ mod collections;
 pub mod config;
 mod endpoint;
 mod event;
+mod flow;
 mod frame;
 pub mod ids;
 #[cfg(feature = "testing")]
@@ -87,8 +88,10 @@ pub use codes::{SessionCode, StatusCode, StreamCode};
 pub use config::{Capabilities, ConfigError, EndpointConfig, PROTOCOL_VERSION};
 pub use endpoint::{Endpoint, Reconfigured};
 pub use event::{
-    Event, Input, OpenError, Output, ReadError, SessionStats, StreamError, StreamStats, WriteError,
+    DatagramError, Event, Input, OpenError, Output, ReadError, SessionStats, StreamError,
+    StreamStats, WriteError,
 };
+pub use flow::MAX_DATAGRAM;
 pub use frame::MAX_PACKET_SIZE;
 pub use ids::{PeerId, SessionId, StreamId, ToxId, ToxIdError};
 pub use policy::{
@@ -96,7 +99,7 @@ pub use policy::{
     TargetRules,
 };
 pub use recovery::congestion::CongestionControl;
-pub use session::MAX_LISTENERS_PER_PEER;
+pub use session::{MAX_LISTENERS_PER_PEER, MAX_QUEUED_BYTES};
 pub use target::{Host, Target, TargetError, TargetPattern};
 pub use transport::{
     FriendAdded, FriendError, PacketKind, SendError, Transport, TransportEvent, TransportStats,

@@ -122,19 +122,36 @@ impl fmt::Debug for SharedSecret {
 /// The targets one client may reach.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TargetRules {
-    /// Allowed patterns; a target must match one. Empty allows nothing.
+    /// Allowed patterns for streams (TCP); a target must match one. Empty allows nothing.
     pub allow: Vec<TargetPattern>,
+    /// Allowed patterns for UDP flows (`udp:host:port` in the configuration), apart from
+    /// the TCP ones: allowing a TCP port never opens its UDP twin. Empty allows nothing.
+    pub udp: Vec<TargetPattern>,
 }
 
 impl TargetRules {
-    /// Rules allowing the given patterns.
+    /// Rules allowing the given patterns for streams, and no UDP flow.
     pub fn new(allow: Vec<TargetPattern>) -> Self {
-        TargetRules { allow }
+        TargetRules {
+            allow,
+            udp: Vec::new(),
+        }
     }
 
-    /// The pattern that allows `target`, if any.
+    /// These rules, also allowing UDP flows to `udp`.
+    pub fn with_udp(mut self, udp: Vec<TargetPattern>) -> Self {
+        self.udp = udp;
+        self
+    }
+
+    /// The pattern that allows a stream to `target`, if any.
     pub fn allowing(&self, target: &Target) -> Option<&TargetPattern> {
         self.allow.iter().find(|p| p.matches(target))
+    }
+
+    /// The pattern that allows a UDP flow to `target`, if any.
+    pub fn allowing_udp(&self, target: &Target) -> Option<&TargetPattern> {
+        self.udp.iter().find(|p| p.matches(target))
     }
 }
 
@@ -154,6 +171,9 @@ pub struct Limits {
     pub max_peers: usize,
     /// Streams open at once per peer; past it OPEN is refused with `TooManyStreams`.
     pub max_streams_per_peer: usize,
+    /// UDP flows open at once per peer; past it UOPEN is refused with `TooManyFlows`.
+    /// Each is a socket on the server.
+    pub max_flows_per_peer: usize,
 }
 
 impl Default for Limits {
@@ -161,6 +181,7 @@ impl Default for Limits {
         Limits {
             max_peers: 64,
             max_streams_per_peer: 256,
+            max_flows_per_peer: 256,
         }
     }
 }
@@ -310,7 +331,10 @@ impl ServerPolicy {
 
     /// Where an admitted client may have the server listen.
     pub fn listen_rules(&self, client: &PeerId, admission: Admission) -> &TargetRules {
-        static NONE: TargetRules = TargetRules { allow: Vec::new() };
+        static NONE: TargetRules = TargetRules {
+            allow: Vec::new(),
+            udp: Vec::new(),
+        };
         match admission {
             Admission::Key(_) => self
                 .listen
@@ -324,7 +348,10 @@ impl ServerPolicy {
 
     /// The rules that apply to an admitted client.
     pub fn rules(&self, admission: Admission) -> &TargetRules {
-        static NONE: TargetRules = TargetRules { allow: Vec::new() };
+        static NONE: TargetRules = TargetRules {
+            allow: Vec::new(),
+            udp: Vec::new(),
+        };
         match admission {
             Admission::Key(i) => self.clients.get(i).map_or(&NONE, |c| &c.targets),
             Admission::Secret => self.secret.as_ref().map_or(&NONE, |(_, r)| r),

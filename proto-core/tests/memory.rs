@@ -112,6 +112,7 @@ fn server_with_idle_streams(streams_per_peer: usize) -> Endpoint {
         limits: Limits {
             max_peers: PEERS,
             max_streams_per_peer: STREAMS_PER_PEER,
+            ..Limits::default()
         },
         ..Default::default()
     });

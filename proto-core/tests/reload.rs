@@ -83,6 +83,7 @@ fn narrowed_rules_reset_only_the_streams_they_no_longer_allow() {
             revoked: vec![],
             reset: vec![(CLIENT, web, "127.0.0.1:80".parse().unwrap())],
             listeners_closed: vec![],
+            flows_closed: vec![],
         }
     );
     p.run_until(STEPS, |p| p.b.app.eof.contains(&ssh)).unwrap();

@@ -42,6 +42,7 @@ fn server_config() -> EndpointConfig {
         limits: Limits {
             max_peers: 2,
             max_streams_per_peer: 3,
+            ..Limits::default()
         },
         ..Default::default()
     });

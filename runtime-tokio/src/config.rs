@@ -4,7 +4,7 @@
 //! # Clients admitted by key, each with its own targets.
 //! [[client]]
 //! key = "C0FFEE…64 hex digits…"
-//! allow = ["127.0.0.1:22", "localhost:8000-8100"]
+//! allow = ["127.0.0.1:22", "localhost:8000-8100", "udp:127.0.0.1:53"] # udp: for forward -U
 //! listen = ["127.0.0.1:8000-8100"] # where it may have the server listen (forward -R)
 //!
 //! # Anyone proving this secret is admitted, with these targets.
@@ -15,6 +15,7 @@
 //! [limits]
 //! max_peers = 64
 //! max_streams_per_peer = 256
+//! max_flows_per_peer = 256        # UDP flows (each a socket on the server)
 //!
 //! [session]
 //! resume_grace_secs = 120         # streams outlive a lost Tox link this long
@@ -120,6 +121,19 @@ struct SecretEntry {
 struct LimitsEntry {
     max_peers: Option<usize>,
     max_streams_per_peer: Option<usize>,
+    max_flows_per_peer: Option<usize>,
+}
+
+impl LimitsEntry {
+    /// The limits given, the defaults for the others.
+    fn limits(&self) -> Limits {
+        let d = Limits::default();
+        Limits {
+            max_peers: self.max_peers.unwrap_or(d.max_peers),
+            max_streams_per_peer: self.max_streams_per_peer.unwrap_or(d.max_streams_per_peer),
+            max_flows_per_peer: self.max_flows_per_peer.unwrap_or(d.max_flows_per_peer),
+        }
+    }
 }
 
 /// Network settings of the config file.
@@ -162,15 +176,24 @@ fn rules_of(
     key: &str,
     allow: &[String],
 ) -> Result<TargetRules, ConfigError> {
-    let mut out = Vec::new();
+    let (mut tcp, mut udp) = (Vec::new(), Vec::new());
     for (i, a) in allow.iter().enumerate() {
-        let p: TargetPattern = a.parse().map_err(|e| ConfigError::Invalid {
+        let invalid = |e: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             what: format!("{who}: {key}[{i}] = {a:?}: {e}"),
-        })?;
-        out.push(p);
+        };
+        // `udp:host:port` allows UDP flows (`forward -U`); a bare `host:port`, streams.
+        let (list, pattern) = match a.trim().strip_prefix("udp:") {
+            Some(_) if key == "listen" => {
+                return Err(invalid("UDP listeners are not supported".into()));
+            }
+            Some(rest) => (&mut udp, rest),
+            None => (&mut tcp, a.as_str()),
+        };
+        let p: TargetPattern = pattern.parse().map_err(|e| invalid(format!("{e}")))?;
+        list.push(p);
     }
-    Ok(TargetRules::new(out))
+    Ok(TargetRules::new(tcp).with_udp(udp))
 }
 
 /// Reads a shared-secret file. Trailing whitespace (the newline an editor adds) is not
@@ -236,11 +259,7 @@ impl ServerConfig {
             policy.listen.secret = rules_of(path, "secret", "listen", &s.listen)?;
         }
         if let Some(l) = &file.limits {
-            let d = Limits::default();
-            policy.limits = Limits {
-                max_peers: l.max_peers.unwrap_or(d.max_peers),
-                max_streams_per_peer: l.max_streams_per_peer.unwrap_or(d.max_streams_per_peer),
-            };
+            policy.limits = l.limits();
         }
         let mut bootstrap = Vec::new();
         for (i, b) in file.network.bootstrap.iter().enumerate() {
@@ -341,6 +360,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("client[0]: listen[0]"), "{e}");
+    }
+
+    #[test]
+    fn udp_rules_are_their_own_list() {
+        let k = "AB".repeat(32);
+        let c = parse(&format!(
+            "[[client]]\nkey = \"{k}\"\nallow = [\"127.0.0.1:53\", \"udp:127.0.0.1:5300-5400\"]\n"
+        ))
+        .unwrap();
+        let rules = &c.policy.clients[0].targets;
+        let dns: toxtun_proto::Target = "127.0.0.1:53".parse().unwrap();
+        let alt: toxtun_proto::Target = "127.0.0.1:5353".parse().unwrap();
+        assert!(rules.allowing(&dns).is_some() && rules.allowing_udp(&dns).is_none());
+        assert!(rules.allowing_udp(&alt).is_some() && rules.allowing(&alt).is_none());
+        for bad in ["udp:8080", "udp:"] {
+            let e = parse(&format!("[[client]]\nkey = \"{k}\"\nallow = [\"{bad}\"]\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("client[0]: allow[0]"), "{e}");
+        }
+        let e = parse(&format!(
+            "[[client]]\nkey = \"{k}\"\nlisten = [\"udp:127.0.0.1:9\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("UDP listeners are not supported"), "{e}");
     }
 
     #[test]

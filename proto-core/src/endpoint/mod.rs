@@ -20,6 +20,7 @@ use crate::session::{Ctx, Disposition, HelloAckOutcome, Role, Session};
 use crate::stream::{OpenState, Origin, Stream};
 use crate::target::Target;
 
+mod flows;
 mod introspect;
 mod reload;
 mod reverse;
@@ -47,6 +48,8 @@ pub struct Endpoint {
     stray: VecDeque<(PeerId, Bytes)>,
     /// The number given to the last listener asked for (reverse forwarding).
     next_listener: u32,
+    /// The number given to the last UDP flow opened.
+    next_flow: u32,
 }
 
 impl Endpoint {
@@ -66,6 +69,7 @@ impl Endpoint {
             ready: VecDeque::new(),
             stray: VecDeque::new(),
             next_listener: 0,
+            next_flow: 0,
         })
     }
 

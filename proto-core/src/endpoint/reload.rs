@@ -21,6 +21,9 @@ pub struct Reconfigured {
     /// Listeners closed (`ListenNotAllowed`): the new `listen` rules no longer allow their
     /// addresses. Each also gets its `ListenClosed` event.
     pub listeners_closed: Vec<(PeerId, u32, Target)>,
+    /// UDP flows closed (`TargetNotAllowed`): the new `udp:` rules no longer allow their
+    /// targets. Each also gets its `FlowClosed` event.
+    pub flows_closed: Vec<(PeerId, u32, Target)>,
 }
 
 impl Endpoint {
@@ -51,9 +54,13 @@ impl Endpoint {
                     };
                     let reset = s.readmit(now_as, &policy, &mut ctx);
                     let closed = s.recheck_listeners(&policy, &mut ctx);
+                    let flows = s.recheck_flows(&policy, &mut ctx);
+                    let touched = !(reset.is_empty() && closed.is_empty() && flows.is_empty());
                     done.listeners_closed
                         .extend(closed.into_iter().map(|(id, b)| (peer, id, b)));
-                    if !reset.is_empty() || !done.listeners_closed.is_empty() {
+                    done.flows_closed
+                        .extend(flows.into_iter().map(|(id, t)| (peer, id, t)));
+                    if touched {
                         self.mark_ready(peer);
                     }
                     done.reset

@@ -4,8 +4,8 @@
 use bytes::Bytes;
 
 use super::{
-    kind, split_batch, DecodeError, Frame, Hello, HelloAck, FIRST_FRAME_ID, LAST_LOSSY_ID,
-    MAX_ACK_RANGES, MAX_PACKET_SIZE, PROOF_LEN,
+    kind, split_batch, DecodeError, Fragment, Frame, Hello, HelloAck, FIRST_FRAME_ID,
+    LAST_LOSSY_ID, MAX_ACK_RANGES, MAX_PACKET_SIZE, PROOF_LEN,
 };
 use crate::codes::{SessionCode, StreamCode};
 use crate::ids::{SessionId, StreamId};
@@ -110,6 +110,14 @@ impl Frame {
             kind::LOSSY_ACK => decode_lossy_ack(&mut r)?,
             kind::LOSSY_SESSION_WINDOW => Frame::LossySessionWindow { max: r.u64()? },
             kind::LISTEN => decode_listen(&mut r)?,
+            kind::FLOW_OPEN => decode_flow_open(&mut r)?,
+            kind::FLOW_OPEN_OK => Frame::FlowOpenOk { flow: r.u32()? },
+            kind::FLOW_CLOSE => Frame::FlowClose {
+                flow: r.u32()?,
+                code: StreamCode::from_code(r.u16()?),
+            },
+            kind::DATAGRAM => return decode_fragment(packet, r).map(Frame::Datagram),
+            kind::LOSSY_DATAGRAM => return decode_fragment(packet, r).map(Frame::LossyDatagram),
             kind::LISTEN_OK => Frame::ListenOk { listener: r.u32()? },
             kind::LISTEN_ERR => Frame::ListenErr {
                 listener: r.u32()?,
@@ -195,6 +203,36 @@ fn decode_listen(r: &mut Reader<'_>) -> Result<Frame, DecodeError> {
     let host = core::str::from_utf8(host).map_err(|_| r.invalid("bind"))?;
     let bind = Target::from_wire(host, port).map_err(|_| r.invalid("bind"))?;
     Ok(Frame::Listen { listener, bind })
+}
+
+/// UOPEN: like LISTEN, a malformed target ends the session (a client checks its targets
+/// before it sends them).
+fn decode_flow_open(r: &mut Reader<'_>) -> Result<Frame, DecodeError> {
+    let flow = r.u32()?;
+    let len = r.u8()? as usize;
+    let host = r.take(len)?;
+    let port = r.u16()?;
+    let host = core::str::from_utf8(host).map_err(|_| r.invalid("target"))?;
+    let target = Target::from_wire(host, port).map_err(|_| r.invalid("target"))?;
+    Ok(Frame::FlowOpen { flow, target })
+}
+
+/// DGRAM and LDGRAM: the payload shares the packet's memory.
+fn decode_fragment(packet: &Bytes, mut r: Reader<'_>) -> Result<Fragment, DecodeError> {
+    let flow = r.u32()?;
+    let seq = r.u32()?;
+    let index = r.u8()?;
+    let count = r.u8()?;
+    if count == 0 || index >= count {
+        return Err(r.invalid("fragment"));
+    }
+    Ok(Fragment {
+        flow,
+        seq,
+        index,
+        count,
+        payload: packet.slice(r.pos..),
+    })
 }
 
 fn decode_data(packet: &Bytes, mut r: Reader<'_>) -> Result<Frame, DecodeError> {

@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::{batched_len, kind, Frame, Hello, PROOF_LEN};
+use super::{batched_len, kind, Frame, Hello, DATAGRAM_HEADER_LEN, PROOF_LEN};
 use crate::ids::StreamId;
 
 impl Frame {
@@ -32,6 +32,12 @@ impl Frame {
             Frame::Listen { bind, .. } => 4 + 1 + bind.host.to_wire().len() + 2,
             Frame::ListenOk { .. } => 4,
             Frame::ListenErr { .. } => 4 + 2,
+            Frame::FlowOpen { target, .. } => 4 + 1 + target.host.to_wire().len() + 2,
+            Frame::FlowOpenOk { .. } => 4,
+            Frame::FlowClose { .. } => 4 + 2,
+            Frame::Datagram(f) | Frame::LossyDatagram(f) => {
+                DATAGRAM_HEADER_LEN - 1 + f.payload.len()
+            }
         }
     }
 
@@ -82,6 +88,22 @@ impl Frame {
             Frame::ListenErr { listener, code } => {
                 buf.put_u32(*listener);
                 buf.put_u16(code.code());
+            }
+            Frame::FlowOpen { flow, target } => {
+                buf.put_u32(*flow);
+                put_target(buf, target);
+            }
+            Frame::FlowOpenOk { flow } => buf.put_u32(*flow),
+            Frame::FlowClose { flow, code } => {
+                buf.put_u32(*flow);
+                buf.put_u16(code.code());
+            }
+            Frame::Datagram(f) | Frame::LossyDatagram(f) => {
+                buf.put_u32(f.flow);
+                buf.put_u32(f.seq);
+                buf.put_u8(f.index);
+                buf.put_u8(f.count);
+                buf.put_slice(&f.payload);
             }
             Frame::Batch(frames) => {
                 for f in frames {

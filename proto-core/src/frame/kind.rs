@@ -40,6 +40,15 @@ pub const LISTEN: u8 = 0xB1;
 pub const LISTEN_OK: u8 = 0xB2;
 /// LISTEN_ERR: the server refused to listen, or stopped listening, with a code.
 pub const LISTEN_ERR: u8 = 0xB3;
+/// UOPEN: the client opens a UDP flow to a target (`forward -U`).
+pub const FLOW_OPEN: u8 = 0xB4;
+/// UOPEN_OK: the server opened the flow.
+pub const FLOW_OPEN_OK: u8 = 0xB5;
+/// UCLOSE: a flow refused or ended, with a code.
+pub const FLOW_CLOSE: u8 = 0xB6;
+/// DGRAM: a UDP datagram (or a fragment of one) of a flow, in a lossless packet: over a
+/// TCP relay, where lossy packets do not go. Not sequenced: never resent.
+pub const DATAGRAM: u8 = 0xB7;
 /// LDATA: stream bytes on the fast path, in a lossy packet with a packet number.
 /// (c-toxcore hands lossy ids 192..=199 to toxav's RTP handlers, never to the custom
 /// packet callback, so the fast path's ids start at 200.)
@@ -51,9 +60,13 @@ pub const LOSSY_WINDOW: u8 = 0xCA;
 /// LSESSION_WINDOW: a lossy twin of a SESSION_WINDOW frame.
 pub const LOSSY_SESSION_WINDOW: u8 = 0xCB;
 
+/// LDGRAM: a UDP datagram (or a fragment of one) of a flow, in a lossy packet: on a
+/// direct link, where it is never queued behind retransmissions.
+pub const LOSSY_DATAGRAM: u8 = 0xCC;
+
 /// Whether frames of type `k` are sequenced (see [`super::Frame::is_sequenced`]).
 pub fn is_sequenced(k: u8) -> bool {
-    matches!(k, SESSION_WINDOW | OPEN..=WINDOW | LISTEN..=LISTEN_ERR)
+    matches!(k, SESSION_WINDOW | OPEN..=WINDOW | LISTEN..=FLOW_CLOSE)
 }
 
 /// The name PROTOCOL.md gives frames of type `k`, if `k` is one.
@@ -83,6 +96,11 @@ pub fn name(k: u8) -> Option<&'static str> {
         LISTEN => "LISTEN",
         LISTEN_OK => "LISTEN_OK",
         LISTEN_ERR => "LISTEN_ERR",
+        FLOW_OPEN => "UOPEN",
+        FLOW_OPEN_OK => "UOPEN_OK",
+        FLOW_CLOSE => "UCLOSE",
+        DATAGRAM => "DGRAM",
+        LOSSY_DATAGRAM => "LDGRAM",
         _ => return None,
     })
 }

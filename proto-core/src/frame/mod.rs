@@ -48,6 +48,9 @@ pub const MAX_ACK_RANGES: usize = 16;
 pub const DATA_HEADER_LEN: usize = 1 + 16 + 8 + 8;
 /// The largest DATA payload that fits a maximum-size packet.
 pub const MAX_DATA_PAYLOAD: usize = MAX_PACKET_SIZE - DATA_HEADER_LEN;
+/// The bytes of a DGRAM or LDGRAM frame before its payload: type, flow, datagram number,
+/// fragment index, fragment count.
+pub const DATAGRAM_HEADER_LEN: usize = 1 + 4 + 4 + 1 + 1;
 /// The length of a shared-secret proof (HMAC-SHA256).
 pub const PROOF_LEN: usize = 32;
 
@@ -85,6 +88,22 @@ pub struct HelloAck {
     pub stream_window: u32,
     /// Credit the acceptor grants the whole session, in bytes.
     pub session_window: u64,
+}
+
+/// One datagram of a UDP flow, or one fragment of it (DGRAM, LDGRAM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fragment {
+    /// The flow (the client's number for it).
+    pub flow: u32,
+    /// The datagram's number in the flow's direction: every fragment of a datagram carries
+    /// it, and the receiver delivers each number once.
+    pub seq: u32,
+    /// Which fragment this is, from 0.
+    pub index: u8,
+    /// How many fragments the datagram has (1: not fragmented); `index < count`.
+    pub count: u8,
+    /// The fragment's bytes.
+    pub payload: Bytes,
 }
 
 /// One protocol frame.
@@ -205,6 +224,30 @@ pub enum Frame {
         /// Why.
         code: StreamCode,
     },
+    /// The client opens UDP flow `flow` toward `target` (UOPEN); the server answers
+    /// UOPEN_OK or UCLOSE.
+    FlowOpen {
+        /// The client's number for the flow, unique in the session.
+        flow: u32,
+        /// Where the server sends the flow's datagrams.
+        target: Target,
+    },
+    /// The server opened the flow (UOPEN_OK): datagrams may go both ways.
+    FlowOpenOk {
+        /// The flow.
+        flow: u32,
+    },
+    /// The flow was refused, or ended (UCLOSE), by either side.
+    FlowClose {
+        /// The flow.
+        flow: u32,
+        /// Why.
+        code: StreamCode,
+    },
+    /// A datagram or a fragment of one in a lossless packet (DGRAM): over a TCP relay.
+    Datagram(Fragment),
+    /// A datagram or a fragment of one in a lossy packet (LDGRAM): on a direct link.
+    LossyDatagram(Fragment),
     /// Stream bytes on the fast path (a lossy packet). Sent only on an open stream whose
     /// peer has it open too; the receiver acknowledges the packet number with LACK.
     LossyData {
@@ -329,6 +372,11 @@ impl Frame {
             Frame::Listen { .. } => kind::LISTEN,
             Frame::ListenOk { .. } => kind::LISTEN_OK,
             Frame::ListenErr { .. } => kind::LISTEN_ERR,
+            Frame::FlowOpen { .. } => kind::FLOW_OPEN,
+            Frame::FlowOpenOk { .. } => kind::FLOW_OPEN_OK,
+            Frame::FlowClose { .. } => kind::FLOW_CLOSE,
+            Frame::Datagram(_) => kind::DATAGRAM,
+            Frame::LossyDatagram(_) => kind::LOSSY_DATAGRAM,
         }
     }
 

@@ -84,6 +84,31 @@ pub(crate) fn arb_frame() -> impl Strategy<Value = Frame> {
             listener,
             code: StreamCode::from_code(c)
         }),
+        (any::<u32>(), arb_target()).prop_map(|(flow, target)| Frame::FlowOpen { flow, target }),
+        any::<u32>().prop_map(|flow| Frame::FlowOpenOk { flow }),
+        (any::<u32>(), arb_code()).prop_map(|(flow, c)| Frame::FlowClose {
+            flow,
+            code: StreamCode::from_code(c)
+        }),
+        (
+            any::<(u32, u32, bool)>(),
+            (1u8..=255).prop_flat_map(|count| (0..count, Just(count))),
+            proptest::collection::vec(any::<u8>(), 0..=MAX_PACKET_SIZE - DATAGRAM_HEADER_LEN)
+        )
+            .prop_map(|((flow, seq, lossy), (index, count), p)| {
+                let f = Fragment {
+                    flow,
+                    seq,
+                    index,
+                    count,
+                    payload: Bytes::from(p),
+                };
+                if lossy {
+                    Frame::LossyDatagram(f)
+                } else {
+                    Frame::Datagram(f)
+                }
+            }),
         (arb_stream(), arb_code()).prop_map(|(stream, c)| Frame::OpenErr {
             stream,
             code: StreamCode::from_code(c)
@@ -192,7 +217,13 @@ proptest! {
         let prefix = bytes.slice(..bytes.len() - cut);
         match Frame::decode(&prefix) {
             Ok(f) => {
-                let is_data = matches!(f, Frame::Data { .. } | Frame::LossyData { .. });
+                let is_data = matches!(
+                    f,
+                    Frame::Data { .. }
+                        | Frame::LossyData { .. }
+                        | Frame::Datagram(_)
+                        | Frame::LossyDatagram(_)
+                );
                 prop_assert!(cut == 0 || is_data);
             }
             Err(_) => prop_assert!(cut > 0),

@@ -156,6 +156,7 @@ impl Session {
             self.lossy_negotiated && capabilities.contains(Capabilities::LOSSY_CREDIT);
         self.batching = capabilities.contains(Capabilities::BATCH);
         self.reverse_negotiated = capabilities.contains(Capabilities::REVERSE);
+        self.datagram_negotiated = capabilities.contains(Capabilities::DATAGRAM);
         self.failures = 0;
         self.last_recv = now;
         self.last_ping = None;
@@ -166,6 +167,7 @@ impl Session {
         self.send_pending_opens(ctx);
         if self.is_initiator() {
             self.ask_listeners(ctx);
+            self.ask_flows(ctx);
         }
     }
 

@@ -19,6 +19,7 @@ use crate::stream::{OpenState, Stream};
 mod commands;
 mod credit;
 mod fast_path;
+mod flows;
 mod frame_log;
 mod handshake;
 mod links;
@@ -29,6 +30,7 @@ mod streams;
 mod timers;
 
 use credit::count_received_bytes;
+pub use flows::MAX_QUEUED_BYTES;
 pub(crate) use links::HelloAckOutcome;
 pub use reverse::MAX_LISTENERS_PER_PEER;
 use reverse::{ClientListener, ServerListener};
@@ -231,6 +233,11 @@ pub(crate) struct Session {
     client_listeners: Vec<ClientListener>,
     /// Server: the listeners the client asked for in this session.
     server_listeners: Vec<ServerListener>,
+
+    /// Both sides forward UDP (negotiated in the handshake).
+    datagram_negotiated: bool,
+    /// UDP flows and their datagram queue.
+    flows: flows::Flows,
 }
 
 impl Session {
@@ -300,6 +307,8 @@ impl Session {
             reverse_negotiated: false,
             client_listeners: Vec::new(),
             server_listeners: Vec::new(),
+            datagram_negotiated: false,
+            flows: flows::Flows::default(),
         }
     }
 
@@ -363,6 +372,7 @@ impl Session {
     pub(crate) fn stats(&self) -> SessionStats {
         let (tx, rx) = (self.lossy_tx.counters(), self.lossy_rx.counters());
         let rtt = self.lossy_tx.rtt();
+        let (flows, [sent, received, dropped, discarded]) = self.flow_counters();
         SessionStats {
             established: self.is_established(),
             streams: self.streams.len(),
@@ -387,6 +397,11 @@ impl Session {
             congestion_window: self.lossy_tx.window(),
             bytes_in_flight: self.lossy_tx.bytes_in_flight(),
             min_rtt: rtt.smoothed().map(|_| rtt.min()),
+            flows,
+            datagrams_sent: sent,
+            datagrams_received: received,
+            datagrams_dropped: dropped,
+            datagrams_discarded: discarded,
         }
     }
 
@@ -461,6 +476,7 @@ impl Session {
             .retain(|(_, id)| streams.contains_key(id));
         self.recently_closed.clear();
         self.forget_listeners();
+        self.end_flows(keep_unsent, ctx);
         self.reset_flow(ctx.config);
         ctx.events.push_back(Event::SessionClosed {
             peer: self.peer,

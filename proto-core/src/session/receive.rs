@@ -40,6 +40,11 @@ impl Session {
                 payload,
             } => self.on_lossy_data(now, packet, stream, offset, payload, ctx),
             Frame::LossyAck { delay_us, ranges } => self.on_lossy_ack(now, delay_us, &ranges, ctx),
+            frame @ (Frame::FlowOpen { .. }
+            | Frame::FlowOpenOk { .. }
+            | Frame::FlowClose { .. }
+            | Frame::Datagram(_)
+            | Frame::LossyDatagram(_)) => self.on_flow_frame(now, frame, ctx),
             frame => self.on_frame(frame, ctx),
         }
     }
@@ -98,8 +103,15 @@ impl Session {
                 offset,
                 received,
             } => self.on_rst(stream, code, offset, received, ctx)?,
-            Frame::LossyData { .. } | Frame::LossyAck { .. } => {
-                // The endpoint routes the fast path's frames to their own handlers.
+            Frame::LossyData { .. }
+            | Frame::LossyAck { .. }
+            | Frame::FlowOpen { .. }
+            | Frame::FlowOpenOk { .. }
+            | Frame::FlowClose { .. }
+            | Frame::Datagram(_)
+            | Frame::LossyDatagram(_) => {
+                // `on_stream_frame` routes the fast path's and the flows' frames to their
+                // own handlers.
             }
             Frame::Window {
                 stream,

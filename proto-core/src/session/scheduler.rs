@@ -84,13 +84,31 @@ impl Session {
         Some(batch.map_or(first, BytesMut::freeze))
     }
 
-    /// The next single packet (see [`Session::poll_transmit`]).
+    /// The next single packet (see [`Session::poll_transmit`]): a UDP datagram's when it
+    /// is its turn (every other packet at most while streams have bytes waiting), else the
+    /// session's own, else a datagram's.
+    pub(super) fn poll_packet(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<Bytes> {
+        if self.datagram_turn() {
+            if let Some(p) = self.poll_datagram() {
+                return Some(p);
+            }
+        }
+        match self.poll_session_packet(now, ctx) {
+            Some(p) => {
+                self.datagram_yielded();
+                Some(p)
+            }
+            None => self.poll_datagram(),
+        }
+    }
+
+    /// The next packet of the session's own: frames and stream bytes.
     ///
     /// Only packets of a lane that is not blocked come out: a lossless lane that c-toxcore's
     /// congestion control holds back must not stop the LACKs, credit twins and LDATA of the
     /// lossy one (with a hundred streams, their WINDOW updates filled it, and the fast path
     /// stalled for 150 ms at a time waiting for acknowledgements queued behind them).
-    pub(super) fn poll_packet(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<Bytes> {
+    fn poll_session_packet(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<Bytes> {
         let (lossless, lossy_lane) = (!self.lossless_blocked, !self.lossy_blocked);
         if !lossless {
             return self.poll_lossy_lane(now, ctx, lossy_lane);

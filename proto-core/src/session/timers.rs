@@ -108,6 +108,9 @@ impl Session {
         if let Some(t) = self.resume_by {
             consider(t);
         }
+        if let Some(t) = self.flow_deadline() {
+            consider(t);
+        }
         next
     }
 
@@ -146,6 +149,7 @@ impl Session {
     /// Fires expired open timeouts and keepalives. Session-wide timeouts are returned for
     /// the endpoint to act on.
     fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<SessionCode> {
+        self.sweep_flows(now, ctx);
         while let Some(&(t, id)) = self.open_deadlines.front() {
             if t > now {
                 break;

@@ -4,6 +4,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use crate::codes::StreamCode;
@@ -59,6 +61,18 @@ pub struct App {
     /// How to answer them: listen (`None`), or refuse with this code.
     pub listen_refusal: Option<StreamCode>,
     pending_listens: VecDeque<(PeerId, u32)>,
+    /// UDP flows a client asked this (server) side for, as `FlowRequested` said.
+    pub flow_requests: Vec<(PeerId, u32, Target)>,
+    /// How to answer them: open (`None`), or refuse with this code.
+    pub flow_refusal: Option<StreamCode>,
+    /// Datagrams received, in order, with their peer and flow (when `keep_bytes`).
+    pub datagrams: Vec<(PeerId, u32, Bytes)>,
+    /// Datagrams received, counted.
+    pub datagram_count: u64,
+    /// Send each datagram received back on its flow (a UDP echo server).
+    pub echo_datagrams: bool,
+    pending_flows: VecDeque<(PeerId, u32)>,
+    echoes: VecDeque<(PeerId, u32, Bytes)>,
     outgoing: HashMap<StreamId, (Bytes, bool)>,
     try_write: VecDeque<StreamId>,
     try_read: VecDeque<StreamId>,
@@ -117,6 +131,23 @@ impl App {
                 self.listen_requests.push((*peer, *listener, bind.clone()));
                 self.pending_listens.push_back((*peer, *listener));
             }
+            Event::FlowRequested { peer, flow, target } => {
+                self.flow_requests.push((*peer, *flow, target.clone()));
+                self.pending_flows.push_back((*peer, *flow));
+            }
+            Event::Datagram {
+                peer,
+                flow,
+                payload,
+            } => {
+                self.datagram_count += 1;
+                if self.keep_bytes {
+                    self.datagrams.push((*peer, *flow, payload.clone()));
+                }
+                if self.echo_datagrams {
+                    self.echoes.push_back((*peer, *flow, payload.clone()));
+                }
+            }
             Event::StreamReadable { stream } => self.try_read.push_back(*stream),
             Event::StreamWritable { stream } => self.try_write.push_back(*stream),
             Event::StreamRefused { stream, code } => {
@@ -148,10 +179,25 @@ impl App {
         any
     }
 
+    /// Answers the flow requests that came, as `flow_refusal` says, and echoes the
+    /// datagrams to echo; returns whether there were any.
+    fn answer_flows(&mut self, ep: &mut Endpoint, now: Instant) -> bool {
+        let any = !self.pending_flows.is_empty() || !self.echoes.is_empty();
+        while let Some((peer, flow)) = self.pending_flows.pop_front() {
+            let answer = self.flow_refusal.map_or(Ok(()), Err);
+            let _ = ep.answer_flow(peer, flow, answer);
+        }
+        while let Some((peer, flow, d)) = self.echoes.pop_front() {
+            let _ = ep.send_datagram(now, peer, flow, d);
+        }
+        any
+    }
+
     /// Does whatever the application can do now; returns whether it did anything.
-    pub(super) fn pump(&mut self, ep: &mut Endpoint) -> bool {
+    pub(super) fn pump(&mut self, ep: &mut Endpoint, now: Instant) -> bool {
         let mut progress = false;
         progress |= self.answer_listens(ep);
+        progress |= self.answer_flows(ep, now);
         while let Some(stream) = self.pending_accept.pop_front() {
             if self.undecided {
                 continue;

@@ -392,7 +392,7 @@ impl Pair {
         let mut progress = false;
         let (aid, bid) = (self.a.id, self.b.id);
         for (side, to) in [(&mut self.a, bid), (&mut self.b, aid)] {
-            progress |= side.app.pump(&mut side.endpoint);
+            progress |= side.app.pump(&mut side.endpoint, now);
             if side.timeout.is_some_and(|t| t <= now) {
                 side.endpoint.handle_timeout(now);
                 progress = true;
