@@ -191,6 +191,19 @@ fn process_metrics(reg: &mut Registry, s: &NodeStatus) {
         &c.sessions_ended,
     );
     counter(reg, "streams_opened", "Streams opened", c.streams_opened);
+    counter(reg, "flows_opened", "UDP flows opened", c.flows_opened);
+    by_code(
+        reg,
+        "flows_refused",
+        "UDP flows refused, by stream code (2001 not allowed, 2020 too many, ...)",
+        &c.flows_refused,
+    );
+    counter(
+        reg,
+        "udp_dropped",
+        "UDP datagrams dropped outside sessions: input queue or socket buffer full",
+        c.udp_dropped,
+    );
     by_code(
         reg,
         "streams_refused",
@@ -268,7 +281,7 @@ const PEER_GAUGES: [(&str, &str, Option<Unit>); 10] = [
 ];
 
 /// The per-peer counters (of the current session): name, help.
-const PEER_COUNTERS: [(&str, &str); 5] = [
+const PEER_COUNTERS: [(&str, &str); 8] = [
     (
         "peer_sent_bytes",
         "Stream bytes sent in the current session",
@@ -280,11 +293,23 @@ const PEER_COUNTERS: [(&str, &str); 5] = [
     ("peer_resent_bytes", "Stream bytes sent again after a loss"),
     ("peer_lost_packets", "Fast-path packets declared lost"),
     ("peer_frames_resent", "Frames resent after link outages"),
+    (
+        "peer_datagrams_sent",
+        "UDP datagrams sent in the current session",
+    ),
+    (
+        "peer_datagrams_received",
+        "UDP datagrams delivered in the current session",
+    ),
+    (
+        "peer_datagrams_dropped",
+        "UDP datagrams dropped before sending: the session's queue was full",
+    ),
 ];
 
 /// One peer's values, in the order of [`PEER_GAUGES`] (`None`: not known, left out) and
 /// of [`PEER_COUNTERS`] (`None` without a session).
-fn peer_values(p: &PeerStatus) -> ([Option<f64>; 10], Option<[u64; 5]>) {
+fn peer_values(p: &PeerStatus) -> ([Option<f64>; 10], Option<[u64; 8]>) {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let sess = p.session.as_ref();
     let gauges = [
@@ -311,6 +336,9 @@ fn peer_values(p: &PeerStatus) -> ([Option<f64>; 10], Option<[u64; 5]>) {
             s.bytes_resent,
             s.packets_lost,
             s.frames_resent,
+            s.datagrams_sent,
+            s.datagrams_received,
+            s.datagrams_dropped,
         ]
     });
     (gauges, counters)
@@ -378,6 +406,7 @@ mod tests {
                     packets_lost: 1,
                     bytes_resent: 2,
                     frames_resent: 0,
+                    ..SessionReport::default()
                 }),
                 streams: vec![],
                 listeners: vec![],

@@ -1,5 +1,5 @@
-//! Reverse forwarding from a client node's side (`toxtun forward -R`): the listeners it
-//! asks its servers for.
+//! Reverse and UDP forwarding from a client node's side (`toxtun forward -R`, `-U`):
+//! the listeners it asks its servers for, and its local UDP sockets.
 
 use super::{Cmd, Node, NodeError};
 
@@ -23,6 +23,22 @@ impl Node {
         rx.await
             .map_err(|_| NodeError::Stopped)?
             .map_err(NodeError::Failed)
+    }
+
+    /// UDP forwarding (`forward -U`): each datagram that reaches `socket` goes to `target`
+    /// through `server`, each source address in a flow of its own, and the target's
+    /// answers come back to that address. The server's `udp:` rules decide; a refusal is
+    /// logged with its code. Runs until the node stops.
+    pub async fn forward_udp(
+        &self,
+        server: toxtun_proto::PeerId,
+        socket: tokio::net::UdpSocket,
+        target: toxtun_proto::Target,
+    ) -> Result<(), NodeError> {
+        self.cmd
+            .send(Cmd::ForwardUdp(server, socket, target))
+            .await
+            .map_err(|_| NodeError::Stopped)
     }
 
     /// Gives a listener up: the server stops listening. Streams it opened go on.

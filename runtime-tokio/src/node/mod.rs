@@ -206,6 +206,7 @@ enum Cmd {
     Reload(Box<ServerPolicy>, oneshot::Sender<ReloadReport>),
     Listen(PeerId, Target, Target, oneshot::Sender<Result<u32, String>>),
     Unlisten(PeerId, u32),
+    ForwardUdp(PeerId, tokio::net::UdpSocket, Target),
 }
 
 /// A handle to a running node. Cheap to clone. The node runs while any handle lives:
@@ -229,6 +230,7 @@ impl std::fmt::Debug for Cmd {
             Cmd::Reload(..) => "Reload",
             Cmd::Listen(..) => "Listen",
             Cmd::Unlisten(..) => "Unlisten",
+            Cmd::ForwardUdp(..) => "ForwardUdp",
         })
     }
 }

@@ -29,18 +29,64 @@ pub struct Counters {
     /// Sessions that completed their handshake.
     pub sessions_established: u64,
     /// Sessions ended, by session code.
+    #[serde(default, with = "by_code")]
     pub sessions_ended: BTreeMap<u16, u64>,
     /// Streams opened: the peer accepted ours, or we connected the peer's to its target.
     pub streams_opened: u64,
     /// Streams refused, by stream code: by our rules or limits, by our target, or by the
     /// peer (OPEN_ERR).
+    #[serde(default, with = "by_code")]
     pub streams_refused: BTreeMap<u16, u64>,
     /// Open streams reset, by stream code.
+    #[serde(default, with = "by_code")]
     pub streams_reset: BTreeMap<u16, u64>,
     /// Friend requests the policy accepted.
     pub friend_requests_accepted: u64,
     /// Friend requests the policy refused, by session code.
+    #[serde(default, with = "by_code")]
     pub friend_requests_refused: BTreeMap<u16, u64>,
+    /// UDP flows opened (the server opened ours, or we opened a client's).
+    #[serde(default)]
+    pub flows_opened: u64,
+    /// UDP flows refused, by stream code: by our rules or limits, or by the peer.
+    #[serde(default, with = "by_code")]
+    pub flows_refused: BTreeMap<u16, u64>,
+    /// Datagrams this node dropped outside its sessions: its UDP input queue or a
+    /// socket's send buffer was full. (Each session counts its own drops.)
+    #[serde(default)]
+    pub udp_dropped: u64,
+}
+
+/// Counts by code as JSON objects keyed by the code's digits. Written by hand because
+/// the control socket's replies are internally tagged, and serde reads those through a
+/// buffer that no longer turns the key `"2001"` back into a number (`toxtun status`
+/// failed with "expected u16" once any stream had been refused).
+mod by_code {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        m: &BTreeMap<u16, u64>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let named: BTreeMap<String, u64> = m.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        named.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<u16, u64>, D::Error> {
+        let named = BTreeMap::<String, u64>::deserialize(d)?;
+        named
+            .into_iter()
+            .map(|(k, v)| {
+                k.parse::<u16>()
+                    .map(|k| (k, v))
+                    .map_err(|_| serde::de::Error::custom(format!("code {k:?} is not a number")))
+            })
+            .collect()
+    }
 }
 
 impl Counters {
@@ -57,6 +103,10 @@ impl Counters {
             }
             Event::StreamReset { code, .. } => {
                 *self.streams_reset.entry(code.code()).or_default() += 1
+            }
+            Event::FlowOpened { .. } => self.flows_opened += 1,
+            Event::FlowRefused { code, .. } | Event::FlowDenied { code, .. } => {
+                *self.flows_refused.entry(code.code()).or_default() += 1
             }
             Event::FriendRequest { decision, .. } => match decision {
                 Ok(_) => self.friend_requests_accepted += 1,
@@ -100,7 +150,7 @@ pub struct ListenerStatus {
 }
 
 /// The counters of one session that a person looks at.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionReport {
     /// The handshake is done.
     pub established: bool,
@@ -128,6 +178,22 @@ pub struct SessionReport {
     pub bytes_resent: u64,
     /// Frames resent after link outages.
     pub frames_resent: u64,
+    /// UDP flows open.
+    #[serde(default)]
+    pub flows: usize,
+    /// Datagrams sent, delivered, dropped before sending (a full queue: a local flood),
+    /// and discarded on arrival (repeats, incomplete, for closed flows).
+    #[serde(default)]
+    pub datagrams_sent: u64,
+    /// See `datagrams_sent`.
+    #[serde(default)]
+    pub datagrams_received: u64,
+    /// See `datagrams_sent`.
+    #[serde(default)]
+    pub datagrams_dropped: u64,
+    /// See `datagrams_sent`.
+    #[serde(default)]
+    pub datagrams_discarded: u64,
 }
 
 impl From<&SessionStats> for SessionReport {
@@ -147,6 +213,11 @@ impl From<&SessionStats> for SessionReport {
             packets_lost: s.lossy_packets_lost,
             bytes_resent: s.lossy_bytes_resent,
             frames_resent: s.frames_resent,
+            flows: s.flows,
+            datagrams_sent: s.datagrams_sent,
+            datagrams_received: s.datagrams_received,
+            datagrams_dropped: s.datagrams_dropped,
+            datagrams_discarded: s.datagrams_discarded,
         }
     }
 }
@@ -193,6 +264,15 @@ impl NodeStatus {
             sum(&c.streams_refused),
             sum(&c.streams_reset),
         );
+        if c.flows_opened > 0 || !c.flows_refused.is_empty() || c.udp_dropped > 0 {
+            let _ = writeln!(
+                out,
+                "UDP since start: {} flows opened, {} refused, {} datagrams dropped here",
+                c.flows_opened,
+                sum(&c.flows_refused),
+                c.udp_dropped,
+            );
+        }
         if self.peers.is_empty() {
             out.push_str("no peers\n");
         }
@@ -255,6 +335,18 @@ fn render_session(out: &mut String, s: &SessionReport) {
         bytes(s.bytes_resent),
         s.frames_resent,
     );
+    if s.flows > 0 || s.datagrams_sent > 0 || s.datagrams_received > 0 {
+        let _ = writeln!(
+            out,
+            "  UDP: {} flows, {} datagrams sent, {} received, {} dropped (queue full), \
+             {} discarded (repeats, incomplete)",
+            s.flows,
+            s.datagrams_sent,
+            s.datagrams_received,
+            s.datagrams_dropped,
+            s.datagrams_discarded,
+        );
+    }
 }
 
 /// Bytes as a person reads them (`1.5 MiB`).

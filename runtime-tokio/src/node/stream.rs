@@ -75,6 +75,13 @@ pub(super) enum Note {
     ),
     /// A connection arrived on a client's listener.
     ReverseConn(toxtun_proto::PeerId, u32, TcpStream),
+    /// A server's socket toward a UDP flow's target is bound (or could not be).
+    FlowBound(
+        toxtun_proto::PeerId,
+        u32,
+        Target,
+        Result<tokio::net::UdpSocket, StreamCode>,
+    ),
 }
 
 /// The driver's end of one stream's channels.

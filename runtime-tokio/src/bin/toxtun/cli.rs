@@ -49,13 +49,13 @@ pub(crate) enum Command {
         #[command(flatten)]
         net: NetArgs,
     },
-    /// Forward local ports through a server, like ssh -L and -D.
+    /// Forward local ports through a server, like ssh -L, -R and -D, and UDP ports (-U).
     Forward {
         /// [bind_address:]port:host:hostport (repeatable).
         #[arg(
             short = 'L',
             value_name = "[BIND:]PORT:HOST:HOSTPORT",
-            required_unless_present_any = ["dynamic", "remote"]
+            required_unless_present_any = ["dynamic", "remote", "udp"]
         )]
         local: Vec<String>,
         /// Reverse, like ssh -R: the server listens on [bind_address:]port (loopback by
@@ -68,6 +68,12 @@ pub(crate) enum Command {
         /// server's rules allow (repeatable; e.g. curl --socks5-hostname 127.0.0.1:1080).
         #[arg(short = 'D', value_name = "[BIND:]PORT")]
         dynamic: Vec<String>,
+        /// UDP: each datagram to [bind_address:]port goes to host:hostport on the server's
+        /// side, each sender in a flow of its own, and the answers come back (repeatable;
+        /// the server's rules must allow `udp:host:hostport`; e.g. -U 5353:127.0.0.1:53,
+        /// then dig -p 5353 @127.0.0.1 example.org).
+        #[arg(short = 'U', value_name = "[BIND:]PORT:HOST:HOSTPORT")]
+        udp: Vec<String>,
         /// The server's Tox ID (76 hex digits).
         server: String,
         #[command(flatten)]
@@ -299,6 +305,12 @@ pub(crate) fn parse_dynamic(spec: &str) -> Result<String, Fail> {
 /// `[bind:]port:host:hostport`, as ssh -L.
 pub(crate) fn parse_forward(spec: &str) -> Result<(String, Target), Fail> {
     parse_spec("-L", spec)
+}
+
+/// `[bind:]port:host:hostport` for UDP (`-U`): as `-L`, loopback unless a bind address
+/// says otherwise.
+pub(crate) fn parse_udp(spec: &str) -> Result<(String, Target), Fail> {
+    parse_spec("-U", spec)
 }
 
 /// `[bind:]port:host:hostport`, as ssh -R: where the server listens (loopback unless a

@@ -102,6 +102,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             local,
             dynamic,
             remote,
+            udp,
             server,
             secret,
             net,
@@ -110,6 +111,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 local,
                 dynamic,
                 remote,
+                udp,
             };
             cmd::forward::run(&cli, &specs, server, secret, net).await
         }

@@ -15,6 +15,7 @@ use toxtun_proto::{
 
 mod reverse;
 mod seen;
+mod udp;
 
 use seen::Seen;
 
@@ -50,6 +51,10 @@ pub(super) struct Driver<T> {
     reverse: reverse::Reverse,
     /// Streams whose opener waits to hear OPEN_OK or the refusal (`Node::open_pending`).
     confirms: HashMap<StreamId, tokio::sync::oneshot::Sender<Result<(), StreamCode>>>,
+    /// UDP forwards and flows.
+    udp: udp::Udp,
+    /// The UDP input channel's receiving end, until `run` takes it.
+    udp_in: Option<mpsc::Receiver<udp::UdpIn>>,
 }
 
 /// How often `-vv` (debug) logs each session's counters: RTT, congestion window, losses.
@@ -92,7 +97,10 @@ impl<T: Transport> Driver<T> {
         events: broadcast::Sender<NodeEvent>,
         notes: mpsc::UnboundedSender<Note>,
     ) -> Self {
+        let (udp, udp_in) = udp::Udp::new();
         Driver {
+            udp,
+            udp_in: Some(udp_in),
             endpoint,
             transport,
             options,
@@ -115,6 +123,7 @@ impl<T: Transport> Driver<T> {
         mut notes: mpsc::UnboundedReceiver<Note>,
     ) {
         self.befriend_allowlisted();
+        let mut udp_in = self.udp_in.take().expect("run once");
         loop {
             self.drain();
             self.log_stats();
@@ -159,6 +168,15 @@ impl<T: Transport> Driver<T> {
                     for _ in 1..EVENT_BATCH {
                         match notes.try_recv() {
                             Ok(note) => self.on_note(note),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(msg) = udp_in.recv() => {
+                    self.on_udp_in(msg);
+                    for _ in 1..EVENT_BATCH {
+                        match udp_in.try_recv() {
+                            Ok(msg) => self.on_udp_in(msg),
                             Err(_) => break,
                         }
                     }
@@ -356,7 +374,7 @@ impl<T: Transport> Driver<T> {
 
     fn on_endpoint_event(&mut self, e: Event) {
         self.counters.count(&e);
-        if self.on_reverse_event(&e) {
+        if self.on_reverse_event(&e) || self.on_flow_event(&e) {
             return;
         }
         match e {
@@ -525,6 +543,7 @@ impl<T: Transport> Driver<T> {
             Note::Unfriend(peer) => self.unfriend(peer),
             Note::Listened(peer, listener, bind, r) => self.on_listened(peer, listener, bind, r),
             Note::ReverseConn(peer, listener, tcp) => self.on_reverse_conn(peer, listener, tcp),
+            Note::FlowBound(peer, flow, target, r) => self.on_flow_bound(peer, flow, target, r),
             Note::Connected(id, Err(code)) => {
                 tracing::info!(stream = %id, code = code.code(), "target: {code}");
                 if self.endpoint.refuse(id, code).is_ok() {
@@ -606,6 +625,7 @@ impl<T: Transport> Driver<T> {
             Cmd::Unlisten(server, id) => {
                 self.endpoint.unlisten(server, id);
             }
+            Cmd::ForwardUdp(server, socket, target) => self.forward_udp(server, socket, target),
             Cmd::Reload(policy, reply) => {
                 let _ = reply.send(self.reload(*policy));
             }

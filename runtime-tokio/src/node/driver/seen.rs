@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use toxtun_proto::{PeerId, StreamId, Target, Transport};
 
-use super::super::status::{ListenerStatus, NodeStatus, PeerStatus, SessionReport, StreamStatus};
+use super::super::status::{
+    Counters, ListenerStatus, NodeStatus, PeerStatus, SessionReport, StreamStatus,
+};
 use super::super::NodeEvent;
 use super::{now, Driver};
 
@@ -118,7 +120,10 @@ impl<T: Transport> Driver<T> {
             id: self.transport.id().to_string(),
             tox_connected: self.seen.tox_connected,
             peers,
-            counters: self.counters.clone(),
+            counters: Counters {
+                udp_dropped: self.udp_dropped(),
+                ..self.counters.clone()
+            },
         }
     }
 }

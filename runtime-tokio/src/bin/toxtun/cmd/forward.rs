@@ -1,5 +1,6 @@
-//! `toxtun forward -L` and `-D`: local ports forwarded through a server, like `ssh -L`,
-//! and SOCKS servers, like `ssh -D` (`socks.rs`).
+//! `toxtun forward -L`, `-D`, `-R` and `-U`: local ports forwarded through a server, like
+//! `ssh -L`, SOCKS servers, like `ssh -D` (`socks.rs`), the server's ports forwarded here,
+//! like `ssh -R`, and local UDP ports forwarded through the server.
 //!
 //! The forward runs this machine's client identity (pipes then attach to it), or, if
 //! another process already does (an agent), attaches to that one: it holds the other's
@@ -19,8 +20,8 @@ use toxtun_tokio::Node;
 
 use super::{data_dir, hold_client, StopSignals};
 use crate::cli::{
-    load_secret, parse_dynamic, parse_forward, parse_reverse, parse_server, Cli, NetArgs,
-    SecretArgs,
+    load_secret, parse_dynamic, parse_forward, parse_reverse, parse_server, parse_udp, Cli,
+    NetArgs, SecretArgs,
 };
 use crate::Fail;
 
@@ -107,6 +108,7 @@ pub(crate) struct Specs<'a> {
     pub(crate) local: &'a [String],
     pub(crate) dynamic: &'a [String],
     pub(crate) remote: &'a [String],
+    pub(crate) udp: &'a [String],
 }
 
 /// Listens on each `-L` spec's local address and forwards every connection to its target
@@ -122,6 +124,7 @@ pub(crate) async fn run(
     let mut stop = StopSignals::new();
     let server = parse_server(server)?;
     let (listeners, socks) = bind(specs.local, specs.dynamic, &server).await?;
+    let udp = bind_udp(specs.udp, &server).await?;
     let reverse = specs
         .remote
         .iter()
@@ -130,6 +133,7 @@ pub(crate) async fn run(
     let dir = data_dir(&cli.data_dir)?;
     let cred = credential(load_secret(secret)?.as_ref());
     let runs = take_identity(cli, &dir, server, cred.clone(), (secret, net), &reverse).await?;
+    start_udp(&runs, server.public_key, udp).await?;
     for (bind, to) in &reverse {
         eprintln!(
             "toxtun: {} listens on {bind} -> {to} here",
@@ -225,6 +229,52 @@ enum Runs {
     Own(super::ClientHolder),
     /// Another one, which this forward holds.
     Attached(Hold),
+}
+
+/// Starts the `-U` forwards on this process's node; an attached forward cannot carry
+/// datagrams over the control socket, and says so.
+async fn start_udp(
+    runs: &Runs,
+    server: PeerId,
+    udp: Vec<(tokio::net::UdpSocket, Target)>,
+) -> Result<(), Fail> {
+    match runs {
+        Runs::Own(h) => {
+            for (socket, target) in udp {
+                h.node
+                    .forward_udp(server, socket, target)
+                    .await
+                    .map_err(|e| Fail(format!("-U: {e}")))?;
+            }
+        }
+        Runs::Attached(held) if !udp.is_empty() => {
+            return Err(Fail(format!(
+                "-U needs the forward to run this identity itself, and toxtun process {} \
+                 runs it: stop that one, or give it a --data-dir of its own",
+                held.pid
+            )));
+        }
+        Runs::Attached(_) => {}
+    }
+    Ok(())
+}
+
+/// Binds every `-U` socket first, as the TCP listeners are: a port in use fails before
+/// Tox starts.
+async fn bind_udp(
+    specs: &[String],
+    server: &ToxId,
+) -> Result<Vec<(tokio::net::UdpSocket, Target)>, Fail> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let (at, target) = parse_udp(spec)?;
+        let socket = tokio::net::UdpSocket::bind(&at)
+            .await
+            .map_err(|e| Fail(format!("cannot bind UDP {at}: {e}")))?;
+        eprintln!("toxtun: UDP {at} -> {target} via {}", server.public_key);
+        out.push((socket, target));
+    }
+    Ok(out)
 }
 
 /// Binds every `-L` and `-D` listener first: a port in use fails before Tox starts.
