@@ -374,3 +374,32 @@ fn flows_end_with_their_session_and_a_reload_closes_the_disallowed_one() {
             Event::FlowClosed { flow, code: StreamCode::SessionClosed, .. } if *flow == dns)));
     }
 }
+
+#[test]
+fn a_flow_opened_while_the_session_is_suspended_opens_on_resume() {
+    let mut p = connected(&["127.0.0.1:53"], 10);
+    p.link_down();
+    p.settle(STEPS).unwrap();
+    let flow =
+        p.a.endpoint
+            .open_flow(p.now, SERVER, target("127.0.0.1:53"))
+            .unwrap();
+    p.a.endpoint
+        .send_datagram(p.now, SERVER, flow, Bytes::from_static(b"held"))
+        .unwrap();
+    p.advance(Duration::from_secs(2), STEPS).unwrap();
+    p.link_up();
+    p.settle(STEPS).unwrap();
+    assert!(p
+        .a
+        .app
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::SessionResumed { .. })));
+    assert!(p
+        .a
+        .app
+        .events
+        .contains(&Event::FlowOpened { peer: SERVER, flow }));
+    assert_eq!(echoed(&p, flow), vec![Bytes::from_static(b"held")]);
+}

@@ -291,3 +291,31 @@ fn a_reload_that_narrows_the_listen_rules_closes_the_listeners_they_no_longer_al
     let (_, kept, _) = p.b.app.listen_requests[1];
     assert!(p.b.endpoint.open_reverse(p.now, CLIENT, kept).is_ok());
 }
+
+#[test]
+fn a_listener_asked_for_while_the_session_is_suspended_is_asked_on_resume() {
+    let mut p = connected(&["127.0.0.1:8000-8100"], 40);
+    p.link_down();
+    p.settle(STEPS).unwrap();
+    p.a.endpoint
+        .listen(
+            p.now,
+            SERVER,
+            target("127.0.0.1:8080"),
+            target("127.0.0.1:3000"),
+        )
+        .unwrap();
+    p.advance(Duration::from_secs(2), STEPS).unwrap();
+    p.link_up();
+    p.settle(STEPS).unwrap();
+    assert!(p
+        .a
+        .app
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::SessionResumed { .. })));
+    assert!(p.a.app.events.contains(&Event::ListenReady {
+        peer: SERVER,
+        bind: target("127.0.0.1:8080")
+    }));
+}

@@ -71,6 +71,7 @@ fn streams_survive_links_that_flap_all_the_time() {
     }
     let scenarios = (cases() / 5).max(20);
     let (mut flaps, mut bytes, mut streams, mut lossy, mut reverse) = (0, 0, 0, 0, 0);
+    let (mut dgrams, mut echoed) = (0, 0);
     for k in 0..scenarios {
         let seed = 0xF1A9_0000 + u64::from(k);
         let ops = 12 + (k as usize % 25);
@@ -81,6 +82,8 @@ fn streams_survive_links_that_flap_all_the_time() {
                 streams += stats.streams;
                 lossy += stats.lossy_packets;
                 reverse += stats.reverse_streams;
+                dgrams += stats.datagrams_sent;
+                echoed += stats.datagrams_echoed;
             }
             Err(e) => panic!(
                 "{e}\nreplay with: TOXTUN_SIM_FLAPPY=1 TOXTUN_SIM_SEED={seed}:{ops} cargo test -p toxtun-tests --test simulation"
@@ -89,7 +92,12 @@ fn streams_survive_links_that_flap_all_the_time() {
     }
     println!(
         "{scenarios} flapping scenarios: {flaps} link flaps, {streams} streams, {bytes} bytes \
-         checked, {lossy} fast-path packets, {reverse} reverse streams"
+         checked, {lossy} fast-path packets, {reverse} reverse streams, {dgrams} datagrams \
+         sent ({echoed} echoed back)"
+    );
+    assert!(
+        echoed >= 50,
+        "UDP flows carried datagrams both ways in these scenarios too: only {echoed} echoed"
     );
     assert!(
         reverse >= 20,

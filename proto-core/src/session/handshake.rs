@@ -139,6 +139,12 @@ impl Session {
         ctx.events
             .push_back(Event::SessionResumed { peer: self.peer });
         self.send_pending_opens(ctx);
+        if self.is_initiator() {
+            // Listeners and flows added while the session was suspended go out now (those
+            // asked before are in the frame log, resent from the peer's count).
+            self.ask_listeners(ctx);
+            self.ask_flows(ctx);
+        }
     }
 
     /// The handshake completed (either way): take the peer's grants and let streams move.

@@ -71,6 +71,13 @@ impl Sim {
             Op::RefuseNext { server } => self.nodes[self.clients + server].refuse_next = true,
             Op::Advance(d) => self.run_for(*d)?,
             Op::Reverse { .. } => self.reverse(op)?,
+            Op::Udp {
+                client,
+                server,
+                allowed,
+                datagrams,
+                size,
+            } => self.udp(*client, *server, *allowed, *datagrams, *size),
             Op::Blackout {
                 client,
                 server,

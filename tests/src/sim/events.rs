@@ -126,6 +126,18 @@ impl Sim {
                     self.listening.insert((i, peer), listener);
                 }
             }
+            Event::Datagram {
+                peer,
+                flow,
+                payload,
+            } => self.on_datagram(i, peer, flow, payload)?,
+            Event::FlowRefused { code, .. }
+            | Event::FlowDenied { code, .. }
+            | Event::FlowClosed { code, .. } => self.on_flow_end(i, code)?,
+            Event::FlowRequested { peer, flow, .. } => {
+                // The application's socket toward the target is ready at once.
+                let _ = self.nodes[i].endpoint.answer_flow(peer, flow, Ok(()));
+            }
             Event::ListenClosed { peer, code, .. } => {
                 fail!("node {i}: the listener for {peer:?} closed with {code}, yet no client gives one up and no rule changes");
             }

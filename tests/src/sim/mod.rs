@@ -42,6 +42,7 @@ macro_rules! fail {
 mod app;
 mod apply;
 mod checks;
+mod datagrams;
 mod events;
 mod ops;
 
@@ -150,6 +151,12 @@ pub struct SimStats {
     pub lossy_packets: u64,
     /// Streams a server opened toward a client for its listener (reverse forwarding).
     pub reverse_streams: u64,
+    /// UDP datagrams clients sent on their flows.
+    pub datagrams_sent: u64,
+    /// Of them, those that reached the server (intact, once each).
+    pub datagrams_delivered: u64,
+    /// Of them, those whose echo came back to the client (intact, once each).
+    pub datagrams_echoed: u64,
 }
 
 /// A running scenario.
@@ -177,6 +184,11 @@ pub struct Sim {
     listeners_asked: BTreeSet<(usize, usize)>,
     /// Per (server node, client): the listener the server's application listens for.
     listening: BTreeMap<(usize, PeerId), u32>,
+    /// Every datagram sent, by its number: the client and server nodes it goes between.
+    datagrams: BTreeMap<u64, (usize, usize)>,
+    /// Datagrams that reached their server, and whose echo reached their client.
+    delivered: BTreeSet<u64>,
+    echoed: BTreeSet<u64>,
 }
 
 const ALLOWED_PORTS: &str = "127.0.0.1:1-30000";
@@ -230,6 +242,9 @@ impl Sim {
             expiries: BTreeMap::new(),
             listeners_asked: BTreeSet::new(),
             listening: BTreeMap::new(),
+            datagrams: BTreeMap::new(),
+            delivered: BTreeSet::new(),
+            echoed: BTreeSet::new(),
         };
         for c in 0..cfg.clients {
             for s in cfg.clients..cfg.clients + cfg.servers {
@@ -458,6 +473,8 @@ impl Sim {
                 fail!("node {i} still holds {left} streams after every stream ended");
             }
         }
+        self.stats.datagrams_delivered = self.delivered.len() as u64;
+        self.stats.datagrams_echoed = self.echoed.len() as u64;
         Ok(())
     }
 
@@ -490,7 +507,7 @@ fn server_policy(client_keys: &[PeerId]) -> ServerPolicy {
             .iter()
             .map(|k| ClientRule {
                 peer: *k,
-                targets: rules(ALLOWED_PORTS),
+                targets: rules(ALLOWED_PORTS).with_udp(vec![ALLOWED_PORTS.parse().expect("rule")]),
             })
             .collect(),
         listen: ListenRules {

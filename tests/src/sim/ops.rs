@@ -96,6 +96,21 @@ pub enum Op {
         /// The client finishes after writing.
         fin_down: bool,
     },
+    /// UDP forwarding: the client opens a flow to the server (inside its `udp:` rules or
+    /// not) and sends datagrams on it at once; the server's application echoes each one.
+    /// Every datagram must arrive intact and at most once, each way.
+    Udp {
+        /// Client index.
+        client: usize,
+        /// Server index.
+        server: usize,
+        /// The target is inside the rules.
+        allowed: bool,
+        /// Datagrams sent (held by the client until the flow opens).
+        datagrams: usize,
+        /// The largest of them, in bytes (fragmented past a packet).
+        size: usize,
+    },
     /// Let time pass.
     Advance(Duration),
     /// The path between a client and a server goes dark for a while without the friend
@@ -282,6 +297,14 @@ pub fn random_ops(rng: &mut impl RngCore, cfg: &SimConfig, n: usize) -> Vec<Op> 
         } else if pick < 97 {
             opened += 1;
             random_reverse(rng, cfg)
+        } else if pick < 99 {
+            Op::Udp {
+                client: r(rng, cfg.clients as u64) as usize,
+                server: r(rng, cfg.servers as u64) as usize,
+                allowed: r(rng, 8) != 0,
+                datagrams: 1 + r(rng, 32) as usize,
+                size: 8 + r(rng, 5000) as usize,
+            }
         } else {
             Op::Advance(Duration::from_millis(r(rng, 3000)))
         };
