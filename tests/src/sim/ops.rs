@@ -298,19 +298,26 @@ pub fn random_ops(rng: &mut impl RngCore, cfg: &SimConfig, n: usize) -> Vec<Op> 
             opened += 1;
             random_reverse(rng, cfg)
         } else if pick < 99 {
-            Op::Udp {
-                client: r(rng, cfg.clients as u64) as usize,
-                server: r(rng, cfg.servers as u64) as usize,
-                allowed: r(rng, 8) != 0,
-                datagrams: 1 + r(rng, 32) as usize,
-                size: 8 + r(rng, 5000) as usize,
-            }
+            random_udp(rng, cfg)
         } else {
             Op::Advance(Duration::from_millis(r(rng, 3000)))
         };
         ops.push(op);
     }
     ops
+}
+
+/// A UDP flow between a random client and server, mostly inside the rules, with up to
+/// 32 datagrams of up to 5 kB (fragmented past one packet).
+fn random_udp(rng: &mut impl RngCore, cfg: &SimConfig) -> Op {
+    let r = |rng: &mut dyn RngCore, m: u64| rng.next_u64() % m.max(1);
+    Op::Udp {
+        client: r(rng, cfg.clients as u64) as usize,
+        server: r(rng, cfg.servers as u64) as usize,
+        allowed: r(rng, 8) != 0,
+        datagrams: 1 + r(rng, 32) as usize,
+        size: 8 + r(rng, 5000) as usize,
+    }
 }
 
 /// A reverse stream between a random client and server, with random bytes each way.
