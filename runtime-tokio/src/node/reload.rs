@@ -34,6 +34,18 @@ pub struct ReloadReport {
     /// The `listen` rules changed.
     #[serde(default)]
     pub listen_changed: bool,
+    /// UDP flows closed (2001): the new `udp:` rules no longer allow their targets.
+    #[serde(default)]
+    pub flows_closed: Vec<ClosedFlow>,
+}
+
+/// A UDP flow a reload closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosedFlow {
+    /// The client's key.
+    pub peer: String,
+    /// The flow's target, which the new rules do not allow.
+    pub target: String,
 }
 
 /// A listener a reload closed.
@@ -96,6 +108,14 @@ impl ReloadReport {
                 })
                 .collect(),
             listen_changed: changes.listen_changed,
+            flows_closed: done
+                .flows_closed
+                .iter()
+                .map(|(peer, _, target)| ClosedFlow {
+                    peer: peer.to_string(),
+                    target: target.to_string(),
+                })
+                .collect(),
         }
     }
 
@@ -136,6 +156,12 @@ impl ReloadReport {
             out.push(format!(
                 "listener on {} for {} closed (2015): no longer allowed",
                 l.bind, l.peer
+            ));
+        }
+        for f in &self.flows_closed {
+            out.push(format!(
+                "UDP flow of {} to {} closed (2001): no longer allowed",
+                f.peer, f.target
             ));
         }
         for s in &self.streams_reset {

@@ -71,13 +71,7 @@ impl Sim {
             Op::RefuseNext { server } => self.nodes[self.clients + server].refuse_next = true,
             Op::Advance(d) => self.run_for(*d)?,
             Op::Reverse { .. } => self.reverse(op)?,
-            Op::Udp {
-                client,
-                server,
-                allowed,
-                datagrams,
-                size,
-            } => self.udp(*client, *server, *allowed, *datagrams, *size),
+            Op::Udp { .. } => self.udp(op),
             Op::Blackout {
                 client,
                 server,

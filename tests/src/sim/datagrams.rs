@@ -6,7 +6,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use toxtun_proto::{PeerId, StreamCode};
 use toxtun_transport_mock::NodeId;
 
-use super::{bytes_at, Sim, SimFailure};
+use super::{bytes_at, Op, Sim, SimFailure};
 
 impl Sim {
     /// Client `client` opens a flow to server `server` and sends `n` datagrams on it at
