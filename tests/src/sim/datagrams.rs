@@ -9,16 +9,19 @@ use toxtun_transport_mock::NodeId;
 use super::{bytes_at, Op, Sim, SimFailure};
 
 impl Sim {
-    /// Client `client` opens a flow to server `server` and sends `n` datagrams on it at
+    /// `Op::Udp`: the client opens a flow to the server and sends its datagrams on it at
     /// once (the endpoint holds them until the flow opens), the largest `size` bytes.
-    pub(super) fn udp(
-        &mut self,
-        client: usize,
-        server: usize,
-        allowed: bool,
-        n: usize,
-        size: usize,
-    ) {
+    pub(super) fn udp(&mut self, op: &Op) {
+        let &Op::Udp {
+            client,
+            server,
+            allowed,
+            datagrams: n,
+            size,
+        } = op
+        else {
+            return;
+        };
         let s = self.clients + server;
         let port = if allowed { 53 } else { 40053 };
         let target = format!("127.0.0.1:{port}").parse().expect("target");
