@@ -118,6 +118,7 @@ def udp_rtts(port, n):
 
 def tcp_rtts(port, n):
     c = socket.create_connection((LOCAL, port))
+    c.settimeout(10)
     c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     out = []
     msg = b"\x02" * 64
@@ -133,19 +134,20 @@ def tcp_rtts(port, n):
     return out
 
 
-def wait_tunnel(port):
-    for _ in range(240):
+def wait_tunnel(port, within=180.0):
+    end = time.monotonic() + within
+    while time.monotonic() < end:
         try:
             c = socket.create_connection((LOCAL, port), timeout=2)
             c.sendall(b"x")
-            c.settimeout(5)
+            c.settimeout(max(1.0, min(30.0, end - time.monotonic())))
             if c.recv(1) == b"x":
                 c.close()
                 return
         except OSError:
             pass
         time.sleep(0.5)
-    sys.exit("udp_probe: the tunnel never came up")
+    sys.exit(f"udp_probe: the tunnel did not come up within {within:.0f} s")
 
 
 def pct(v, q):
