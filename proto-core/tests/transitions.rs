@@ -1188,3 +1188,158 @@ fn a_stale_batch_after_an_unreported_outage_breaks_nothing() {
     assert!(d.sent.is_empty() && d.events.is_empty(), "{d:?}");
     assert!(client.session_stats(SERVER).is_some_and(|s| s.suspended));
 }
+
+/// A server with ALICE's session established, UDP forwarding negotiated, and ALICE
+/// allowed UDP to 127.0.0.1:53.
+fn server_with_alice_udp() -> (Endpoint, Instant) {
+    let now = t0();
+    let mut c = server_config();
+    let p = c.server.as_mut().unwrap();
+    p.clients[0].targets = TargetRules::new(vec![]).with_udp(vec!["127.0.0.1:53".parse().unwrap()]);
+    let mut ep = Endpoint::new(c, [1; 32]).unwrap();
+    ep.handle_input(now, Input::PeerOnline(ALICE));
+    drain(&mut ep, now);
+    let mut h = hello(1);
+    h.capabilities = toxtun_proto::Capabilities::DATAGRAM.0;
+    let d = packet(&mut ep, now, ALICE, Frame::Hello(h));
+    assert!(matches!(&d.frames_to(ALICE)[..], [Frame::HelloAck(a)] if a.capabilities & 16 == 16));
+    (ep, now)
+}
+
+fn flow_open(flow: u32, target: &str) -> Frame {
+    Frame::FlowOpen {
+        flow,
+        target: target.parse().unwrap(),
+    }
+}
+
+fn dgram(flow: u32, seq: u32, index: u8, count: u8) -> Frame {
+    Frame::LossyDatagram(toxtun_proto::wire::Fragment {
+        flow,
+        seq,
+        index,
+        count,
+        payload: Bytes::from_static(b"q"),
+    })
+}
+
+#[test]
+fn uopen_is_checked_against_the_udp_rules_and_answered_by_the_application() {
+    let (mut ep, now) = server_with_alice_udp();
+    // TCP to 127.0.0.1:22 is not UDP to it; 54 is not 53.
+    for (flow, to) in [(1, "127.0.0.1:22"), (2, "127.0.0.1:54")] {
+        let d = packet(&mut ep, now, ALICE, flow_open(flow, to));
+        assert_eq!(
+            d.frames_to(ALICE),
+            vec![Frame::FlowClose {
+                flow,
+                code: StreamCode::TargetNotAllowed
+            }]
+        );
+    }
+    let d = packet(&mut ep, now, ALICE, flow_open(3, "127.0.0.1:53"));
+    assert_eq!(
+        d.events,
+        vec![Event::FlowRequested {
+            peer: ALICE,
+            flow: 3,
+            target: "127.0.0.1:53".parse().unwrap()
+        }]
+    );
+    assert!(
+        d.frames_to(ALICE).is_empty(),
+        "nothing until the application answers"
+    );
+    // A datagram before the answer is dropped, as UDP drops it: no reply, no event.
+    let d = packet(&mut ep, now, ALICE, dgram(3, 0, 0, 1));
+    assert!(d.events.is_empty() && d.frames_to(ALICE).is_empty());
+    ep.answer_flow(ALICE, 3, Ok(())).unwrap();
+    let d = drain(&mut ep, now);
+    assert_eq!(d.frames_to(ALICE), vec![Frame::FlowOpenOk { flow: 3 }]);
+    // The same number again does not disturb the open flow.
+    let d = packet(&mut ep, now, ALICE, flow_open(3, "127.0.0.1:53"));
+    assert_eq!(
+        d.frames_to(ALICE),
+        vec![Frame::FlowClose {
+            flow: 3,
+            code: StreamCode::DuplicateStream
+        }]
+    );
+    let d = packet(&mut ep, now, ALICE, dgram(3, 1, 0, 1));
+    assert_eq!(
+        d.events,
+        vec![Event::Datagram {
+            peer: ALICE,
+            flow: 3,
+            payload: Bytes::from_static(b"q")
+        }]
+    );
+    // A repeat of it is not delivered again; one for a flow nobody opened is dropped.
+    for f in [dgram(3, 1, 0, 1), dgram(9, 0, 0, 1)] {
+        let d = packet(&mut ep, now, ALICE, f);
+        assert!(d.events.is_empty() && d.frames_to(ALICE).is_empty());
+    }
+    assert_eq!(ep.session_stats(ALICE).unwrap().datagrams_discarded, 3);
+    // The client closes it; the application hears.
+    let d = packet(
+        &mut ep,
+        now,
+        ALICE,
+        Frame::FlowClose {
+            flow: 3,
+            code: StreamCode::Cancelled,
+        },
+    );
+    assert_eq!(
+        d.events,
+        vec![Event::FlowClosed {
+            peer: ALICE,
+            flow: 3,
+            code: StreamCode::Cancelled,
+            remote: true
+        }]
+    );
+}
+
+#[test]
+fn a_malformed_fragment_ends_the_session_and_uopen_to_a_client_is_refused() {
+    let (mut ep, now) = server_with_alice_udp();
+    let mut bad = dgram(1, 0, 0, 1).to_bytes().to_vec();
+    bad[10] = 0; // a fragment count of 0
+    ep.handle_input(
+        now,
+        Input::Packet {
+            peer: ALICE,
+            packet: Bytes::from(bad),
+        },
+    );
+    let d = drain(&mut ep, now);
+    assert!(d.frames_to(ALICE).contains(&Frame::Close {
+        code: SessionCode::ProtocolViolation
+    }));
+    // A client (this endpoint opened the session) opens no flows for its server.
+    let mut ep = Endpoint::new(EndpointConfig::new(ALICE), [3; 32]).unwrap();
+    ep.connect(now, SERVER);
+    ep.handle_input(now, Input::PeerOnline(SERVER));
+    let d = drain(&mut ep, now);
+    let Some(Frame::Hello(h)) = d.frames_to(SERVER).first().cloned() else {
+        panic!("no hello")
+    };
+    let ack = HelloAck {
+        version: 1,
+        capabilities: toxtun_proto::Capabilities::DATAGRAM.0,
+        session: h.session,
+        resumed: false,
+        stream_window: 1 << 20,
+        session_window: 1 << 24,
+    };
+    packet(&mut ep, now, SERVER, Frame::HelloAck(ack));
+    let d = packet(&mut ep, now, SERVER, flow_open(1, "127.0.0.1:53"));
+    assert_eq!(
+        d.frames_to(SERVER),
+        vec![Frame::FlowClose {
+            flow: 1,
+            code: StreamCode::NotAccepting
+        }]
+    );
+}
