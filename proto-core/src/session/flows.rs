@@ -20,6 +20,7 @@ use crate::codes::{SessionCode, StreamCode};
 use crate::event::{DatagramError, Event};
 use crate::flow::{fragments, Assembled, Flow, FlowState, Reassembly, MAX_DATAGRAM, MAX_HELD};
 use crate::frame::{Fragment, Frame, DATAGRAM_HEADER_LEN};
+use crate::ids::PeerId;
 use crate::policy::ServerPolicy;
 use crate::target::Target;
 
@@ -253,20 +254,8 @@ impl Session {
             return;
         };
         self.flows.reassembly.forget(id);
-        let peer = self.peer;
-        ctx.events.push_back(match f.state {
-            FlowState::Asked => Event::FlowRefused {
-                peer,
-                flow: id,
-                code,
-            },
-            _ => Event::FlowClosed {
-                peer,
-                flow: id,
-                code,
-                remote: true,
-            },
-        });
+        ctx.events
+            .push_back(flow_ended(self.peer, id, f.state, code, true));
     }
 
     fn on_fragment(&mut self, now: Instant, frag: Fragment, ctx: &mut Ctx<'_>) {
@@ -376,21 +365,9 @@ impl Session {
             .collect();
         for id in ended {
             let f = self.flows.map.remove(&id).expect("listed");
-            let peer = self.peer;
             let code = StreamCode::SessionClosed;
-            ctx.events.push_back(match f.state {
-                FlowState::Asked => Event::FlowRefused {
-                    peer,
-                    flow: id,
-                    code,
-                },
-                _ => Event::FlowClosed {
-                    peer,
-                    flow: id,
-                    code,
-                    remote: false,
-                },
-            });
+            ctx.events
+                .push_back(flow_ended(self.peer, id, f.state, code, false));
         }
         self.flows.queue.clear();
         self.flows.queued_bytes = 0;
@@ -432,5 +409,19 @@ impl Session {
     pub(super) fn flow_counters(&self) -> (usize, [u64; 4]) {
         let f = &self.flows;
         (f.map.len(), [f.sent, f.received, f.dropped, f.discarded])
+    }
+}
+
+/// How a flow that ended in `state` is reported: refused if the client was still waiting
+/// for UOPEN_OK, closed otherwise.
+fn flow_ended(peer: PeerId, flow: u32, state: FlowState, code: StreamCode, remote: bool) -> Event {
+    match state {
+        FlowState::Asked => Event::FlowRefused { peer, flow, code },
+        _ => Event::FlowClosed {
+            peer,
+            flow,
+            code,
+            remote,
+        },
     }
 }

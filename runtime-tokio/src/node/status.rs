@@ -106,7 +106,7 @@ impl Counters {
             }
             Event::FlowOpened { .. } => self.flows_opened += 1,
             Event::FlowRefused { code, .. } | Event::FlowDenied { code, .. } => {
-                *self.flows_refused.entry(code.code()).or_default() += 1
+                self.flow_refused(*code)
             }
             Event::FriendRequest { decision, .. } => match decision {
                 Ok(_) => self.friend_requests_accepted += 1,
@@ -114,6 +114,12 @@ impl Counters {
             },
             _ => {}
         }
+    }
+
+    /// A UDP flow refused here without an endpoint event saying so (its target failed),
+    /// or with one.
+    pub(super) fn flow_refused(&mut self, code: StreamCode) {
+        *self.flows_refused.entry(code.code()).or_default() += 1;
     }
 
     /// A stream refused here without an endpoint event saying so (its target failed).

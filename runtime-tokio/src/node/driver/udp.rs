@@ -352,6 +352,7 @@ impl<T: Transport> Driver<T> {
                     return; // the client closed it meanwhile
                 }
                 tracing::debug!(%peer, %target, flow, "UDP flow open");
+                self.counters.flows_opened += 1;
                 let socket = Arc::new(socket);
                 let reader =
                     self.udp
@@ -366,7 +367,9 @@ impl<T: Transport> Driver<T> {
             }
             Err(code) => {
                 tracing::info!(%peer, %target, code = code.code(), "UDP target: {code}");
-                let _ = self.endpoint.answer_flow(peer, flow, Err(code));
+                if self.endpoint.answer_flow(peer, flow, Err(code)).is_ok() {
+                    self.counters.flow_refused(code);
+                }
             }
         }
     }
