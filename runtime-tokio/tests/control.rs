@@ -64,7 +64,8 @@ async fn setup(name: &str, attach_secret: Option<&str>) -> Setup {
     scfg.server = Some(ServerPolicy {
         clients: vec![ClientRule {
             peer: cid.public_key,
-            targets: TargetRules::new(vec![format!("127.0.0.1:{echo_port}").parse().unwrap()]),
+            targets: TargetRules::new(vec![format!("127.0.0.1:{echo_port}").parse().unwrap()])
+                .with_udp(vec!["127.0.0.1:1024-65535".parse().unwrap()]),
         }],
         listen: ListenRules {
             clients: vec![(
@@ -397,7 +398,7 @@ async fn a_held_reverse_forward_listens_while_the_hold_lasts() {
         format!("127.0.0.1:{port}"),
         format!("127.0.0.1:{}", s.echo_port),
     )];
-    let held = hold(&s.dir, s.server_id.to_string(), None, reverse)
+    let held = hold(&s.dir, s.server_id.to_string(), None, (reverse, vec![]))
         .await
         .unwrap()
         .expect("the holder answers")
@@ -418,6 +419,54 @@ async fn a_held_reverse_forward_listens_while_the_hold_lasts() {
         assert!(
             Instant::now() < end,
             "still listening on {port} after the hold ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_udp_forward_carries_datagrams_while_the_hold_lasts() {
+    let s = setup("udp", None).await;
+    // A UDP echo server on the server's side.
+    let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let echo_at = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = echo.recv_from(&mut buf).await {
+            let _ = echo.send_to(&buf[..n], from).await;
+        }
+    });
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let udp = vec![(format!("127.0.0.1:{port}"), echo_at.to_string())];
+    let held = hold(&s.dir, s.server_id.to_string(), None, (vec![], udp))
+        .await
+        .unwrap()
+        .expect("the holder answers")
+        .expect("held");
+    // The holder bound `port`: a datagram there comes back from the server's echo.
+    let me = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = [0u8; 64];
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        me.send_to(b"ping", ("127.0.0.1", port)).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_millis(500), me.recv_from(&mut buf)).await;
+        if let Ok(Ok((n, _))) = got {
+            assert_eq!(&buf[..n], b"ping");
+            break;
+        }
+        assert!(Instant::now() < end, "no echo through the held -U");
+    }
+    // The hold ends: the holder closes the port.
+    drop(held);
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < end,
+            "still bound to {port} after the hold ended"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -188,12 +188,13 @@ pub async fn hold(
     dir: &Path,
     server: String,
     credential: Option<String>,
-    reverse: Vec<(String, String)>,
+    (reverse, udp): (Vec<(String, String)>, Vec<(String, String)>),
 ) -> Result<Option<Result<Hold, Attached>>, ControlError> {
     let request = Request::Hold {
         server,
         credential,
         reverse,
+        udp,
     };
     let Some((reply, rd, wr)) = exchange(dir, Role::Client, &request).await? else {
         return Ok(None);

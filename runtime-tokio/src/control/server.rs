@@ -285,7 +285,11 @@ impl Shared {
                 server,
                 credential,
                 reverse,
-            } => self.hold(&server, credential, &reverse, rd, wr).await,
+                udp,
+            } => {
+                self.hold(&server, credential, (&reverse, &udp), rd, wr)
+                    .await
+            }
             Request::Open {
                 server,
                 target,
@@ -358,18 +362,20 @@ impl Shared {
         &self,
         server: &str,
         credential: Option<String>,
-        reverse: &[(String, String)],
+        (reverse, udp): (&[(String, String)], &[(String, String)]),
         rd: &mut BufReader<OwnedReadHalf>,
         wr: &mut OwnedWriteHalf,
     ) -> Result<Option<Reply>, ControlError> {
         let pid = std::process::id();
         let peer = self.befriend(server, credential).await?;
-        let listeners = self.listen(peer, reverse).await?;
-        let _given_up = Unlisten {
+        let mut given_up = Unlisten {
             node: self.node.clone(),
             peer,
-            listeners,
+            listeners: Vec::new(),
+            udp: Vec::new(),
         };
+        given_up.udp = self.forward_udp(peer, udp).await?;
+        given_up.listeners = self.listen(peer, reverse).await?;
         if wr
             .write_all(&encode_line(&Reply::Holding { pid }))
             .await
@@ -381,6 +387,35 @@ impl Shared {
             let _ = rd.read(&mut byte).await;
         }
         Ok(None)
+    }
+
+    /// The UDP forwards of a `hold`: this process binds each address and forwards its
+    /// datagrams for as long as the hold lasts. A port in use fails the hold.
+    async fn forward_udp(
+        &self,
+        peer: PeerId,
+        udp: &[(String, String)],
+    ) -> Result<Vec<u32>, ControlError> {
+        let mut bound = Vec::new();
+        for (bind, to) in udp {
+            let target = to
+                .parse::<Target>()
+                .map_err(|e| ControlError::BadArgument(format!("-U {to}: {e}")))?;
+            let socket = tokio::net::UdpSocket::bind(bind.as_str())
+                .await
+                .map_err(|e| ControlError::BadArgument(format!("cannot bind UDP {bind}: {e}")))?;
+            bound.push((socket, target));
+        }
+        let mut ids = Vec::new();
+        for (socket, target) in bound {
+            let id = self
+                .node
+                .forward_udp(peer, socket, target)
+                .await
+                .map_err(|e| ControlError::Node(e.to_string()))?;
+            ids.push(id);
+        }
+        Ok(ids)
     }
 
     /// The reverse forwards of a `hold`, asked of the server for as long as it lasts.
@@ -524,18 +559,24 @@ struct Unlisten {
     node: Node,
     peer: PeerId,
     listeners: Vec<u32>,
+    /// The hold's UDP forwards, stopped with it.
+    udp: Vec<u32>,
 }
 
 impl Drop for Unlisten {
     fn drop(&mut self) {
         let (node, peer) = (self.node.clone(), self.peer);
         let ids = std::mem::take(&mut self.listeners);
-        if ids.is_empty() {
+        let udp = std::mem::take(&mut self.udp);
+        if ids.is_empty() && udp.is_empty() {
             return;
         }
         tokio::spawn(async move {
             for id in ids {
                 node.unlisten(peer, id).await;
+            }
+            for id in udp {
+                node.stop_udp(id).await;
             }
         });
     }

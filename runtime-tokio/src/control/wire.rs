@@ -39,6 +39,11 @@ pub enum Request {
         /// identity connects the streams to `to`.
         #[serde(default)]
         reverse: Vec<(String, String)>,
+        /// UDP forwards (`forward -U`), as (`bind`, `target`) pairs: the holder of the
+        /// identity binds each `bind` (an address and port on this machine) and forwards
+        /// its datagrams to `target` while this connection stays open.
+        #[serde(default)]
+        udp: Vec<(String, String)>,
     },
     /// Open a stream to `target` through `server` and carry it on this socket.
     Open {

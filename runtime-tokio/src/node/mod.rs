@@ -206,7 +206,8 @@ enum Cmd {
     Reload(Box<ServerPolicy>, oneshot::Sender<ReloadReport>),
     Listen(PeerId, Target, Target, oneshot::Sender<Result<u32, String>>),
     Unlisten(PeerId, u32),
-    ForwardUdp(PeerId, tokio::net::UdpSocket, Target),
+    ForwardUdp(PeerId, tokio::net::UdpSocket, Target, oneshot::Sender<u32>),
+    StopUdp(u32),
 }
 
 /// A handle to a running node. Cheap to clone. The node runs while any handle lives:
@@ -231,6 +232,7 @@ impl std::fmt::Debug for Cmd {
             Cmd::Listen(..) => "Listen",
             Cmd::Unlisten(..) => "Unlisten",
             Cmd::ForwardUdp(..) => "ForwardUdp",
+            Cmd::StopUdp(..) => "StopUdp",
         })
     }
 }

@@ -625,7 +625,10 @@ impl<T: Transport> Driver<T> {
             Cmd::Unlisten(server, id) => {
                 self.endpoint.unlisten(server, id);
             }
-            Cmd::ForwardUdp(server, socket, target) => self.forward_udp(server, socket, target),
+            Cmd::ForwardUdp(server, socket, target, reply) => {
+                let _ = reply.send(self.forward_udp(server, socket, target));
+            }
+            Cmd::StopUdp(id) => self.stop_udp(id),
             Cmd::Reload(policy, reply) => {
                 let _ = reply.send(self.reload(*policy));
             }

@@ -199,7 +199,7 @@ pub(in crate::node) async fn bind_toward(target: &Target) -> Result<UdpSocket, S
 impl<T: Transport> Driver<T> {
     /// Client: forwards each datagram that reaches `socket` to `target` through `server`,
     /// one flow per source address, and the answers back to that address.
-    pub(super) fn forward_udp(&mut self, server: PeerId, socket: UdpSocket, target: Target) {
+    pub(super) fn forward_udp(&mut self, server: PeerId, socket: UdpSocket, target: Target) -> u32 {
         self.udp.next_forward += 1;
         let id = self.udp.next_forward;
         let socket = Arc::new(socket);
@@ -220,6 +220,27 @@ impl<T: Transport> Driver<T> {
             },
         );
         self.endpoint.connect(now(), server);
+        id
+    }
+
+    /// Stops forward `id`: its socket closes, its flows end.
+    pub(super) fn stop_udp(&mut self, id: u32) {
+        let Some(f) = self.udp.forwards.remove(&id) else {
+            return;
+        };
+        f.reader.abort();
+        let flows: Vec<(PeerId, u32)> = self
+            .udp
+            .sources
+            .iter()
+            .filter(|((fw, _), _)| *fw == id)
+            .map(|(_, s)| (s.peer, s.flow))
+            .collect();
+        for (peer, flow) in flows {
+            self.udp.forget_flow(peer, flow);
+            self.endpoint.close_flow(peer, flow);
+        }
+        self.udp.refused.retain(|(fw, _), _| *fw != id);
     }
 
     /// A datagram read from a socket: into its flow (a client opens one for a new source).

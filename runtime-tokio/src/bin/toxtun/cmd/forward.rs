@@ -124,7 +124,7 @@ pub(crate) async fn run(
     let mut stop = StopSignals::new();
     let server = parse_server(server)?;
     let (listeners, socks) = bind(specs.local, specs.dynamic, &server).await?;
-    let udp = bind_udp(specs.udp, &server).await?;
+    let udp = check_udp(specs.udp, &server).await?;
     let reverse = specs
         .remote
         .iter()
@@ -132,8 +132,15 @@ pub(crate) async fn run(
         .collect::<Result<Vec<_>, _>>()?;
     let dir = data_dir(&cli.data_dir)?;
     let cred = credential(load_secret(secret)?.as_ref());
-    let runs = take_identity(cli, &dir, server, cred.clone(), (secret, net), &reverse).await?;
-    start_udp(&runs, server.public_key, udp).await?;
+    let runs = take_identity(
+        cli,
+        &dir,
+        server,
+        cred.clone(),
+        (secret, net),
+        (&reverse, &udp),
+    )
+    .await?;
     for (bind, to) in &reverse {
         eprintln!(
             "toxtun: {} listens on {bind} -> {to} here",
@@ -185,21 +192,19 @@ pub(crate) async fn run(
     }
 }
 
-/// Attaches to whatever runs the client identity (holding `reverse` there), or runs it
-/// in this process (with `reverse` asked of the server).
+/// Attaches to whatever runs the client identity (holding `reverse` and `udp` there: it
+/// asks the server to listen, and binds the UDP ports), or runs it in this process (and
+/// does both here).
 async fn take_identity(
     cli: &Cli,
     dir: &std::path::Path,
     server: ToxId,
     cred: Option<String>,
     (secret, net): (&SecretArgs, &NetArgs),
-    reverse: &[(Target, Target)],
+    (reverse, udp): (&[(Target, Target)], &[(SocketAddr, Target)]),
 ) -> Result<Runs, Fail> {
-    let as_text = reverse
-        .iter()
-        .map(|(b, t)| (b.to_string(), t.to_string()))
-        .collect();
-    Ok(match hold(dir, server.to_string(), cred, as_text).await? {
+    let specs = (as_text(reverse), as_text(udp));
+    Ok(match hold(dir, server.to_string(), cred, specs).await? {
         Some(Ok(held)) => {
             eprintln!(
                 "toxtun: attached to toxtun process {}, which runs this identity",
@@ -218,9 +223,26 @@ async fn take_identity(
                     .await
                     .map_err(|e| Fail(format!("-R {bind}: {e}")))?;
             }
+            for (at, target) in udp {
+                let socket = tokio::net::UdpSocket::bind(at)
+                    .await
+                    .map_err(|e| Fail(format!("cannot bind UDP {at}: {e}")))?;
+                holder
+                    .node
+                    .forward_udp(server.public_key, socket, target.clone())
+                    .await
+                    .map_err(|e| Fail(format!("-U {at}: {e}")))?;
+            }
             Runs::Own(holder)
         }
     })
+}
+
+/// (`bind`, `to`) pairs as the control socket carries them.
+fn as_text<A: std::fmt::Display, B: std::fmt::Display>(v: &[(A, B)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
 }
 
 /// Who runs the identity for this forward.
@@ -231,48 +253,21 @@ enum Runs {
     Attached(Hold),
 }
 
-/// Starts the `-U` forwards on this process's node; an attached forward cannot carry
-/// datagrams over the control socket, and says so.
-async fn start_udp(
-    runs: &Runs,
-    server: PeerId,
-    udp: Vec<(tokio::net::UdpSocket, Target)>,
-) -> Result<(), Fail> {
-    match runs {
-        Runs::Own(h) => {
-            for (socket, target) in udp {
-                h.node
-                    .forward_udp(server, socket, target)
-                    .await
-                    .map_err(|e| Fail(format!("-U: {e}")))?;
-            }
-        }
-        Runs::Attached(held) if !udp.is_empty() => {
-            return Err(Fail(format!(
-                "-U needs the forward to run this identity itself, and toxtun process {} \
-                 runs it: stop that one, or give it a --data-dir of its own",
-                held.pid
-            )));
-        }
-        Runs::Attached(_) => {}
-    }
-    Ok(())
-}
-
-/// Binds every `-U` socket first, as the TCP listeners are: a port in use fails before
-/// Tox starts.
-async fn bind_udp(
-    specs: &[String],
-    server: &ToxId,
-) -> Result<Vec<(tokio::net::UdpSocket, Target)>, Fail> {
+/// Checks every `-U` address can be bound, as the TCP listeners are bound first: a port
+/// in use fails before Tox starts. The sockets close again: whoever runs the identity
+/// (this process, or the agent it attaches to) binds them for real.
+async fn check_udp(specs: &[String], server: &ToxId) -> Result<Vec<(SocketAddr, Target)>, Fail> {
     let mut out = Vec::new();
     for spec in specs {
         let (at, target) = parse_udp(spec)?;
         let socket = tokio::net::UdpSocket::bind(&at)
             .await
             .map_err(|e| Fail(format!("cannot bind UDP {at}: {e}")))?;
+        let at = socket
+            .local_addr()
+            .map_err(|e| Fail(format!("UDP {at}: {e}")))?;
         eprintln!("toxtun: UDP {at} -> {target} via {}", server.public_key);
-        out.push((socket, target));
+        out.push((at, target));
     }
     Ok(out)
 }
