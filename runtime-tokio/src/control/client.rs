@@ -8,7 +8,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
-use super::wire::{encode_line, read_line, ControlError, DownFrame, Reply, Request, MAX_REPLY};
+use super::wire::{
+    encode_line, read_line, ControlError, DownFrame, ForwardPair, Reply, Request, MAX_REPLY,
+};
 use super::Role;
 
 /// Connects to `role`'s control socket in `dir`; `None` if no process listens there (no
@@ -188,7 +190,7 @@ pub async fn hold(
     dir: &Path,
     server: String,
     credential: Option<String>,
-    (reverse, udp): (Vec<(String, String)>, Vec<(String, String)>),
+    (reverse, udp): (Vec<ForwardPair>, Vec<ForwardPair>),
 ) -> Result<Option<Result<Hold, Attached>>, ControlError> {
     let request = Request::Hold {
         server,

@@ -14,8 +14,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify, Semaphore};
 use toxtun_proto::{PeerId, StreamCode, StreamId, Target, ToxId};
 
 use super::wire::{
-    decode_request, encode_line, read_line, ControlError, DownFrame, Reply, Request, FRAME_HEADER,
-    MAX_DATA_FRAME, MAX_REQUEST,
+    decode_request, encode_line, read_line, ControlError, DownFrame, ForwardPair, Reply, Request,
+    FRAME_HEADER, MAX_DATA_FRAME, MAX_REQUEST,
 };
 use super::Role;
 use crate::node::{Node, NodeEvent, ReloadReport, TunnelStream};
@@ -362,7 +362,7 @@ impl Shared {
         &self,
         server: &str,
         credential: Option<String>,
-        (reverse, udp): (&[(String, String)], &[(String, String)]),
+        (reverse, udp): (&[ForwardPair], &[ForwardPair]),
         rd: &mut BufReader<OwnedReadHalf>,
         wr: &mut OwnedWriteHalf,
     ) -> Result<Option<Reply>, ControlError> {

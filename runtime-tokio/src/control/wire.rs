@@ -17,6 +17,9 @@ pub const MAX_REPLY: usize = 4 * 1024 * 1024;
 /// The most data bytes in one [`DownFrame::Data`].
 pub const MAX_DATA_FRAME: usize = 64 * 1024;
 
+/// A (`bind`, `to`) pair of a held forward (`-R` or `-U`), each `host:port` as text.
+pub type ForwardPair = (String, String);
+
 /// A request to the process that holds an identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]

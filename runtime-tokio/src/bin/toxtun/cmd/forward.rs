@@ -201,7 +201,7 @@ async fn take_identity(
     server: ToxId,
     cred: Option<String>,
     (secret, net): (&SecretArgs, &NetArgs),
-    (reverse, udp): (&[(Target, Target)], &[(SocketAddr, Target)]),
+    (reverse, udp): (&[ReverseSpec], &[UdpSpec]),
 ) -> Result<Runs, Fail> {
     let specs = (as_text(reverse), as_text(udp));
     Ok(match hold(dir, server.to_string(), cred, specs).await? {
@@ -238,6 +238,11 @@ async fn take_identity(
     })
 }
 
+/// A `-R`: where the server listens, where its connections go here.
+type ReverseSpec = (Target, Target);
+/// A `-U`: the local address (checked free), where its datagrams go on the server's side.
+type UdpSpec = (SocketAddr, Target);
+
 /// (`bind`, `to`) pairs as the control socket carries them.
 fn as_text<A: std::fmt::Display, B: std::fmt::Display>(v: &[(A, B)]) -> Vec<(String, String)> {
     v.iter()
@@ -256,7 +261,7 @@ enum Runs {
 /// Checks every `-U` address can be bound, as the TCP listeners are bound first: a port
 /// in use fails before Tox starts. The sockets close again: whoever runs the identity
 /// (this process, or the agent it attaches to) binds them for real.
-async fn check_udp(specs: &[String], server: &ToxId) -> Result<Vec<(SocketAddr, Target)>, Fail> {
+async fn check_udp(specs: &[String], server: &ToxId) -> Result<Vec<UdpSpec>, Fail> {
     let mut out = Vec::new();
     for spec in specs {
         let (at, target) = parse_udp(spec)?;
