@@ -20,6 +20,7 @@
 //! [session]
 //! resume_grace_secs = 120         # streams outlive a lost Tox link this long
 //! fast_path = true                # lossy packets + own congestion control on direct UDP
+//! congestion = "bbr"              # the fast path's controller: bbr or newreno
 //!
 //! [metrics]
 //! listen = "127.0.0.1:9184"       # Prometheus text format at /metrics (default: off)
@@ -93,6 +94,7 @@ struct MetricsEntry {
 struct SessionEntry {
     resume_grace_secs: Option<u64>,
     fast_path: Option<bool>,
+    congestion: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +124,30 @@ struct LimitsEntry {
     max_peers: Option<usize>,
     max_streams_per_peer: Option<usize>,
     max_flows_per_peer: Option<usize>,
+}
+
+/// `[session]`'s values: the resume grace, the fast-path switch, the controller.
+type SessionValues = (
+    Option<u64>,
+    Option<bool>,
+    Option<toxtun_proto::CongestionControl>,
+);
+
+impl SessionEntry {
+    /// The resume grace, the fast-path switch and the controller, checked.
+    fn values(&self) -> Result<SessionValues, String> {
+        if self.resume_grace_secs.is_some_and(|g| g > 24 * 3600) {
+            return Err("session.resume_grace_secs: at most 86400 (a day)".into());
+        }
+        let congestion = match self.congestion.as_deref() {
+            None => None,
+            Some(name) => Some(
+                name.parse()
+                    .map_err(|e| format!("session.congestion: {e}"))?,
+            ),
+        };
+        Ok((self.resume_grace_secs, self.fast_path, congestion))
+    }
 }
 
 impl LimitsEntry {
@@ -160,6 +186,8 @@ pub struct ServerConfig {
     pub network: NetworkEntry,
     /// How long streams outlive a lost Tox link (`[session] resume_grace_secs`), if set.
     pub resume_grace_secs: Option<u64>,
+    /// The fast path's congestion controller (`[session] congestion`), if set.
+    pub congestion: Option<toxtun_proto::CongestionControl>,
     /// Whether to offer the fast path (`[session] fast_path`), if set.
     pub fast_path: Option<bool>,
     /// Where to serve Prometheus metrics (`[metrics] listen`), if set.
@@ -268,13 +296,10 @@ impl ServerConfig {
                     .map_err(|e| invalid(format!("network.bootstrap[{i}]: {e}")))?,
             );
         }
-        let resume_grace_secs = file.session.as_ref().and_then(|s| s.resume_grace_secs);
-        let fast_path = file.session.as_ref().and_then(|s| s.fast_path);
-        if resume_grace_secs.is_some_and(|g| g > 24 * 3600) {
-            return Err(invalid(
-                "session.resume_grace_secs: at most 86400 (a day)".into(),
-            ));
-        }
+        let (resume_grace_secs, fast_path, congestion) = match &file.session {
+            Some(sess) => sess.values().map_err(invalid)?,
+            None => (None, None, None),
+        };
         let metrics = match &file.metrics {
             None => None,
             Some(m) => Some(m.listen.parse().map_err(|e| {
@@ -290,6 +315,7 @@ impl ServerConfig {
             network: file.network,
             resume_grace_secs,
             fast_path,
+            congestion,
             metrics,
         })
     }
@@ -301,8 +327,12 @@ impl ServerConfig {
         if self.bootstrap != running.bootstrap || self.network != running.network {
             out.push("[network]");
         }
-        if (self.resume_grace_secs, self.fast_path)
-            != (running.resume_grace_secs, running.fast_path)
+        if (self.resume_grace_secs, self.fast_path, self.congestion)
+            != (
+                running.resume_grace_secs,
+                running.fast_path,
+                running.congestion,
+            )
         {
             out.push("[session]");
         }

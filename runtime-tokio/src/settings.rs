@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use toxtun_proto::{EndpointConfig, PeerId, SharedSecret};
+use toxtun_proto::{CongestionControl, EndpointConfig, PeerId, SharedSecret};
 use toxtun_transport_tox::{public_nodes, BootstrapNode, ToxConfig, ToxOptions};
 
 use crate::config::ServerConfig;
@@ -25,6 +25,8 @@ pub struct NetSettings {
     pub resume_grace: Duration,
     /// Offer the fast path in the handshake.
     pub fast_path: bool,
+    /// The fast path's congestion controller (for what this side sends).
+    pub congestion: CongestionControl,
 }
 
 impl Default for NetSettings {
@@ -36,6 +38,7 @@ impl Default for NetSettings {
             udp: true,
             resume_grace: e.resume_grace,
             fast_path: e.fast_path,
+            congestion: e.congestion,
         }
     }
 }
@@ -58,6 +61,9 @@ impl NetSettings {
         }
         if conf.fast_path == Some(false) {
             self.fast_path = false;
+        }
+        if let Some(cc) = conf.congestion {
+            self.congestion = cc;
         }
     }
 
@@ -85,6 +91,7 @@ impl NetSettings {
         cfg.client_secret = secret;
         cfg.resume_grace = self.resume_grace;
         cfg.fast_path = self.fast_path;
+        cfg.congestion = self.congestion;
         cfg
     }
 }

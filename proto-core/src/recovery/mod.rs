@@ -35,6 +35,7 @@ use crate::ids::StreamId;
 
 pub(crate) mod congestion;
 mod pacing;
+mod rate;
 mod receiver;
 mod rtt;
 #[cfg(test)]
@@ -43,6 +44,7 @@ mod tests;
 pub(crate) use congestion::CongestionControl;
 use congestion::Controller;
 use pacing::Pacer;
+use rate::{DeliveryRate, PacketRate};
 pub(crate) use receiver::{LossyReceiver, MAX_ACK_DELAY};
 pub(crate) use rtt::RttEstimator;
 use rtt::GRANULARITY;
@@ -98,6 +100,7 @@ pub(crate) struct Chunk {
 struct SentPacket {
     time: Instant,
     chunk: Chunk,
+    rate: PacketRate,
 }
 
 /// A packet declared lost, remembered in case it is acknowledged after all: the largest
@@ -220,6 +223,8 @@ pub(crate) struct LossySender {
     /// The order the next new chunk gets.
     next_order: u64,
     counters: SenderCounters,
+    /// Delivery-rate sampling, for a model-based controller.
+    delivery: DeliveryRate,
 }
 
 /// What an acknowledgement did.
@@ -249,6 +254,7 @@ impl LossySender {
             probing: Probing::default(),
             next_order: 0,
             counters: SenderCounters::default(),
+            delivery: DeliveryRate::default(),
         }
     }
 
@@ -343,10 +349,18 @@ impl LossySender {
         let n = self.next_packet;
         self.next_packet += 1;
         let len = chunk.payload.len();
+        let rate = self.delivery.on_sent(now, self.bytes_in_flight);
         self.bytes_in_flight += len;
         self.controller.on_sent(now, n, len, self.bytes_in_flight);
         self.pacer.on_sent(len);
-        self.in_flight.insert(n, SentPacket { time: now, chunk });
+        self.in_flight.insert(
+            n,
+            SentPacket {
+                time: now,
+                chunk,
+                rate,
+            },
+        );
         self.last_sent = Some(now);
         self.counters.packets_sent += 1;
         self.probing.packets = self.probing.packets.saturating_sub(1);
@@ -354,6 +368,12 @@ impl LossySender {
             self.counters.bytes_resent += len as u64;
         }
         n
+    }
+
+    /// The sender has nothing more to send though the window has room: the rate samples
+    /// of what is in flight understate the path.
+    pub fn on_app_limited(&mut self) {
+        self.delivery.on_app_limited(self.bytes_in_flight);
     }
 
     /// The next packet number (for encoding before [`LossySender::on_sent`]).
@@ -402,7 +422,8 @@ impl LossySender {
                 };
                 let len = p.chunk.payload.len();
                 self.bytes_in_flight -= len;
-                self.controller.on_ack(now, p.time, len, &self.rtt);
+                let sample = self.delivery.on_acked(now, &p.rate, p.time, len);
+                self.controller.on_ack(now, p.time, len, &self.rtt, &sample);
                 if p.chunk.shadow {
                     continue;
                 }
@@ -507,12 +528,14 @@ impl LossySender {
 
     fn declare_lost(&mut self, now: Instant, numbers: &[u64]) {
         let mut newest_lost_sent: Option<Instant> = None;
+        let mut lost_bytes = 0;
         let mut chunks = Vec::with_capacity(numbers.len());
         let largest = self.largest_acked.unwrap_or(0);
         let mut declared = Vec::with_capacity(numbers.len());
         for k in numbers {
             if let Some(p) = self.in_flight.remove(k) {
                 self.bytes_in_flight -= p.chunk.payload.len();
+                lost_bytes += p.chunk.payload.len();
                 newest_lost_sent = Some(newest_lost_sent.map_or(p.time, |t| t.max(p.time)));
                 declared.push((*k, (p.chunk.order, p.chunk.stream, p.chunk.offset)));
                 chunks.push(p.chunk);
@@ -525,7 +548,7 @@ impl LossySender {
         self.lost.extend(chunks);
         let r = &mut self.reordering;
         if let Some(sent) = newest_lost_sent {
-            if self.controller.on_congestion_event(now, sent) {
+            if self.controller.on_congestion_event(now, sent, lost_bytes) {
                 r.episode += 1;
                 r.episode_lost = 0;
                 r.episode_spurious = 0;

@@ -233,6 +233,12 @@ impl Session {
         (lossy_lane, lossless_lane): (bool, bool),
     ) -> Option<Bytes> {
         let credit = self.send_max.saturating_sub(self.send_total);
+        if lossy && (credit == 0 || self.sched.is_empty()) && self.lossy_tx.window_open() {
+            // The window has room and nothing fills it: the rate samples of what is in
+            // flight say what the application (or the peer's credit) allowed, not the
+            // path.
+            self.lossy_tx.on_app_limited();
+        }
         if credit == 0 {
             return None;
         }

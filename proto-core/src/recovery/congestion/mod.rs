@@ -9,11 +9,14 @@
 use std::fmt;
 use std::time::Instant;
 
+use super::rate::RateSample;
 use super::rtt::RttEstimator;
 use super::SEGMENT;
 
+mod bbr;
 mod new_reno;
 
+pub(crate) use bbr::Bbr;
 pub(crate) use new_reno::NewReno;
 
 /// The first window: 10 segments, as QUIC and TCP start.
@@ -32,6 +35,33 @@ pub enum CongestionControl {
     /// trip shows a queue.
     #[default]
     NewReno,
+    /// Model-based, in the spirit of BBR: paces at the estimated bottleneck bandwidth,
+    /// keeps about two bandwidth-delay products in flight, and takes random loss under 2%
+    /// of a round for what it is, not for congestion.
+    Bbr,
+}
+
+impl std::str::FromStr for CongestionControl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "newreno" | "new_reno" | "reno" => Ok(CongestionControl::NewReno),
+            "bbr" => Ok(CongestionControl::Bbr),
+            other => Err(format!(
+                "unknown congestion controller {other:?} (newreno or bbr)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for CongestionControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CongestionControl::NewReno => "newreno",
+            CongestionControl::Bbr => "bbr",
+        })
+    }
 }
 
 impl CongestionControl {
@@ -39,6 +69,7 @@ impl CongestionControl {
     pub(crate) fn build(self) -> Box<dyn Controller> {
         match self {
             CongestionControl::NewReno => Box::new(NewReno::default()),
+            CongestionControl::Bbr => Box::new(Bbr::default()),
         }
     }
 }
@@ -56,13 +87,26 @@ pub(crate) trait Controller: fmt::Debug + Send {
     /// The estimator took a new round-trip sample (`rtt.latest_adjusted()`).
     fn on_rtt_sample(&mut self, rtt: &RttEstimator);
 
-    /// A packet sent at `sent` with `bytes` of payload was acknowledged.
-    fn on_ack(&mut self, now: Instant, sent: Instant, bytes: usize, rtt: &RttEstimator);
+    /// A packet sent at `sent` with `bytes` of payload was acknowledged; `sample` is the
+    /// delivery rate it measured.
+    fn on_ack(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        bytes: usize,
+        rtt: &RttEstimator,
+        sample: &RateSample,
+    );
 
-    /// Packets were declared lost, the newest of them sent at `newest_sent`. Returns
-    /// whether this starts a new congestion episode (a reduction), rather than belonging to
-    /// the one in progress.
-    fn on_congestion_event(&mut self, now: Instant, newest_sent: Instant) -> bool;
+    /// Packets carrying `lost_bytes` were declared lost, the newest of them sent at
+    /// `newest_sent`. Returns whether this starts a new congestion episode (a reduction),
+    /// rather than belonging to the one in progress.
+    fn on_congestion_event(
+        &mut self,
+        now: Instant,
+        newest_sent: Instant,
+        lost_bytes: usize,
+    ) -> bool;
 
     /// Losses after two probe timeouts without an acknowledgement: the path collapsed or
     /// went out (RFC 9002 §7.6).

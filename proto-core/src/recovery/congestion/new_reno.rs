@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Controller, INITIAL_WINDOW, MAX_WINDOW, MIN_WINDOW};
+use crate::recovery::rate::RateSample;
 use crate::recovery::rtt::RttEstimator;
 use crate::recovery::SEGMENT;
 
@@ -177,7 +178,14 @@ impl Controller for NewReno {
         self.round_samples += 1;
     }
 
-    fn on_ack(&mut self, _now: Instant, sent: Instant, bytes: usize, rtt: &RttEstimator) {
+    fn on_ack(
+        &mut self,
+        _now: Instant,
+        sent: Instant,
+        bytes: usize,
+        rtt: &RttEstimator,
+        _sample: &RateSample,
+    ) {
         if self.recovery_start.is_some_and(|r| sent <= r) {
             return; // acknowledged from before the reduction: no growth yet
         }
@@ -215,7 +223,7 @@ impl Controller for NewReno {
         self.window = self.window.min(MAX_WINDOW);
     }
 
-    fn on_congestion_event(&mut self, now: Instant, newest_sent: Instant) -> bool {
+    fn on_congestion_event(&mut self, now: Instant, newest_sent: Instant, _lost: usize) -> bool {
         if self.recovery_start.is_some_and(|r| newest_sent <= r) {
             return false; // one reduction per round of losses
         }
@@ -294,7 +302,8 @@ mod tests {
             self.cc.on_rtt_sample(&self.rtt);
             for _ in first..end {
                 self.in_flight -= SEGMENT;
-                self.cc.on_ack(self.t, sent, SEGMENT, &self.rtt);
+                self.cc
+                    .on_ack(self.t, sent, SEGMENT, &self.rtt, &RateSample::default());
             }
         }
 
@@ -428,10 +437,10 @@ mod tests {
         let w = f.cc.window();
         let sent = f.t;
         f.t += Duration::from_millis(1);
-        assert!(f.cc.on_congestion_event(f.t, sent));
+        assert!(f.cc.on_congestion_event(f.t, sent, SEGMENT));
         assert_eq!(f.cc.window(), w * BETA_NUM / BETA_DEN);
         assert!(
-            !f.cc.on_congestion_event(f.t, sent),
+            !f.cc.on_congestion_event(f.t, sent, SEGMENT),
             "a loss sent before the reduction belongs to it"
         );
         f.cc.on_spurious_congestion_event();

@@ -194,6 +194,11 @@ pub(crate) struct NetArgs {
     /// control on a direct UDP link); carry everything in c-toxcore's lossless packets.
     #[arg(long)]
     pub(crate) no_fast_path: bool,
+    /// The fast path's congestion controller for what this side sends: bbr (model-based:
+    /// paces at the path's measured bandwidth, shrugs off random loss, keeps queues short)
+    /// or newreno (loss-based). A server's `[session] congestion` sets its own.
+    #[arg(long, value_name = "NAME", env = "TOXTUN_CONGESTION")]
+    pub(crate) congestion: Option<toxtun_proto::CongestionControl>,
 }
 
 impl Cli {
@@ -223,6 +228,9 @@ impl NetArgs {
         if self.no_fast_path {
             args.push("--no-fast-path".into());
         }
+        if let Some(cc) = self.congestion {
+            args.extend(["--congestion".to_string(), cc.to_string()]);
+        }
         args
     }
 
@@ -238,6 +246,7 @@ impl NetArgs {
             udp: !self.tcp_only,
             resume_grace: Duration::from_secs(self.resume_grace),
             fast_path: !self.no_fast_path,
+            congestion: self.congestion.unwrap_or_default(),
         })
     }
 }
