@@ -46,6 +46,8 @@ pub(crate) struct RateSample {
     pub total_delivered: u64,
     /// The packet went while the sender was application-limited.
     pub app_limited: bool,
+    /// Bytes in flight once this packet left the flight (the sender's own count).
+    pub in_flight: usize,
 }
 
 impl RateSample {
@@ -94,6 +96,7 @@ impl DeliveryRate {
             prior_delivered: p.delivered,
             total_delivered: self.delivered,
             app_limited: p.app_limited,
+            in_flight: 0, // the sender fills it in
         }
     }
 

@@ -22,6 +22,8 @@ use crate::recovery::SEGMENT;
 const STARTUP_GAIN: f64 = 2.885;
 /// Drain's gain on pace: the inverse of startup's, emptying the queue startup built.
 const DRAIN_GAIN: f64 = 1.0 / 2.885;
+/// The most rounds drain lasts.
+const DRAIN_ROUNDS: u64 = 3;
 /// The window is this many bandwidth-delay products (room for delayed acknowledgements).
 const CWND_GAIN: f64 = 2.0;
 /// Probe-bandwidth's pacing gains, one phase per minimum round trip: probe up, drain
@@ -39,15 +41,25 @@ const PROBE_RTT_WINDOW: usize = 4 * SEGMENT;
 const FULL_BW_ROUNDS: u32 = 3;
 /// A round losing more than this fraction of its bytes is congestion (BBRv3's 2%).
 const LOSS_THRESHOLD: f64 = 0.02;
+/// ... and at least this many packets' worth (BBRv2 counts 8 loss events in startup).
+const LOSS_MIN_PACKETS: u64 = 8;
 /// What in flight is capped at after a lossy round, of what was in flight then.
 const LOSS_BETA: f64 = 0.7;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Mode {
     Startup,
-    Drain,
-    ProbeBw { phase: usize, since: Instant },
-    ProbeRtt { until: Option<Instant> },
+    /// Since which round.
+    Drain {
+        since_round: u64,
+    },
+    ProbeBw {
+        phase: usize,
+        since: Instant,
+    },
+    ProbeRtt {
+        until: Option<Instant>,
+    },
 }
 
 /// The controller's state for one path.
@@ -120,7 +132,7 @@ impl Bbr {
     fn pacing_gain(&self) -> f64 {
         match self.mode {
             Mode::Startup => STARTUP_GAIN,
-            Mode::Drain => DRAIN_GAIN,
+            Mode::Drain { .. } => DRAIN_GAIN,
             Mode::ProbeBw { phase, .. } => PROBE_GAINS[phase],
             Mode::ProbeRtt { .. } => 1.0,
         }
@@ -149,15 +161,20 @@ impl Bbr {
 
     /// A round ended: its loss rate, startup's progress.
     fn on_round_end(&mut self, now: Instant) {
+        // Congestion is a round losing both a share and a count of packets: random loss of
+        // 1% still puts 2% into some short rounds, never 8 packets.
         let sent = self.round_delivered + self.round_lost;
-        let lossy = sent > 0 && self.round_lost as f64 > LOSS_THRESHOLD * sent as f64;
+        let lossy = self.round_lost >= LOSS_MIN_PACKETS * SEGMENT as u64
+            && self.round_lost as f64 > LOSS_THRESHOLD * sent as f64;
         if lossy {
             let cap = (self.round_max_in_flight as f64 * LOSS_BETA) as usize;
             let floor = self.bdp(1.0).unwrap_or(MIN_WINDOW).max(MIN_WINDOW);
             self.inflight_hi = Some(cap.max(floor).min(self.inflight_hi.unwrap_or(usize::MAX)));
             if self.mode == Mode::Startup {
                 self.filled_pipe = true;
-                self.mode = Mode::Drain;
+                self.mode = Mode::Drain {
+                    since_round: self.round,
+                };
             }
         } else if let Some(hi) = self.inflight_hi {
             // Losses stayed low: lift the cap a quarter per round, gone past 2 BDP.
@@ -177,7 +194,9 @@ impl Bbr {
                 self.full_bw_rounds += 1;
                 if self.full_bw_rounds >= FULL_BW_ROUNDS {
                     self.filled_pipe = true;
-                    self.mode = Mode::Drain;
+                    self.mode = Mode::Drain {
+                        since_round: self.round,
+                    };
                 }
             }
         }
@@ -199,7 +218,11 @@ impl Bbr {
 
     /// Moves between modes as the model says.
     fn update_mode(&mut self, now: Instant) {
-        if self.mode == Mode::Drain && self.bdp(1.0).is_some_and(|b| self.in_flight <= b) {
+        // Drain ends when the queue startup built is gone, or after a few rounds at most.
+        let drained = |b: &Self, since: u64| {
+            b.bdp(1.0).is_some_and(|bdp| b.in_flight <= bdp) || b.round >= since + DRAIN_ROUNDS
+        };
+        if matches!(self.mode, Mode::Drain { since_round } if drained(self, since_round)) {
             self.mode = Mode::ProbeBw {
                 phase: 2,
                 since: now,
@@ -249,8 +272,12 @@ impl Bbr {
         };
         self.window = if self.filled_pipe || matches!(self.mode, Mode::ProbeRtt { .. }) {
             (self.window + acked).min(target)
-        } else {
+        } else if self.window < target {
+            // Startup doubles the window each round, up to its gain times the model's
+            // bandwidth-delay product: no further, or a deep buffer fills and overflows.
             self.window + acked
+        } else {
+            self.window
         };
         if let Some(hi) = self.inflight_hi {
             self.window = self.window.min(hi);
@@ -288,7 +315,9 @@ impl Controller for Bbr {
         _rtt: &RttEstimator,
         sample: &RateSample,
     ) {
-        self.in_flight = self.in_flight.saturating_sub(bytes);
+        // The sender's count: packets also leave the flight without an ack (a new path, a
+        // reset stream), and an estimate of our own would drift and hold drain forever.
+        self.in_flight = sample.in_flight;
         if self.min_rtt_at.is_none() {
             self.min_rtt_at = Some(now);
         }
