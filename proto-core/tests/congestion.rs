@@ -155,3 +155,23 @@ fn bbr_fills_a_clean_bottleneck_without_keeping_its_queue_full() {
         assert!(srtt <= min + Duration::from_millis(20), "{b}");
     }
 }
+
+#[test]
+#[ignore = "an experiment: TOXTUN_CC_PATH=delay_ms,rate,buffer,loss_per_mille"]
+fn experiment() {
+    let v: Vec<u64> = std::env::var("TOXTUN_CC_PATH")
+        .unwrap_or("25,12500000,900,0".into())
+        .split(',')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let path = Path {
+        delay_ms: v[0],
+        rate: v[1],
+        buffer: v[2] as usize,
+        loss_per_mille: v[3] as u32,
+    };
+    for cc in [CongestionControl::NewReno, CongestionControl::Bbr] {
+        let (took, st) = upload(cc, path, bytes(), 9);
+        eprintln!("{}", describe(cc, path, bytes(), took, &st));
+    }
+}

@@ -159,8 +159,10 @@ impl Bbr {
         }
     }
 
-    /// A round ended: its loss rate, startup's progress.
-    fn on_round_end(&mut self, now: Instant) {
+    /// A round ended: its loss rate, startup's progress. `app_limited`: the sample that
+    /// ended it was application-limited (or limited by the peer's credit), so it says
+    /// nothing of whether the path is full.
+    fn on_round_end(&mut self, now: Instant, app_limited: bool) {
         // Congestion is a round losing both a share and a count of packets: random loss of
         // 1% still puts 2% into some short rounds, never 8 packets.
         let sent = self.round_delivered + self.round_lost;
@@ -185,7 +187,7 @@ impl Bbr {
         self.round_delivered = 0;
         self.round_lost = 0;
         self.round_max_in_flight = self.in_flight;
-        if self.mode == Mode::Startup && !lossy {
+        if self.mode == Mode::Startup && !lossy && !app_limited {
             let bw = self.max_bw();
             if bw >= self.full_bw + self.full_bw / 4 {
                 self.full_bw = bw;
@@ -325,7 +327,7 @@ impl Controller for Bbr {
         if sample.prior_delivered >= self.next_round_delivered {
             self.next_round_delivered = sample.total_delivered;
             self.round += 1;
-            self.on_round_end(now);
+            self.on_round_end(now, sample.app_limited);
         }
         self.record_bw(sample);
         self.update_mode(now);
