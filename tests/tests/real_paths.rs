@@ -88,8 +88,11 @@ fn profiles() -> Vec<(&'static str, SimConfig)> {
 #[test]
 fn a_burst_of_drop_tail_losses_does_not_cut_a_download() {
     // The path the cut was seen on: the slow start overshoots the 100 ms queue, and the
-    // bottleneck drops hundreds of packets while a megabyte and more is in flight.
-    let (_, cfg) = profiles().remove(0);
+    // bottleneck drops hundreds of packets while a megabyte and more is in flight. That
+    // takes NewReno, whose slow start overshoots (BBR's start-up stops at its model's
+    // bound and drops nothing here).
+    let (_, mut cfg) = profiles().remove(0);
+    cfg.congestion = toxtun_proto::CongestionControl::NewReno;
     for way in [Way::Down, Way::Up] {
         let mut sim = Sim::new(1, &cfg);
         let took = transfer(&mut sim, way, 20 * MB, Duration::from_secs(60))

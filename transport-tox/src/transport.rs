@@ -130,6 +130,15 @@ impl From<ToxStats> for TransportStats {
 const ACTIVE_WAIT: Duration = Duration::from_micros(250);
 /// How long packets flowing keep the Tox thread on `ACTIVE_WAIT`.
 const ACTIVE_SPELL: Duration = Duration::from_millis(100);
+/// How often the Tox thread iterates after an active spell, while an answer to what it
+/// sent may still be on its way (see `WARM_SPELL`).
+const WARM_WAIT: Duration = Duration::from_millis(1);
+/// How long after the last packet the Tox thread still iterates every `WARM_WAIT`: a
+/// reply comes a round trip after the request, and on a 150 ms path it came after the
+/// active spell, when the thread slept c-toxcore's interval (up to 50 ms) before reading
+/// it: the tunnel added 50 ms to every idle round trip there (201 against 151 ms), and
+/// 1 ms on a 50 ms path. A second covers any path's round trip, for 1,000 wakeups.
+const WARM_SPELL: Duration = Duration::from_secs(1);
 
 /// Lossy packets waiting per friend before `send` answers `QueueFull`: at 1373 bytes,
 /// 0.35 MiB, a few milliseconds at c-toxcore's packet rate. The fast path's pacer keeps it

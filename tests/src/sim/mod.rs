@@ -211,6 +211,7 @@ impl Sim {
             let mut config = EndpointConfig::new(net.peer_id(*id));
             config.stream_window = cfg.stream_window;
             config.session_window = cfg.session_window;
+            config.congestion = cfg.congestion;
             let is_server = i >= cfg.clients;
             if is_server {
                 config.server = Some(server_policy(&client_keys));

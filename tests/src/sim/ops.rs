@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use rand_chacha::rand_core::RngCore;
+use toxtun_proto::CongestionControl;
 use toxtun_transport_mock::{BurstLoss, FlapPlan, LinkConfig};
 
 use super::End;
@@ -151,6 +152,8 @@ pub struct SimConfig {
     pub session_window: u64,
     /// Random flaps on every client–server link, beside the scripted ones.
     pub flaps: Option<FlapPlan>,
+    /// Every endpoint's congestion controller.
+    pub congestion: CongestionControl,
 }
 
 impl SimConfig {
@@ -175,6 +178,12 @@ impl SimConfig {
                 min_down: Duration::from_millis(50),
                 max_down: Duration::from_millis(50 + rng.next_u64() % 3000),
             }),
+            // Both controllers, so that each meets every shape.
+            congestion: if rng.next_u64().is_multiple_of(2) {
+                CongestionControl::Bbr
+            } else {
+                CongestionControl::NewReno
+            },
         }
         .with_lossy(rng.next_u64())
     }
@@ -222,6 +231,7 @@ impl SimConfig {
             stream_window: 256 * 1024,
             session_window: 16 << 20,
             flaps: None,
+            congestion: CongestionControl::default(),
         }
     }
 }

@@ -10,7 +10,7 @@ use toxtun_proto::{FriendAdded, FriendError, PacketKind, PeerId, TransportEvent}
 
 use super::{
     Batch, Command, Friend, Shared, State, ToxConfig, ToxStats, ACTIVE_SPELL, ACTIVE_WAIT,
-    LOSSY_QUEUE,
+    LOSSY_QUEUE, WARM_SPELL, WARM_WAIT,
 };
 use crate::ffi;
 use crate::identity;
@@ -28,8 +28,11 @@ pub(super) struct ToxThread<'a> {
     /// Packets moved recently: c-toxcore reads its socket only inside `tox_iterate`, and
     /// its own interval (up to 50 ms) would hold every arriving packet that long — fatal
     /// to a fast path that measures the round trip. While traffic flows, iterate every
-    /// ACTIVE_WAIT; when it stops, fall back to c-toxcore's interval (idle CPU stays low).
+    /// ACTIVE_WAIT, then every WARM_WAIT for a while; when it stops, fall back to
+    /// c-toxcore's interval (idle CPU stays low).
     active_until: Instant,
+    /// ... and until this instant, every WARM_WAIT: a reply may still be on its way.
+    warm_until: Instant,
 }
 
 fn now() -> Instant {
@@ -48,6 +51,7 @@ impl<'a> ToxThread<'a> {
             sink: Sink::default(),
             last_bootstrap: now(),
             active_until: now(),
+            warm_until: now(),
         }
     }
 
@@ -63,7 +67,7 @@ impl<'a> ToxThread<'a> {
                 .iter()
                 .any(|e| matches!(e, RawEvent::Packet { .. }))
             {
-                self.active_until = now + ACTIVE_SPELL;
+                self.active(now);
             }
             let mut st = shared.lock();
             self.publish_events(&mut st);
@@ -201,7 +205,7 @@ impl<'a> ToxThread<'a> {
             if q.lossy.is_empty() && q.queue.is_empty() {
                 continue;
             }
-            self.active_until = now + ACTIVE_SPELL;
+            self.active(now);
             q.taken = q.queue.len();
             q.lossy_taken = q.lossy.len();
             batches.push(Batch {
@@ -295,6 +299,12 @@ impl<'a> ToxThread<'a> {
         }
     }
 
+    /// Packets moved now: iterate often for a while.
+    fn active(&mut self, now: Instant) {
+        self.active_until = now + ACTIVE_SPELL;
+        self.warm_until = now + WARM_SPELL;
+    }
+
     /// Waits for a command or a packet to send, or the round's interval: 1 ms after SENDQ,
     /// ACTIVE_WAIT while packets flow, else c-toxcore's own. Packets queued while the lock
     /// was released go out in the next round at once.
@@ -306,6 +316,9 @@ impl<'a> ToxThread<'a> {
         };
         let wait = if now < self.active_until {
             wait.min(ACTIVE_WAIT)
+        } else if now < self.warm_until {
+            // An answer may still be on its way: read it within a millisecond.
+            wait.min(WARM_WAIT)
         } else {
             wait
         };

@@ -354,17 +354,16 @@ impl Controller for Bbr {
     }
 
     fn pacing_rate(&self, rtt: &RttEstimator) -> u64 {
-        let bw = self.max_bw();
-        let bw = if bw > 0 {
-            bw
-        } else {
-            // No sample yet: the initial window over the round trip.
-            let rtt = rtt
-                .smoothed()
-                .unwrap_or(Duration::from_millis(100))
-                .max(Duration::from_micros(100));
-            (INITIAL_WINDOW as f64 / rtt.as_secs_f64()) as u64
-        };
-        (bw as f64 * self.pacing_gain()).max(SEGMENT as f64) as u64
+        // The floor: the initial window per round trip. Samples taken across an outage
+        // (one packet delivered over thirty seconds) once set the model to a few bytes a
+        // second, and the pacer then let a packet out every few seconds: the path came
+        // back and the stream did not. At the floor the samples find the path again.
+        let srtt = rtt
+            .smoothed()
+            .unwrap_or(Duration::from_millis(100))
+            .max(Duration::from_micros(100));
+        let floor = INITIAL_WINDOW as f64 / srtt.as_secs_f64();
+        let bw = (self.max_bw() as f64).max(floor);
+        (bw * self.pacing_gain()).max(SEGMENT as f64) as u64
     }
 }
