@@ -32,12 +32,13 @@ pub(crate) const MAX_WINDOW: usize = 4 << 20;
 #[non_exhaustive]
 pub enum CongestionControl {
     /// NewReno with β = 0.7 and HyStart++ (RFC 9406), holding the window while the round
-    /// trip shows a queue.
-    NewReno,
-    /// Model-based, in the spirit of BBR (the default): paces at the estimated bottleneck
-    /// bandwidth, keeps about two bandwidth-delay products in flight, and takes random loss
-    /// under 2% of a round for what it is, not for congestion.
+    /// trip shows a queue. The default until BBR no longer stalls over real Tox on
+    /// loopback (BENCHMARKS.md, "Congestion control").
     #[default]
+    NewReno,
+    /// Model-based, in the spirit of BBR: paces at the estimated bottleneck bandwidth,
+    /// keeps about two bandwidth-delay products in flight, and takes random loss under 2%
+    /// of a round for what it is, not for congestion.
     Bbr,
 }
 
