@@ -112,16 +112,20 @@ fn bytes() -> usize {
     std::env::var("TOXTUN_CC_MB").map_or(8, |v| v.parse().unwrap()) << 20
 }
 
+/// One upload with each controller over `path`: time, sender's counters, description.
+fn both(path: Path, seed: u64) -> [(Duration, SessionStats, String); 2] {
+    [CongestionControl::NewReno, CongestionControl::Bbr].map(|cc| {
+        let (took, st) = upload(cc, path, bytes(), seed);
+        let line = describe(cc, path, bytes(), took, &st);
+        eprintln!("{line}");
+        (took, st, line)
+    })
+}
+
 #[test]
 fn on_random_loss_bbr_keeps_most_of_the_link_where_newreno_backs_off() {
     for (path, seed) in [(LOSSY_WIFI, 1), (INTERCONTINENTAL, 2)] {
-        let (reno, st_reno) = upload(CongestionControl::NewReno, path, bytes(), seed);
-        let (bbr, st_bbr) = upload(CongestionControl::Bbr, path, bytes(), seed);
-        let (r, b) = (
-            describe(CongestionControl::NewReno, path, bytes(), reno, &st_reno),
-            describe(CongestionControl::Bbr, path, bytes(), bbr, &st_bbr),
-        );
-        eprintln!("{r}\n{b}");
+        let [(reno, _, r), (bbr, _, b)] = both(path, seed);
         // 8 MiB includes start-up's several round trips: 0.92 and 0.86 of the link at
         // 32 MiB (`TOXTUN_CC_MB=32`), 0.80 and 0.72 at 8.
         let rate = path.rate as f64;
@@ -136,13 +140,7 @@ fn on_random_loss_bbr_keeps_most_of_the_link_where_newreno_backs_off() {
 #[test]
 fn bbr_fills_a_clean_bottleneck_without_keeping_its_queue_full() {
     for (path, seed) in [(BROADBAND, 3), (BLOATED_DSL, 4)] {
-        let (reno, st_reno) = upload(CongestionControl::NewReno, path, bytes(), seed);
-        let (bbr, st_bbr) = upload(CongestionControl::Bbr, path, bytes(), seed);
-        let (r, b) = (
-            describe(CongestionControl::NewReno, path, bytes(), reno, &st_reno),
-            describe(CongestionControl::Bbr, path, bytes(), bbr, &st_bbr),
-        );
-        eprintln!("{r}\n{b}");
+        let [(reno, _, r), (bbr, st_bbr, b)] = both(path, seed);
         // Start-up included: 0.95 of the link at 32 MiB, 0.87 at 8.
         assert!(goodput(bytes(), bbr) >= 0.85 * path.rate as f64, "{b}");
         assert!(

@@ -91,6 +91,8 @@ pub(crate) struct Bbr {
     round_lost: u64,
     /// The most in flight in this round (what a lossy round's cap is taken from).
     round_max_in_flight: usize,
+    /// When the latest loss episode began.
+    episode_start: Option<Instant>,
 }
 
 impl Default for Bbr {
@@ -113,6 +115,7 @@ impl Default for Bbr {
             round_delivered: 0,
             round_lost: 0,
             round_max_in_flight: 0,
+            episode_start: None,
         }
     }
 }
@@ -334,10 +337,17 @@ impl Controller for Bbr {
         self.update_window(bytes);
     }
 
-    fn on_congestion_event(&mut self, _now: Instant, _newest_sent: Instant, lost: usize) -> bool {
+    fn on_congestion_event(&mut self, now: Instant, newest_sent: Instant, lost: usize) -> bool {
         self.in_flight = self.in_flight.saturating_sub(lost);
         self.round_lost += lost as u64;
-        false // no reduction episode: the model, not each loss, sets the rate
+        // No reduction here (the model sets the rate), but losses of packets sent after
+        // the last episode began start a new one: loss detection counts its reordering
+        // by episode.
+        let new = self.episode_start.is_none_or(|t| newest_sent > t);
+        if new {
+            self.episode_start = Some(now);
+        }
+        new
     }
 
     fn on_persistent_congestion(&mut self) {
