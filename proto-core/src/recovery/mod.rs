@@ -422,8 +422,9 @@ impl LossySender {
                 };
                 let len = p.chunk.payload.len();
                 self.bytes_in_flight -= len;
-                let mut sample = self.delivery.on_acked(now, &p.rate, p.time, len);
-                sample.in_flight = self.bytes_in_flight;
+                let sample =
+                    self.delivery
+                        .on_acked(now, (&p.rate, p.time, len), self.bytes_in_flight);
                 self.controller.on_ack(now, p.time, len, &self.rtt, &sample);
                 if p.chunk.shadow {
                     continue;

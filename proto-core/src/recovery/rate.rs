@@ -74,13 +74,13 @@ impl DeliveryRate {
         }
     }
 
-    /// Packet `p`, sent at `sent` with `bytes`, was acknowledged: its sample.
+    /// Packet `p`, sent at `sent` with `bytes`, was acknowledged, leaving `in_flight` bytes
+    /// in flight: its sample.
     pub fn on_acked(
         &mut self,
         now: Instant,
-        p: &PacketRate,
-        sent: Instant,
-        bytes: usize,
+        (p, sent, bytes): (&PacketRate, Instant, usize),
+        in_flight: usize,
     ) -> RateSample {
         self.delivered += bytes as u64;
         if self.app_limited_until.is_some_and(|u| self.delivered > u) {
@@ -96,7 +96,7 @@ impl DeliveryRate {
             prior_delivered: p.delivered,
             total_delivered: self.delivered,
             app_limited: p.app_limited,
-            in_flight: 0, // the sender fills it in
+            in_flight,
         }
     }
 
@@ -123,7 +123,7 @@ mod tests {
             .collect();
         let mut last = RateSample::default();
         for (i, p) in sent.iter().enumerate() {
-            last = r.on_acked(ms(50 + i as u64), p, ms(i as u64), 1000);
+            last = r.on_acked(ms(50 + i as u64), (p, ms(i as u64), 1000), 0);
         }
         // The last packet: 10,000 bytes over 59 ms (its ack interval from the start).
         let bw = last.bandwidth().unwrap();
@@ -132,10 +132,10 @@ mod tests {
         assert!(!last.app_limited);
         r.on_app_limited(0);
         let p = r.on_sent(ms(100), 0);
-        assert!(r.on_acked(ms(150), &p, ms(100), 1000).app_limited);
+        assert!(r.on_acked(ms(150), (&p, ms(100), 1000), 0).app_limited);
         let p = r.on_sent(ms(151), 0);
         assert!(
-            !r.on_acked(ms(201), &p, ms(151), 1000).app_limited,
+            !r.on_acked(ms(201), (&p, ms(151), 1000), 0).app_limited,
             "passed: cleared"
         );
     }

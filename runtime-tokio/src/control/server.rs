@@ -368,7 +368,7 @@ impl Shared {
     ) -> Result<Option<Reply>, ControlError> {
         let pid = std::process::id();
         let peer = self.befriend(server, credential).await?;
-        let mut given_up = Unlisten {
+        let mut given_up = HeldForwards {
             node: self.node.clone(),
             peer,
             listeners: Vec::new(),
@@ -554,8 +554,8 @@ fn end_code(events: &mut broadcast::Receiver<NodeEvent>, id: StreamId) -> u16 {
     }
 }
 
-/// Gives a hold's listeners up when it ends: the server stops listening for them.
-struct Unlisten {
+/// What a `hold` set up, given up when it ends: its `-R` listeners, its `-U` forwards.
+struct HeldForwards {
     node: Node,
     peer: PeerId,
     listeners: Vec<u32>,
@@ -563,7 +563,7 @@ struct Unlisten {
     udp: Vec<u32>,
 }
 
-impl Drop for Unlisten {
+impl Drop for HeldForwards {
     fn drop(&mut self) {
         let (node, peer) = (self.node.clone(), self.peer);
         let ids = std::mem::take(&mut self.listeners);

@@ -338,7 +338,6 @@ impl Controller for Bbr {
     }
 
     fn on_congestion_event(&mut self, now: Instant, newest_sent: Instant, lost: usize) -> bool {
-        self.in_flight = self.in_flight.saturating_sub(lost);
         self.round_lost += lost as u64;
         // No reduction here (the model sets the rate), but losses of packets sent after
         // the last episode began start a new one: loss detection counts its reordering
