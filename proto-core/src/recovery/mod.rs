@@ -16,8 +16,9 @@
 //! * lost payloads are sent again under new numbers — or, if the fast path went away (a
 //!   TCP relay, a suspension, three silent PTOs), as ordinary DATA in the frame log, so no
 //!   byte is lost across the switch;
-//! * a congestion controller behind the [`congestion::Controller`] trait (NewReno with
-//!   HyStart++ for now, in `congestion/new_reno.rs`) says the window and the pace, and a
+//! * a congestion controller behind the [`congestion::Controller`] trait (BBR-like by
+//!   default, in `congestion/bbr.rs`; NewReno with HyStart++ in `congestion/new_reno.rs`)
+//!   says the window and the pace, fed delivery-rate samples (`rate.rs`), and a
 //!   pacer ([`pacing`]) spreads each window over the round trip rather than blasting it.
 //!
 //! This module is loss detection and the probe timer ([`LossySender`]); the receiving side

@@ -32,13 +32,13 @@ pub(crate) const MAX_WINDOW: usize = 4 << 20;
 #[non_exhaustive]
 pub enum CongestionControl {
     /// NewReno with β = 0.7 and HyStart++ (RFC 9406), holding the window while the round
-    /// trip shows a queue. The default until BBR no longer stalls over real Tox on
-    /// loopback (BENCHMARKS.md, "Congestion control").
-    #[default]
+    /// trip shows a queue: loss-based, so every random loss cuts its pace.
     NewReno,
-    /// Model-based, in the spirit of BBR: paces at the estimated bottleneck bandwidth,
-    /// keeps about two bandwidth-delay products in flight, and takes random loss under 2%
-    /// of a round for what it is, not for congestion.
+    /// Model-based, in the spirit of BBR, and the default: paces at the estimated
+    /// bottleneck bandwidth, keeps about two bandwidth-delay products in flight (plus what
+    /// bursts of acknowledgements need), and takes random loss under 2% of a round for
+    /// what it is, not for congestion.
+    #[default]
     Bbr,
 }
 

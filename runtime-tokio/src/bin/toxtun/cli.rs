@@ -194,10 +194,10 @@ pub(crate) struct NetArgs {
     /// control on a direct UDP link); carry everything in c-toxcore's lossless packets.
     #[arg(long)]
     pub(crate) no_fast_path: bool,
-    /// The fast path's congestion controller for what this side sends: newreno (the
-    /// default; loss-based) or bbr (model-based: paces at the path's measured bandwidth,
-    /// shrugs off random loss, keeps queues short). A server's `[session] congestion` sets
-    /// its own.
+    /// The fast path's congestion controller for what this side sends: bbr (the default;
+    /// model-based: paces at the path's measured bandwidth, shrugs off random loss, keeps
+    /// queues short) or newreno (loss-based: every loss cuts its pace). A server's
+    /// `[session] congestion` sets its own.
     #[arg(long, value_name = "NAME", env = "TOXTUN_CONGESTION")]
     pub(crate) congestion: Option<toxtun_proto::CongestionControl>,
 }
