@@ -463,6 +463,9 @@ pub struct SessionStats {
     pub congestion_window: usize,
     /// The fast path's payload bytes in flight (sent, neither acknowledged nor lost).
     pub bytes_in_flight: usize,
+    /// The rate the fast path's pacer lets bytes out, bytes per second, once the round
+    /// trip is measured.
+    pub pacing_rate: Option<u64>,
     /// The smallest round trip the fast path measured: the path with no queue.
     pub min_rtt: Option<std::time::Duration>,
     /// UDP flows open (or opening).

@@ -231,7 +231,7 @@ fn process_metrics(reg: &mut Registry, s: &NodeStatus) {
 }
 
 /// The per-peer gauges: name, help, unit.
-const PEER_GAUGES: [(&str, &str, Option<Unit>); 10] = [
+const PEER_GAUGES: [(&str, &str, Option<Unit>); 11] = [
     (
         "peer_online",
         "Whether the Tox link to the peer is up",
@@ -272,6 +272,11 @@ const PEER_GAUGES: [(&str, &str, Option<Unit>); 10] = [
         "Bytes in flight on the fast path",
         Some(Unit::Bytes),
     ),
+    (
+        "peer_pacing_rate_bytes_per_second",
+        "The fast path's pacing rate",
+        None,
+    ),
     ("peer_open_streams", "Streams open with the peer", None),
     (
         "peer_listeners",
@@ -309,7 +314,7 @@ const PEER_COUNTERS: [(&str, &str); 8] = [
 
 /// One peer's values, in the order of [`PEER_GAUGES`] (`None`: not known, left out) and
 /// of [`PEER_COUNTERS`] (`None` without a session).
-fn peer_values(p: &PeerStatus) -> ([Option<f64>; 10], Option<[u64; 8]>) {
+fn peer_values(p: &PeerStatus) -> ([Option<f64>; 11], Option<[u64; 8]>) {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let sess = p.session.as_ref();
     let gauges = [
@@ -321,6 +326,7 @@ fn peer_values(p: &PeerStatus) -> ([Option<f64>; 10], Option<[u64; 8]>) {
         sess.and_then(|s| s.min_rtt_ms).map(|ms| ms / 1000.0),
         sess.map(|s| s.congestion_window as f64),
         sess.map(|s| s.bytes_in_flight as f64),
+        sess.and_then(|s| s.pacing_rate).map(|r| r as f64),
         Some(p.streams.len() as f64),
         Some(
             p.listeners
@@ -401,6 +407,7 @@ mod tests {
                     min_rtt_ms: Some(49.0),
                     congestion_window: 1000,
                     bytes_in_flight: 10,
+                    pacing_rate: Some(2_500_000),
                     bytes_sent: 12345,
                     bytes_received: 678,
                     packets_lost: 1,
@@ -421,6 +428,8 @@ mod tests {
             format!("toxtun_peer_rtt_seconds{{peer=\"{peer}\"}} 0.05"),
             format!("toxtun_peer_sent_bytes_total{{peer=\"{peer}\"}} 12345"),
             format!("toxtun_peer_direct{{peer=\"{peer}\"}} 1.0"),
+            format!("toxtun_peer_congestion_window_bytes{{peer=\"{peer}\"}} 1000.0"),
+            format!("toxtun_peer_pacing_rate_bytes_per_second{{peer=\"{peer}\"}} 2500000.0"),
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

@@ -283,6 +283,11 @@ impl LossySender {
         self.controller.window()
     }
 
+    /// Bytes per second the pacer lets out now.
+    pub fn pacing_rate(&self) -> u64 {
+        self.controller.pacing_rate(&self.rtt)
+    }
+
     /// Payload bytes in flight.
     pub fn bytes_in_flight(&self) -> usize {
         self.bytes_in_flight

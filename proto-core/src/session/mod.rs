@@ -396,6 +396,7 @@ impl Session {
             rtt: rtt.smoothed(),
             congestion_window: self.lossy_tx.window(),
             bytes_in_flight: self.lossy_tx.bytes_in_flight(),
+            pacing_rate: rtt.smoothed().map(|_| self.lossy_tx.pacing_rate()),
             min_rtt: rtt.smoothed().map(|_| rtt.min()),
             flows,
             datagrams_sent: sent,

@@ -174,6 +174,9 @@ pub struct SessionReport {
     pub congestion_window: usize,
     /// Bytes in flight on the fast path.
     pub bytes_in_flight: usize,
+    /// The fast path's pacing rate, bytes per second, once the round trip is measured.
+    #[serde(default)]
+    pub pacing_rate: Option<u64>,
     /// Stream bytes sent in this session.
     pub bytes_sent: u64,
     /// Stream bytes received in this session.
@@ -214,6 +217,7 @@ impl From<&SessionStats> for SessionReport {
             min_rtt_ms: ms(s.min_rtt),
             congestion_window: s.congestion_window,
             bytes_in_flight: s.bytes_in_flight,
+            pacing_rate: s.pacing_rate,
             bytes_sent: s.sent,
             bytes_received: s.received,
             packets_lost: s.lossy_packets_lost,
