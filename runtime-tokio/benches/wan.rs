@@ -8,17 +8,22 @@
 //! * `TOXTUN_WAN_REPEAT=1` — tunnel transfers each way per profile (10 for the "0 cut,
 //!   0 stuck" goal);
 //! * `TOXTUN_WAN_KERNEL=0` — skip the kernel TCP baselines;
+//! * `TOXTUN_WAN_LOSSLESS=0` — skip the lossless tunnel (`--no-fast-path`, 20 s timed
+//!   transfers each way: c-toxcore's own congestion control, the "3×" goal's baseline);
 //! * `TOXTUN_WAN_OUTAGES=8,30` — the outages (seconds) of the profiles that have them;
 //! * `TOXTUN_WAN_STARTS=9` — instead of the rest: start the tunnel that many times on each
 //!   chosen profile and report how long each took to a session and to a direct UDP path.
 //!
-//! Logs of every toxtun process stay in `target/wan-bench/<profile>/`. A Markdown table of
-//! everything measured is printed at the end.
+//! Logs of every toxtun process stay in `target/tmp/wan-bench/<profile>/`, with
+//! `plot.svg`: goodput, congestion window and pacing rate over the first download, for
+//! kernel BBR, CUBIC and toxtun. Each profile ends with issue 17's goals judged
+//! (`toxtun_netsim::goals`); Markdown tables of everything measured and of the goals are
+//! printed at the end.
 
 use std::path::PathBuf;
 
 use toxtun_netsim::bench::{markdown, run_profile, BenchOptions};
-use toxtun_netsim::profiles;
+use toxtun_netsim::{goals, profiles};
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -58,6 +63,7 @@ fn main() {
         bytes: env("TOXTUN_WAN_MB", 50u64) * 1_000_000,
         repeat: env("TOXTUN_WAN_REPEAT", 1usize),
         kernel: env("TOXTUN_WAN_KERNEL", 1u8) != 0,
+        lossless: env("TOXTUN_WAN_LOSSLESS", 1u8) != 0,
         run_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wan-bench"),
     };
     println!(
@@ -86,12 +92,19 @@ fn main() {
         return;
     }
     let mut reports = Vec::new();
+    let mut checks = Vec::new();
     for p in &chosen {
         println!("{} ({})", p.name, p.about);
         match run_profile(p, &opts) {
-            Ok(r) => reports.push(r),
+            Ok(r) => {
+                let c = goals::check(&r);
+                println!("  goals:\n{}", goals::lines(&c));
+                checks.extend(c);
+                reports.push(r);
+            }
             Err(e) => println!("  FAILED: {e}"),
         }
     }
     println!("\n{}", markdown(&reports));
+    println!("\n{}", goals::markdown(&checks));
 }

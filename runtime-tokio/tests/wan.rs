@@ -43,6 +43,7 @@ fn a_tunnel_over_an_emulated_internet_path_carries_real_clients_byte_exact() {
             local_port: LOCAL_PORT,
             fast_path: true,
             dir: dir.clone(),
+            metrics_port: None,
         },
     )
     .unwrap();

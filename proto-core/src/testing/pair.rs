@@ -72,6 +72,8 @@ pub struct Side {
     pub lossy_sent: u64,
     /// Lossy packets the channel dropped.
     pub lossy_dropped: u64,
+    /// The most packets the lossy bottleneck held at once (its queue's high-water mark).
+    pub lossy_max_queued: usize,
     /// A packet the full queue refused; sent first when there is room.
     held: Option<Bytes>,
     timeout: Option<Instant>,
@@ -94,6 +96,7 @@ impl Side {
             lossy_busy_until: None,
             lossy_sent: 0,
             lossy_dropped: 0,
+            lossy_max_queued: 0,
             held: None,
             timeout: None,
             mute: false,
@@ -365,6 +368,7 @@ impl Pair {
                 side.lossy_dropped += 1;
                 return; // drop-tail at the bottleneck
             }
+            side.lossy_max_queued = side.lossy_max_queued.max(queued + 1);
             let serialise = Duration::from_nanos(packet.len() as u64 * 1_000_000_000 / bw.max(1));
             depart = start + serialise;
             side.lossy_busy_until = Some(depart);

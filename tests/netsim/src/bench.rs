@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::netns::NetsimError;
 use crate::probe::{self, ProbeServer, Transfer};
 use crate::profiles::Profile;
+use crate::trace::{MetricsSampler, Series};
 use crate::tunnel::{Tunnel, TunnelOptions};
 use crate::wan::{Side, Wan};
 
@@ -27,6 +28,13 @@ const PROBE_PORT: u16 = 9000;
 const LOCAL_PORT: u16 = 9100;
 /// A transfer that moves nothing for this long is stuck.
 const STALL: Duration = Duration::from_secs(60);
+/// The toxtun server's metrics port on B's loopback (what the plots sample).
+const METRICS_PORT: u16 = 9184;
+/// How long toxtun and a kernel CUBIC flow share the bottleneck, downloading at once.
+const COEXIST: Duration = Duration::from_secs(20);
+/// How long each timed transfer of the lossless tunnel lasts (at its rate on a lossy path,
+/// 50 MB would take an hour).
+const LOSSLESS_TIME: Duration = Duration::from_secs(20);
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -39,6 +47,8 @@ pub struct BenchOptions {
     pub repeat: usize,
     /// Kernel TCP baselines too.
     pub kernel: bool,
+    /// The lossless tunnel (`--no-fast-path`) too.
+    pub lossless: bool,
     /// Where logs go (one folder per profile).
     pub run_dir: PathBuf,
 }
@@ -136,6 +146,10 @@ pub struct Carrier {
     pub path: Option<String>,
     /// toxtun only: what the client reported around each outage.
     pub outage_events: Vec<Vec<String>>,
+    /// The first download over time, for the plot.
+    pub trace: Option<Series>,
+    /// toxtun only: MB/s of toxtun and of one kernel CUBIC flow downloading at once.
+    pub coexist: Option<(f64, f64)>,
 }
 
 /// A profile's results.
@@ -193,6 +207,74 @@ fn download_with_outage(
     Ok((r, recovery))
 }
 
+/// One download of `bytes` from `addr` (on A), traced for the plot: kernel TCP's sender
+/// through `TCP_INFO` (congestion control `cc`), or toxtun's through its server's metrics.
+fn traced_download(
+    wan: &Wan,
+    name: &str,
+    addr: SocketAddr,
+    bytes: u64,
+    cc: Option<&'static str>,
+) -> Result<(std::io::Result<Transfer>, Series), NetsimError> {
+    let metrics: SocketAddr = format!("127.0.0.1:{METRICS_PORT}")
+        .parse()
+        .expect("an address");
+    let sampler = match cc {
+        None => Some(MetricsSampler::start(wan.namespace(Side::B), metrics)?),
+        Some(_) => None,
+    };
+    probe::take_sender_trace();
+    let marks: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();
+    let sink = Arc::clone(&marks);
+    let start = now();
+    let r = probe::in_namespace(wan.namespace(Side::A), move || {
+        let progress = |t, got| sink.lock().expect("no panics while held").push((t, got));
+        match cc {
+            Some(_) => probe::download_traced(addr, bytes, cc, STALL, progress),
+            None => probe::download_until_stalled(addr, bytes, None, STALL, progress),
+        }
+    })?;
+    let sender = sampler.map_or_else(probe::take_sender_trace, MetricsSampler::finish);
+    let marks = marks.lock().expect("no panics while held");
+    Ok((r, Series::new(name, start, &marks, &sender)))
+}
+
+/// Downloads from each of `addrs` at once (kernel TCP `cc` for each, or the default) for
+/// `length`: the MB/s each got.
+fn downloads_at_once(
+    wan: &Wan,
+    addrs: &[(SocketAddr, Option<&'static str>)],
+    length: Duration,
+) -> Result<Vec<f64>, NetsimError> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut running = Vec::new();
+    for &(addr, cc) in addrs {
+        let flag = Arc::clone(&stop);
+        running.push(probe::spawn_in(wan.namespace(Side::A), move || {
+            probe::download_until_stopped(addr, cc, &flag)
+        })?);
+    }
+    std::thread::sleep(length);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(running
+        .into_iter()
+        .map(|h| {
+            let got = h.join().ok().and_then(Result::ok).unwrap_or(0);
+            got as f64 / 1e6 / length.as_secs_f64()
+        })
+        .collect())
+}
+
+/// toxtun (its tunnel's end `tunnel` on A) and one kernel CUBIC flow downloading at once
+/// over the same bottleneck: the MB/s of each.
+fn coexist(wan: &Wan, tunnel: SocketAddr) -> Result<(f64, f64), NetsimError> {
+    let direct: SocketAddr = format!("{}:{PROBE_PORT}", Wan::addr(Side::B))
+        .parse()
+        .expect("an address");
+    let got = downloads_at_once(wan, &[(tunnel, None), (direct, Some("cubic"))], COEXIST)?;
+    Ok((got[0], got[1]))
+}
+
 /// While a download from `bulk` runs, 64-byte echoes to `echo_addr`: their median and
 /// p99 round trip.
 fn loaded_rtt(
@@ -235,8 +317,9 @@ fn kernel(
     c.idle_rtt = probe::in_namespace(wan.namespace(Side::A), move || echo(addr, 20))?
         .ok()
         .map(|r| probe::median_p99(&r).0);
-    let (r, _) = download_with_outage(wan, addr, opts.bytes, Some(cc), None)?;
+    let (r, trace) = traced_download(wan, &c.name, addr, opts.bytes, Some(cc))?;
     c.down.record(r);
+    c.trace = Some(trace);
     let n = opts.bytes;
     c.up.record(probe::in_namespace(wan.namespace(Side::A), move || {
         probe::upload(addr, n, Some(cc))
@@ -259,6 +342,7 @@ fn tunnel(wan: &Wan, profile: &Profile, opts: &BenchOptions) -> Result<Carrier, 
             local_port: LOCAL_PORT,
             fast_path: true,
             dir: dir.clone(),
+            metrics_port: Some(METRICS_PORT),
         },
     )?;
     let up_at = t.wait_session(Duration::from_secs(90))?;
@@ -285,8 +369,14 @@ fn tunnel(wan: &Wan, profile: &Profile, opts: &BenchOptions) -> Result<Carrier, 
     c.idle_rtt = probe::in_namespace(wan.namespace(Side::A), move || echo(addr, 20))?
         .ok()
         .map(|r| probe::median_p99(&r).0);
-    for _ in 0..opts.repeat {
-        let (r, _) = download_with_outage(wan, addr, opts.bytes, None, None)?;
+    for i in 0..opts.repeat {
+        let r = if i == 0 {
+            let (r, trace) = traced_download(wan, &c.name, addr, opts.bytes, None)?;
+            c.trace = Some(trace);
+            r
+        } else {
+            download_with_outage(wan, addr, opts.bytes, None, None)?.0
+        };
         c.down.record(r);
         let n = opts.bytes;
         c.up.record(probe::in_namespace(wan.namespace(Side::A), move || {
@@ -294,8 +384,27 @@ fn tunnel(wan: &Wan, profile: &Profile, opts: &BenchOptions) -> Result<Carrier, 
         })?);
     }
     c.loaded_rtt = loaded_rtt(wan, addr, addr, None)?;
+    if profile.outages.is_empty() {
+        c.coexist = Some(coexist(wan, addr)?);
+    }
+    tunnel_outages(wan, &t, profile, opts, &mut c)?;
+    if t.direct() == Some(false) && direct_at.is_some() {
+        c.path = Some(format!("{} then a TCP relay", c.path.unwrap_or_default()));
+    }
+    Ok(c)
+}
+
+/// The profile's outages, each cut into one download through tunnel `t`: its recovery,
+/// and what each side reported around it.
+fn tunnel_outages(
+    wan: &Wan,
+    t: &Tunnel,
+    profile: &Profile,
+    opts: &BenchOptions,
+    c: &mut Carrier,
+) -> Result<(), NetsimError> {
     for &o in &profile.outages {
-        let (r, rec) = download_with_outage(wan, addr, outage_bytes(opts), None, Some(o))?;
+        let (r, rec) = download_with_outage(wan, t.local(), outage_bytes(opts), None, Some(o))?;
         // Its bytes are checked, but its time is mostly the outage's: not a goodput.
         let mut whole = Goodput::default();
         whole.record(r);
@@ -318,9 +427,37 @@ fn tunnel(wan: &Wan, profile: &Profile, opts: &BenchOptions) -> Result<Carrier, 
             c.recoveries.push(rec);
         }
     }
-    if t.direct() == Some(false) && direct_at.is_some() {
-        c.path = Some(format!("{} then a TCP relay", c.path.unwrap_or_default()));
-    }
+    Ok(())
+}
+
+/// The tunnel without its fast path (`--no-fast-path`: c-toxcore's lossless packets and
+/// its congestion control, as tuntox carries bytes): timed transfers each way.
+fn lossless(wan: &Wan, profile: &Profile, opts: &BenchOptions) -> Result<Carrier, NetsimError> {
+    let t = Tunnel::start(
+        wan,
+        &opts.toxtun,
+        &TunnelOptions {
+            target_port: PROBE_PORT,
+            local_port: LOCAL_PORT,
+            fast_path: false,
+            dir: opts.run_dir.join(profile.name).join("lossless"),
+            metrics_port: None,
+        },
+    )?;
+    let up_at = t.wait_session(Duration::from_secs(90))?;
+    let _ = t.wait_direct(up_at + Duration::from_secs(45));
+    let addr = t.local();
+    let mut c = Carrier {
+        name: "toxtun lossless".into(),
+        ..Carrier::default()
+    };
+    c.idle_rtt = probe::in_namespace(wan.namespace(Side::A), move || echo(addr, 20))?
+        .ok()
+        .map(|r| probe::median_p99(&r).0);
+    c.down.rates = downloads_at_once(wan, &[(addr, None)], LOSSLESS_TIME)?;
+    c.up.record(probe::in_namespace(wan.namespace(Side::A), move || {
+        probe::upload_for(addr, LOSSLESS_TIME)
+    })?);
     Ok(c)
 }
 
@@ -343,6 +480,7 @@ pub fn start_times(
                 local_port: LOCAL_PORT,
                 fast_path: true,
                 dir: opts.run_dir.join(format!("start-{i}")),
+                metrics_port: None,
             },
         )?;
         let up = t.wait_session(Duration::from_secs(90))?;
@@ -377,6 +515,19 @@ pub fn run_profile(profile: &Profile, opts: &BenchOptions) -> Result<ProfileRepo
     let c = tunnel(&wan, profile, opts)?;
     println!("  {}", line(&c));
     carriers.push(c);
+    // Without UDP there is no fast path, and the outage profile's path is broadband's.
+    if opts.lossless && !profile.path.block_udp && profile.outages.is_empty() {
+        let c = lossless(&wan, profile, opts)?;
+        println!("  {}", line(&c));
+        carriers.push(c);
+    }
+    let traces: Vec<Series> = carriers.iter().filter_map(|c| c.trace.clone()).collect();
+    let svg = opts.run_dir.join(profile.name).join("plot.svg");
+    let title = format!("{}: {}", profile.name, profile.about);
+    match crate::plot::write_svg(&svg, &title, &traces) {
+        Ok(()) => println!("  plot: {}", svg.display()),
+        Err(e) => println!("  plot failed: {e}"),
+    }
     Ok(ProfileReport {
         profile: profile.clone(),
         carriers,
@@ -407,6 +558,9 @@ fn line(c: &Carrier) -> String {
             ms(r.first_byte),
             if r.completed { "" } else { ", NOT completed" }
         );
+    }
+    if let Some((t, k)) = c.coexist {
+        s += &format!("; beside one CUBIC flow: {t:.2} MB/s vs its {k:.2}");
     }
     if let Some(p) = &c.path {
         s += &format!("; path: {p}");

@@ -14,13 +14,17 @@
 //! * [`profiles`]: the named paths of the WAN bench (broadband, lossy Wi-Fi, …).
 //! * [`tunnel`]: a real toxtun tunnel across it (bootstrap node and server on one side,
 //!   client on the other, processes of the `toxtun` binary the caller names).
-//! * [`bench`]: the WAN bench's measurements, toxtun beside kernel TCP.
+//! * [`bench`]: the WAN bench's measurements, toxtun beside kernel TCP; [`goals`] the
+//!   issue's goals, checked against them; [`trace`] and [`plot`] what it draws.
 
 pub mod bench;
+pub mod goals;
 pub mod netns;
 pub mod path;
+pub mod plot;
 pub mod probe;
 pub mod profiles;
+pub mod trace;
 pub mod tunnel;
 pub mod wan;
 

@@ -16,7 +16,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -195,15 +195,68 @@ impl Drop for ProbeServer {
     }
 }
 
-fn send_pattern(s: &mut TcpStream, n: u64) -> std::io::Result<()> {
+/// What a kernel TCP sender's window and pacing were at one instant (`TCP_INFO`).
+#[derive(Clone, Copy, Debug)]
+pub struct SenderSample {
+    /// When.
+    pub at: Instant,
+    /// The congestion window, bytes.
+    pub window: u64,
+    /// The pacing rate, bytes per second.
+    pub pacing: u64,
+}
+
+/// Samples of the probe server's traced downloads (`DOWN n cc trace`), oldest first.
+static SENDER_TRACE: Mutex<Vec<SenderSample>> = Mutex::new(Vec::new());
+
+/// Takes (and clears) what traced downloads sampled of their senders so far.
+pub fn take_sender_trace() -> Vec<SenderSample> {
+    std::mem::take(&mut *SENDER_TRACE.lock().expect("no panics while held"))
+}
+
+/// The socket's window and pacing rate now, from `TCP_INFO`.
+fn sender_sample(s: &TcpStream) -> Option<SenderSample> {
+    // SAFETY: an all-zero tcp_info is a valid value of this plain C struct.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the descriptor is an open TCP socket; `info` and `len` are valid for writes
+    // of `len` bytes and live through the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then(|| SenderSample {
+        at: now(),
+        window: u64::from(info.tcpi_snd_cwnd) * u64::from(info.tcpi_snd_mss),
+        pacing: info.tcpi_pacing_rate,
+    })
+}
+
+/// Sends `n` bytes of the pattern; `trace`: samples the socket's window every 50 ms.
+fn send_pattern(s: &mut TcpStream, n: u64, trace: bool) -> std::io::Result<()> {
     let mut p = Pattern::default();
     let mut buf = vec![0u8; 1 << 16];
     let mut left = n;
+    let mut sampled: Option<Instant> = None;
     while left > 0 {
         p.fill(&mut buf);
         let k = left.min(buf.len() as u64) as usize;
         s.write_all(&buf[..k])?;
         left -= k as u64;
+        if trace && sampled.is_none_or(|t| now() - t >= Duration::from_millis(50)) {
+            sampled = Some(now());
+            if let Some(sample) = sender_sample(s) {
+                SENDER_TRACE
+                    .lock()
+                    .expect("no panics while held")
+                    .push(sample);
+            }
+        }
     }
     s.flush()
 }
@@ -236,14 +289,14 @@ fn serve_one(s: TcpStream) -> std::io::Result<()> {
                 w,
                 "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"
             )?;
-            send_pattern(&mut w, n)
+            send_pattern(&mut w, n, false)
         }
-        ["DOWN", n, cc] => {
+        ["DOWN", n, cc, rest @ ..] => {
             let n: u64 = n.parse().unwrap_or(0);
             if *cc != "-" {
                 set_congestion_control(&w, cc)?;
             }
-            send_pattern(&mut w, n)
+            send_pattern(&mut w, n, rest == ["trace"])
         }
         ["UP", n] => {
             let n: u64 = n.parse().unwrap_or(0);
@@ -322,12 +375,36 @@ pub fn download_until_stalled(
     n: u64,
     cc: Option<&str>,
     stall: Duration,
+    progress: impl FnMut(Instant, u64),
+) -> std::io::Result<Transfer> {
+    let request = format!("DOWN {n} {}", cc.unwrap_or("-"));
+    download_request(addr, &request, n, stall, progress)
+}
+
+/// [`download_until_stalled`], the probe server sampling its socket's window and pacing
+/// rate as it sends (see [`take_sender_trace`]).
+pub fn download_traced(
+    addr: SocketAddr,
+    n: u64,
+    cc: Option<&str>,
+    stall: Duration,
+    progress: impl FnMut(Instant, u64),
+) -> std::io::Result<Transfer> {
+    let request = format!("DOWN {n} {} trace", cc.unwrap_or("-"));
+    download_request(addr, &request, n, stall, progress)
+}
+
+fn download_request(
+    addr: SocketAddr,
+    request: &str,
+    n: u64,
+    stall: Duration,
     mut progress: impl FnMut(Instant, u64),
 ) -> std::io::Result<Transfer> {
     let start = now();
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(30))?;
     s.set_read_timeout(Some(stall))?;
-    writeln!(s, "DOWN {n} {}", cc.unwrap_or("-"))?;
+    writeln!(s, "{request}")?;
     let mut expected = Pattern::default();
     let mut want = vec![0u8; 1 << 16];
     let mut want_len = 0usize; // bytes of `want` not yet compared
@@ -391,6 +468,37 @@ pub fn download_until_stopped(
     Ok(got)
 }
 
+/// Uploads the pattern to the probe server at `addr` for `length`, then waits for the
+/// server to count and hash what arrived: goodput over the whole time until it answered.
+pub fn upload_for(addr: SocketAddr, length: Duration) -> std::io::Result<Transfer> {
+    let start = now();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(30))?;
+    s.set_read_timeout(Some(Duration::from_secs(300)))?;
+    s.set_write_timeout(Some(Duration::from_secs(60)))?;
+    writeln!(s, "UP {}", u64::MAX / 2)?;
+    let mut p = Pattern::default();
+    let mut buf = vec![0u8; 1 << 14];
+    while now() - start < length {
+        p.fill(&mut buf);
+        s.write_all(&buf)?;
+    }
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line)?;
+    let elapsed = now() - start;
+    let mut words = line.split_whitespace();
+    let (hash, got) = (
+        words.next().unwrap_or(""),
+        words.next().and_then(|g| g.parse().ok()).unwrap_or(0),
+    );
+    Ok(Transfer {
+        bytes: got,
+        elapsed,
+        first_byte: Duration::ZERO,
+        intact: got > 0 && hash == pattern_sha256(got),
+    })
+}
+
 /// Uploads `n` bytes of the pattern to the probe server at `addr`, this socket sending with
 /// congestion control `cc` (or the default); the server's hash decides `intact`.
 pub fn upload(addr: SocketAddr, n: u64, cc: Option<&str>) -> std::io::Result<Transfer> {
@@ -402,7 +510,7 @@ pub fn upload(addr: SocketAddr, n: u64, cc: Option<&str>) -> std::io::Result<Tra
         set_congestion_control(&s, cc)?;
     }
     writeln!(s, "UP {n}")?;
-    send_pattern(&mut s, n)?;
+    send_pattern(&mut s, n, false)?;
     let mut line = String::new();
     BufReader::new(&s).read_line(&mut line)?;
     let elapsed = now() - start;

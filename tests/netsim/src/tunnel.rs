@@ -29,6 +29,8 @@ pub struct TunnelOptions {
     pub fast_path: bool,
     /// Where logs and identities go.
     pub dir: PathBuf,
+    /// The server serves Prometheus metrics on this port of B's loopback.
+    pub metrics_port: Option<u16>,
 }
 
 /// What the client reported, as `--json` events with the instant each arrived.
@@ -136,12 +138,15 @@ fn start_server(
     boot_line: &str,
 ) -> Result<(Child, Arc<Mutex<Seen>>), NetsimError> {
     let config = opts.dir.join("server.toml");
+    let metrics = opts.metrics_port.map_or(String::new(), |p| {
+        format!("\n[metrics]\nlisten = \"127.0.0.1:{p}\"\n")
+    });
     std::fs::write(
         &config,
         format!(
             "[[client]]\nkey = \"{client_key}\"\nallow = [\"127.0.0.1:{port}\"]\n\n\
              [session]\nfast_path = {fast}\n\n\
-             [network]\nbootstrap = [\"{boot_line}\"]\nlan_discovery = false\n",
+             [network]\nbootstrap = [\"{boot_line}\"]\nlan_discovery = false\n{metrics}",
             port = opts.target_port,
             fast = opts.fast_path,
         ),
