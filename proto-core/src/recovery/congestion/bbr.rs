@@ -45,6 +45,11 @@ const LOSS_THRESHOLD: f64 = 0.02;
 const LOSS_MIN_PACKETS: u64 = 8;
 /// What in flight is capped at after a lossy round, of what was in flight then.
 const LOSS_BETA: f64 = 0.7;
+/// A round whose largest round trip exceeds the minimum by this factor and
+/// [`QUEUE_MARGIN`] built a queue at the bottleneck: the pipe is full, whatever held the
+/// sender back.
+const QUEUE_RTT_GAIN: f64 = 1.25;
+const QUEUE_MARGIN: Duration = Duration::from_millis(5);
 /// Rounds over which the aggregation estimate keeps its maximum.
 const EXTRA_ACKED_ROUNDS: u64 = 10;
 /// The aggregation allowance never exceeds this long at the estimated bandwidth.
@@ -158,6 +163,8 @@ pub(crate) struct Bbr {
     round_lost: u64,
     /// The most in flight in this round (what a lossy round's cap is taken from).
     round_max_in_flight: usize,
+    /// The largest round trip sampled in this round.
+    round_max_rtt: Duration,
     /// When the latest loss episode began.
     episode_start: Option<Instant>,
     aggregation: AckAggregation,
@@ -183,6 +190,7 @@ impl Default for Bbr {
             round_delivered: 0,
             round_lost: 0,
             round_max_in_flight: 0,
+            round_max_rtt: Duration::ZERO,
             episode_start: None,
             aggregation: AckAggregation::default(),
         }
@@ -256,10 +264,18 @@ impl Bbr {
             let bound = self.bdp(CWND_GAIN).unwrap_or(MAX_WINDOW);
             self.inflight_hi = (grown < bound).then_some(grown);
         }
+        // A round held back by the application or the peer's credit says nothing of
+        // whether the pipe is full, unless its round trips show a queue: then it is (on a
+        // lossy path the receiver's credit waits on each resend, and start-up, skipping
+        // those rounds, went on pacing at 2.9× the link with its buffer full for a second).
+        let queue = self
+            .min_rtt
+            .is_some_and(|m| self.round_max_rtt > m.mul_f64(QUEUE_RTT_GAIN).max(m + QUEUE_MARGIN));
         self.round_delivered = 0;
         self.round_lost = 0;
         self.round_max_in_flight = self.in_flight;
-        if self.mode == Mode::Startup && !lossy && !app_limited {
+        self.round_max_rtt = Duration::ZERO;
+        if self.mode == Mode::Startup && !lossy && (!app_limited || queue) {
             let bw = self.max_bw();
             if bw >= self.full_bw + self.full_bw / 4 {
                 self.full_bw = bw;
@@ -376,6 +392,7 @@ impl Controller for Bbr {
 
     fn on_rtt_sample(&mut self, rtt: &RttEstimator) {
         let sample = rtt.latest();
+        self.round_max_rtt = self.round_max_rtt.max(sample);
         if self.min_rtt_expired || self.min_rtt.is_none_or(|m| sample <= m) {
             self.min_rtt_expired = false;
             self.min_rtt = Some(sample);
