@@ -421,6 +421,9 @@ pub(crate) struct Stream {
     pub recv: RecvHalf,
     /// The stream is in the session's round-robin queue of streams with bytes to send.
     pub scheduled: bool,
+    /// It was idle and had little to send when it joined the queue (a keystroke, a
+    /// request): it went to the front, ahead of the streams with a backlog.
+    pub sparse: bool,
     /// Local: the session's count of sequenced frames once its OPEN went out. When the
     /// peer's ACK reaches it, the peer has the OPEN, and the open timeout is the peer's
     /// to answer; before that, a silent path is what holds it.
@@ -443,6 +446,7 @@ impl Stream {
             send: SendHalf::default(),
             recv: RecvHalf::new(window),
             scheduled: false,
+            sparse: false,
             open_seq: None,
         }
     }

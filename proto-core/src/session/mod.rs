@@ -53,6 +53,9 @@ const MIN_FRAME_LEN: usize = 9;
 /// packets, about 0.1 ms at 150 MB/s, so turns stay fine-grained for interactive streams
 /// while the receiver gets runs of one stream (one socket write each, not one per packet).
 const TURN_BYTES: usize = 16 * 1024;
+/// Packets sparse streams may send in a row ahead of a waiting backlog: however many small
+/// writers there are, a bulk stream gets one packet in this many.
+const SPARSE_RUN: usize = 16;
 
 /// How often an open whose timeout passed is looked at again while the path, not the peer,
 /// holds it (see [`Session::on_timeout`]).
@@ -151,6 +154,8 @@ pub(crate) struct Session {
     sched: VecDeque<StreamId>,
     /// The stream at the front of `sched` whose turn is running, and the bytes it sent in it.
     turn: Option<(StreamId, usize)>,
+    /// Packets sparse streams sent in a row while others waited (see `schedule`).
+    sparse_run: usize,
     /// Local streams waiting for OPEN_OK, by deadline (deadlines grow, so the front is next).
     open_deadlines: VecDeque<(Instant, StreamId)>,
     recently_closed: VecDeque<(StreamId, Gone)>,
@@ -268,6 +273,7 @@ impl Session {
             session_window_queued: false,
             sched: VecDeque::new(),
             turn: None,
+            sparse_run: 0,
             open_deadlines: VecDeque::new(),
             recently_closed: VecDeque::new(),
             peer_stream_window: 0,

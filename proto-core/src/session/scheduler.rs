@@ -5,21 +5,44 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Ctx, Session, ACK_EVERY, MIN_FRAME_LEN, TURN_BYTES};
+use super::{Ctx, Session, ACK_EVERY, MIN_FRAME_LEN, SPARSE_RUN, TURN_BYTES};
 use crate::frame::{self, Frame, DATA_HEADER_LEN, LOSSY_DATA_HEADER_LEN};
 use crate::ids::StreamId;
 use crate::recovery::Chunk;
 use crate::stream::OpenState;
 
 impl Session {
-    /// Puts a stream with unsent bytes into the round-robin queue.
+    /// Puts a stream with unsent bytes into the round-robin queue: at the back, or, if it
+    /// was idle and has at most a turn's bytes to send, at the front (as fq_codel serves
+    /// new flows first), so that a keystroke or a request never waits behind another
+    /// stream's backlog or resends. After [`SPARSE_RUN`] such packets in a row while others
+    /// wait, the next sparse stream goes to the back: a crowd of small writers cannot
+    /// starve a bulk stream.
     pub(crate) fn schedule(&mut self, id: StreamId) {
+        if self.sched.is_empty() {
+            self.sparse_run = 0;
+        }
+        let run_left = self.sparse_run < SPARSE_RUN;
         if let Some(s) = self.streams.get_mut(&id) {
             if !s.scheduled && s.send.unsent_len() > 0 {
                 s.scheduled = true;
-                self.sched.push_back(id);
+                s.sparse = run_left && s.send.unsent_len() <= TURN_BYTES;
+                if s.sparse {
+                    self.sched.push_front(id);
+                } else {
+                    self.sched.push_back(id);
+                }
             }
         }
+    }
+
+    /// The stream at the front of the queue is a sparse one that may go on the fast path:
+    /// its bytes go before the fast path's resends.
+    fn sparse_first(&self) -> bool {
+        self.sched
+            .front()
+            .and_then(|id| self.streams.get(id))
+            .is_some_and(|s| s.sparse && s.state == OpenState::Open)
     }
 
     /// The next packet to send to this peer, if any: unsequenced frames first, then
@@ -156,12 +179,17 @@ impl Session {
         if lossy && self.shadow_due {
             self.shadow_logged_data();
         }
+        let log_room = (self.log_bytes as u64) < ctx.config.session_window;
         if lossy_lane && lossy && self.lossy_tx.has_lost() && self.lossy_may_send(now) {
+            if self.sparse_first() {
+                if let Some(p) = self.poll_data(now, ctx, lossy, log_room, (true, false)) {
+                    return Some(p);
+                }
+            }
             if let Some(p) = self.resend_lossy(now) {
                 return Some(p);
             }
         }
-        let log_room = (self.log_bytes as u64) < ctx.config.session_window;
         if log_room {
             let p = self.poll_control(ctx).or_else(|| {
                 if lossy {
@@ -284,6 +312,7 @@ impl Session {
             self.send_total += n as u64;
             let more = s.send.unsent_len() > 0;
             s.scheduled = more;
+            self.sparse_run = if s.sparse { self.sparse_run + 1 } else { 0 };
             self.end_turn_step(id, n, more, ctx);
             let packet = buf.freeze();
             if fast {
@@ -322,7 +351,12 @@ impl Session {
             self.turn = Some((id, in_turn));
             self.sched.push_front(id);
         } else {
+            // Its turn is over: it joins the backlog (a sparse stream that kept writing is
+            // sparse no longer).
             self.turn = None;
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.sparse = false;
+            }
             self.sched.push_back(id);
         }
     }
