@@ -398,6 +398,9 @@ pub struct StreamStats {
     pub recv_buffered: usize,
     /// Bytes written and not yet acknowledged (unsent plus in flight).
     pub send_buffered: usize,
+    /// Bytes written and not yet sent: on the fast path at most half the congestion
+    /// window (about one bandwidth-delay product) or 256 KiB, whichever is more.
+    pub send_unsent: usize,
     /// The credit the peer granted this stream, as a span from the acknowledged offset.
     pub send_window: u64,
     /// This stream's receive window: `stream_window`, doubled each time the credit, not the

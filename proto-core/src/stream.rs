@@ -66,9 +66,11 @@ impl SendHalf {
         self.max_offset.saturating_sub(self.written)
     }
 
-    /// Accepts as much of `data` as credit allows; returns how much.
-    pub fn write(&mut self, mut data: Bytes) -> usize {
-        let n = (self.credit().min(data.len() as u64)) as usize;
+    /// Accepts as much of `data` as credit allows, and as keeps the bytes waiting to be
+    /// sent within `max_unsent`; returns how much.
+    pub fn write(&mut self, mut data: Bytes, max_unsent: usize) -> usize {
+        let room = max_unsent.saturating_sub(self.unsent_len) as u64;
+        let n = (self.credit().min(room).min(data.len() as u64)) as usize;
         if n == 0 {
             return 0;
         }
@@ -468,8 +470,8 @@ mod tests {
             max_offset: 10,
             ..Default::default()
         };
-        assert_eq!(s.write(Bytes::from_static(b"hello world!")), 10);
-        assert_eq!(s.write(Bytes::from_static(b"x")), 0);
+        assert_eq!(s.write(Bytes::from_static(b"hello world!"), usize::MAX), 10);
+        assert_eq!(s.write(Bytes::from_static(b"x"), usize::MAX), 0);
         let mut buf = BytesMut::new();
         assert_eq!(s.take_into(4, &mut buf), 4);
         assert_eq!(s.sent, 4);
@@ -486,6 +488,23 @@ mod tests {
         assert!(s.on_window(20));
         assert!(!s.on_window(15));
         assert_eq!(s.credit(), 10);
+    }
+
+    #[test]
+    fn the_unsent_limit_bounds_a_write_as_credit_does() {
+        let mut s = SendHalf {
+            max_offset: 100,
+            ..Default::default()
+        };
+        assert_eq!(s.write(Bytes::from_static(b"abcdef"), 4), 4);
+        assert_eq!(s.write(Bytes::from_static(b"g"), 4), 0);
+        let mut buf = BytesMut::new();
+        assert_eq!(s.take_into(3, &mut buf), 3);
+        assert_eq!(
+            s.write(Bytes::from_static(b"ghijk"), 4),
+            3,
+            "room for 3 again"
+        );
     }
 
     #[test]

@@ -1241,3 +1241,41 @@ fn a_crowd_of_small_writers_does_not_starve_a_bulk_stream() {
     // (Without the limit on sparse runs it moved 118 KB; with it, 240 KB.)
     assert!(moved >= 3_000_000 / 17, "bulk moved {moved} bytes");
 }
+
+/// On the fast path a stream keeps about one bandwidth-delay product written but unsent,
+/// not its whole credit: what the application writes beyond that waits on its side, so a
+/// keystroke it writes next on the same connection is not queued behind megabytes here.
+#[test]
+fn a_bulk_stream_keeps_about_one_window_unsent_not_its_whole_credit() {
+    let mut p = connected(client(), server_allowing(&["*:*"]), 21);
+    p.latency = Duration::from_millis(25);
+    p.lossy = LossyLink {
+        bandwidth: Some(4_000_000),
+        buffer: 300,
+        ..LossyLink::default()
+    };
+    p.set_direct(true);
+    p.a.app.keep_bytes = false;
+    p.b.app.keep_bytes = false;
+    let bulk =
+        p.a.endpoint
+            .open(p.now, SERVER, target("127.0.0.1:1"))
+            .unwrap();
+    p.a.app.send(bulk, Bytes::from(vec![7u8; 32 << 20]), true);
+    // What it took before the fast path ran (credit alone bounds that) is sent by now.
+    p.advance(Duration::from_secs(1), STEPS).unwrap();
+    let mut worst = 0;
+    for _ in 0..40 {
+        p.advance(Duration::from_millis(100), STEPS).unwrap();
+        let st = p.a.endpoint.stream_stats(bulk).unwrap();
+        let ss = p.a.endpoint.session_stats(SERVER).unwrap();
+        let unsent = st.send_unsent;
+        let limit = (ss.congestion_window / 2).max(256 << 10);
+        assert!(unsent <= limit, "{unsent} unsent, limit {limit}: {st:?}");
+        worst = worst.max(unsent);
+    }
+    // ... while the credit it could have filled grew well past that.
+    let st = p.a.endpoint.stream_stats(bulk).unwrap();
+    assert!(st.send_window > 2 * worst as u64, "{st:?}, worst {worst}");
+    assert!(!p.b.app.eof.contains(&bulk), "still running");
+}

@@ -53,6 +53,9 @@ const MIN_FRAME_LEN: usize = 9;
 /// packets, about 0.1 ms at 150 MB/s, so turns stay fine-grained for interactive streams
 /// while the receiver gets runs of one stream (one socket write each, not one per packet).
 const TURN_BYTES: usize = 16 * 1024;
+/// The fewest bytes a stream may keep written but not yet sent (see
+/// `Session::unsent_limit`): the first stream window, so a short path is never starved.
+const MIN_UNSENT: usize = 256 * 1024;
 /// Packets sparse streams may send in a row ahead of a waiting backlog: however many small
 /// writers there are, a bulk stream gets one packet in this many.
 const SPARSE_RUN: usize = 16;

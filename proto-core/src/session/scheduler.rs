@@ -271,6 +271,7 @@ impl Session {
             return None;
         }
         let max_payload = ctx.config.max_packet_size - DATA_HEADER_LEN;
+        let unsent_limit = self.unsent_limit();
         let mut lossy_checked: Option<bool> = None;
         let mut skipped = 0;
         while skipped < self.sched.len() {
@@ -309,6 +310,7 @@ impl Session {
             if fast {
                 s.send.lossy_unacked += n as u64;
             }
+            announce_room(s, unsent_limit, ctx);
             self.send_total += n as u64;
             let more = s.send.unsent_len() > 0;
             s.scheduled = more;
@@ -365,4 +367,14 @@ impl Session {
 /// Whether a packet travels as a Tox lossy packet (its first byte says).
 fn is_lossy(packet: &[u8]) -> bool {
     crate::transport::PacketKind::is_lossy(packet)
+}
+
+/// A write on `s` came back short for the unsent limit, and half of it is free again:
+/// `StreamWritable`.
+fn announce_room(s: &mut crate::stream::Stream, unsent_limit: usize, ctx: &mut Ctx<'_>) {
+    if s.send.want_writable && s.send.credit() > 0 && s.send.unsent_len() <= unsent_limit / 2 {
+        s.send.want_writable = false;
+        ctx.events
+            .push_back(crate::event::Event::StreamWritable { stream: s.id });
+    }
 }
