@@ -113,7 +113,11 @@ pub fn check(r: &ProfileReport) -> Vec<Check> {
         push(
             "beside one CUBIC flow: toxtun ÷ CUBIC",
             format!("{x:.2} ({t:.2} vs {k:.2} MB/s)"),
-            if judged { "0.5 – 2".into() } else { String::new() },
+            if judged {
+                "0.5 – 2".into()
+            } else {
+                String::new()
+            },
             judged.then_some((0.5..=2.0).contains(&x)),
         );
     }
