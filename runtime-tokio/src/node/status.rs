@@ -247,6 +247,10 @@ pub struct StreamStatus {
     pub bytes_sent: u64,
     /// Bytes received on it so far.
     pub bytes_received: u64,
+    /// Bytes the local side wrote that toxtun holds, not yet sent (on the fast path at
+    /// most about one bandwidth-delay product).
+    #[serde(default)]
+    pub bytes_unsent: u64,
 }
 
 impl NodeStatus {
@@ -301,9 +305,14 @@ impl NodeStatus {
                 let _ = writeln!(out, "  listener {}: {}", l.bind, l.state);
             }
             for st in &p.streams {
+                let unsent = if st.bytes_unsent > 0 {
+                    format!(", {} waiting to be sent", bytes(st.bytes_unsent))
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     out,
-                    "  stream {} {} {}: {:.0} s, {} sent, {} received",
+                    "  stream {} {} {}: {:.0} s, {} sent, {} received{unsent}",
                     st.id,
                     if st.incoming { "from peer to" } else { "to" },
                     st.target,
@@ -404,6 +413,7 @@ mod tests {
                     age_secs: 3.0,
                     bytes_sent: 10,
                     bytes_received: 2048,
+                    bytes_unsent: 0,
                 }],
                 listeners: vec![ListenerStatus {
                     bind: "127.0.0.1:8080".into(),

@@ -88,6 +88,7 @@ impl<T: Transport> Driver<T> {
                             age_secs: at.saturating_duration_since(*since).as_secs_f64(),
                             bytes_sent: st.sent,
                             bytes_received: st.received,
+                            bytes_unsent: st.send_unsent as u64,
                         })
                     })
                     .collect();
