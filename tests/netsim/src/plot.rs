@@ -22,15 +22,29 @@ type Pick = fn(&Series) -> &[(f64, f64)];
 pub fn write_svg(file: &Path, title: &str, series: &[Series]) -> Result<(), String> {
     let root = SVGBackend::new(file, (900, 900)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
+    // The time axis spans the second-longest download: one carrier far slower than the
+    // others (CUBIC under random loss: 150 s against 5) would squeeze theirs into a sliver.
+    let mut ends: Vec<f64> = series
+        .iter()
+        .map(|s| {
+            s.goodput
+                .iter()
+                .chain(&s.window)
+                .chain(&s.pacing)
+                .map(|p| p.0)
+                .fold(0.0, f64::max)
+        })
+        .collect();
+    ends.sort_by(|a, b| b.total_cmp(a));
+    let end = (ends.get(1).or(ends.first()).copied().unwrap_or(1.0) * 1.1).max(1.0);
+    let title = match ends.first() {
+        Some(&longest) if longest > end => format!("{title} (cut at {end:.0} s of {longest:.0})"),
+        _ => title.to_string(),
+    };
     let root = root
-        .titled(title, ("sans-serif", 20))
+        .titled(&title, ("sans-serif", 18))
         .map_err(|e| e.to_string())?;
     let panels = root.split_evenly((3, 1));
-    let end = series
-        .iter()
-        .flat_map(|s| s.goodput.iter().chain(&s.window).chain(&s.pacing))
-        .map(|p| p.0)
-        .fold(1.0, f64::max);
     let picks: [(&str, Pick); 3] = [
         ("goodput, MB/s", |s| &s.goodput),
         ("window, KB", |s| &s.window),
@@ -59,7 +73,7 @@ pub fn write_svg(file: &Path, title: &str, series: &[Series]) -> Result<(), Stri
             let colour = COLOURS[i % COLOURS.len()];
             chart
                 .draw_series(LineSeries::new(
-                    pick(s).iter().copied(),
+                    pick(s).iter().copied().filter(|p| p.0 <= end),
                     colour.stroke_width(2),
                 ))
                 .map_err(|e| e.to_string())?
