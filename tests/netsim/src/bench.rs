@@ -522,6 +522,10 @@ pub fn run_profile(profile: &Profile, opts: &BenchOptions) -> Result<ProfileRepo
         carriers.push(c);
     }
     let traces: Vec<Series> = carriers.iter().filter_map(|c| c.trace.clone()).collect();
+    let _ = std::fs::write(
+        opts.run_dir.join(profile.name).join("trace.csv"),
+        crate::trace::csv(&traces),
+    );
     let svg = opts.run_dir.join(profile.name).join("plot.svg");
     let title = format!("{}: {}", profile.name, profile.about);
     match crate::plot::write_svg(&svg, &title, &traces) {

@@ -73,6 +73,23 @@ impl Series {
     }
 }
 
+/// The series as CSV (`carrier,series,seconds,value`), for other tools to plot.
+pub fn csv(series: &[Series]) -> String {
+    let mut out = String::from("carrier,series,seconds,value\n");
+    for s in series {
+        for (name, points) in [
+            ("goodput_mb_s", &s.goodput),
+            ("window_kb", &s.window),
+            ("pacing_mb_s", &s.pacing),
+        ] {
+            for (t, v) in points {
+                out += &format!("{},{name},{t:.3},{v:.3}\n", s.name);
+            }
+        }
+    }
+    out
+}
+
 /// Polls a `toxtun serve` process's metrics (inside its namespace) every 100 ms, for its
 /// first peer's window and pacing rate, until finished.
 #[derive(Debug)]
