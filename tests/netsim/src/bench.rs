@@ -148,7 +148,7 @@ pub struct Carrier {
     pub outage_events: Vec<Vec<String>>,
     /// The first download over time, for the plot.
     pub trace: Option<Series>,
-    /// toxtun only: MB/s of toxtun and of one kernel CUBIC flow downloading at once.
+    /// toxtun and kernel BBR: MB/s of it and of one kernel CUBIC flow downloading at once.
     pub coexist: Option<(f64, f64)>,
 }
 
@@ -267,11 +267,16 @@ fn downloads_at_once(
 
 /// toxtun (its tunnel's end `tunnel` on A) and one kernel CUBIC flow downloading at once
 /// over the same bottleneck: the MB/s of each.
-fn coexist(wan: &Wan, tunnel: SocketAddr) -> Result<(f64, f64), NetsimError> {
+/// (`tunnel` on A, or kernel TCP with congestion control `cc`.)
+fn coexist(
+    wan: &Wan,
+    tunnel: SocketAddr,
+    cc: Option<&'static str>,
+) -> Result<(f64, f64), NetsimError> {
     let direct: SocketAddr = format!("{}:{PROBE_PORT}", Wan::addr(Side::B))
         .parse()
         .expect("an address");
-    let got = downloads_at_once(wan, &[(tunnel, None), (direct, Some("cubic"))], COEXIST)?;
+    let got = downloads_at_once(wan, &[(tunnel, cc), (direct, Some("cubic"))], COEXIST)?;
     Ok((got[0], got[1]))
 }
 
@@ -325,6 +330,10 @@ fn kernel(
         probe::upload(addr, n, Some(cc))
     })?);
     c.loaded_rtt = loaded_rtt(wan, addr, addr, Some(cc))?;
+    // Kernel BBR beside CUBIC: what the same share looks like for the kernel's BBR.
+    if cc == "bbr" && profile.outages.is_empty() {
+        c.coexist = Some(coexist(wan, addr, Some("bbr"))?);
+    }
     for &o in &profile.outages {
         let (_, rec) = download_with_outage(wan, addr, outage_bytes(opts), Some(cc), Some(o))?;
         c.recoveries.extend(rec);
@@ -385,7 +394,7 @@ fn tunnel(wan: &Wan, profile: &Profile, opts: &BenchOptions) -> Result<Carrier, 
     }
     c.loaded_rtt = loaded_rtt(wan, addr, addr, None)?;
     if profile.outages.is_empty() {
-        c.coexist = Some(coexist(wan, addr)?);
+        c.coexist = Some(coexist(wan, addr, None)?);
     }
     tunnel_outages(wan, &t, profile, opts, &mut c)?;
     if t.direct() == Some(false) && direct_at.is_some() {

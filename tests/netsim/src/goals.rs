@@ -105,23 +105,33 @@ pub fn check(r: &ProfileReport) -> Vec<Check> {
         },
         under_load.filter(|_| latency_goal).map(|g| g <= 20.0),
     );
-    if let Some((t, k)) = tox.coexist {
-        // Under random loss CUBIC cannot fill the link even alone (0.3 MB/s of 12 at 1%):
-        // there the figure is reported, not judged.
-        let judged = r.profile.path.loss == 0.0;
-        let x = t / k.max(1e-9);
-        push(
-            "beside one CUBIC flow: toxtun ÷ CUBIC",
-            format!("{x:.2} ({t:.2} vs {k:.2} MB/s)"),
-            if judged {
-                "0.5 – 2".into()
-            } else {
-                String::new()
-            },
-            judged.then_some((0.5..=2.0).contains(&x)),
-        );
-    }
+    out.extend(coexistence(r, tox));
     out
+}
+
+/// Toxtun's share beside one CUBIC flow, judged where the path has no random loss (under
+/// random loss CUBIC cannot fill the link even alone: 0.3 MB/s of 12 at 1%), with kernel
+/// BBR's share beside the same flow for comparison.
+fn coexistence(r: &ProfileReport, tox: &Carrier) -> Option<Check> {
+    let (t, k) = tox.coexist?;
+    let judged = r.profile.path.loss == 0.0;
+    let x = t / k.max(1e-9);
+    let kernel = carrier(r, "kernel TCP bbr")
+        .and_then(|c| c.coexist)
+        .map_or(String::new(), |(b, k)| {
+            format!("; kernel BBR {:.2} ({b:.2} vs {k:.2})", b / k.max(1e-9))
+        });
+    Some(Check {
+        profile: r.profile.name,
+        what: "beside one CUBIC flow: toxtun ÷ CUBIC",
+        value: format!("{x:.2} ({t:.2} vs {k:.2} MB/s){kernel}"),
+        goal: if judged {
+            "0.5 – 2".into()
+        } else {
+            String::new()
+        },
+        met: judged.then_some((0.5..=2.0).contains(&x)),
+    })
 }
 
 /// The checks as one line each, for the bench's output.
