@@ -265,12 +265,17 @@ impl Bbr {
             self.inflight_hi = (grown < bound).then_some(grown);
         }
         // A round held back by the application or the peer's credit says nothing of
-        // whether the pipe is full, unless its round trips show a queue: then it is (on a
-        // lossy path the receiver's credit waits on each resend, and start-up, skipping
-        // those rounds, went on pacing at 2.9× the link with its buffer full for a second).
-        let queue = self
-            .min_rtt
-            .is_some_and(|m| self.round_max_rtt > m.mul_f64(QUEUE_RTT_GAIN).max(m + QUEUE_MARGIN));
+        // whether the pipe is full, unless its round trips show a queue of its own
+        // making: then it is (on a lossy path the receiver's credit waits on each resend,
+        // and start-up, skipping those rounds, went on pacing at 2.9× the link with its
+        // buffer full for a second). Its own: the round had at least a model's BDP and an
+        // initial window in flight. An interactive spell's few bytes on a jittery path
+        // once passed for a queue, and start-up ended at the echo's rate.
+        let own = self.round_max_in_flight >= self.bdp(1.0).unwrap_or(0).max(INITIAL_WINDOW);
+        let queue = own
+            && self.min_rtt.is_some_and(|m| {
+                self.round_max_rtt > m.mul_f64(QUEUE_RTT_GAIN).max(m + QUEUE_MARGIN)
+            });
         self.round_delivered = 0;
         self.round_lost = 0;
         self.round_max_in_flight = self.in_flight;
@@ -466,5 +471,43 @@ impl Controller for Bbr {
         let floor = INITIAL_WINDOW as f64 / srtt.as_secs_f64();
         let bw = (self.max_bw() as f64).max(floor);
         (bw * self.pacing_gain()).max(SEGMENT as f64) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An interactive spell (an ssh session before an scp): 64-byte echoes, their round
+    /// trips jittery by 30 ms. Its rounds are application-limited and its flight is no
+    /// queue of ours, so start-up must not end on them: it once did, with the model at the
+    /// echo's rate, and the bulk transfer after took 20 s to reach the link.
+    #[test]
+    fn an_interactive_spell_does_not_end_start_up() {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let mut b = Bbr::default();
+        let mut rtt = RttEstimator::default();
+        let mut delivered = 0u64;
+        for i in 0..20u64 {
+            let sent = t0 + Duration::from_millis(100 * i);
+            let late = Duration::from_millis(50 + 30 * (i % 2));
+            b.on_sent(sent, i, 64, 64);
+            rtt.update(late, Duration::ZERO);
+            b.on_rtt_sample(&rtt);
+            let sample = RateSample {
+                delivered: 64,
+                interval: late,
+                prior_delivered: delivered,
+                total_delivered: delivered + 64,
+                app_limited: true,
+                in_flight: 0,
+            };
+            delivered += 64;
+            b.on_ack(sent + late, sent, 64, &rtt, &sample);
+        }
+        assert!(b.round >= 10, "{} rounds", b.round);
+        assert_eq!(b.mode, Mode::Startup);
+        assert!(!b.filled_pipe);
     }
 }
