@@ -1152,20 +1152,33 @@ fn resets_with_fast_path_bytes_in_flight_keep_session_credit_in_agreement() {
     p.credit_agrees().unwrap();
 }
 
+/// A connected pair on a direct link with one-way `delay_ms` and the lossy lane `link`,
+/// neither application keeping the bytes it receives (the bulk tests count them).
+fn on_direct_link(seed: u64, delay_ms: u64, link: LossyLink) -> Pair {
+    let mut p = connected(client(), server_allowing(&["*:*"]), seed);
+    p.latency = Duration::from_millis(delay_ms);
+    p.lossy = link;
+    p.set_direct(true);
+    p.a.app.keep_bytes = false;
+    p.b.app.keep_bytes = false;
+    p
+}
+
 /// A few bytes written on one stream go out ahead of another stream's backlog and of its
 /// resends: on a direct link losing 5%, with a bulk upload keeping the window full, each
 /// 64-byte message arrives within the path's delay and a few packets' pacing.
 #[test]
 fn a_small_write_goes_ahead_of_another_streams_backlog_and_resends() {
-    let mut p = connected(client(), server_allowing(&["*:*"]), 19);
-    p.latency = Duration::from_millis(10);
-    p.lossy = LossyLink {
-        loss_per_mille: 50,
-        bandwidth: Some(4_000_000),
-        buffer: 40,
-        ..LossyLink::default()
-    };
-    p.set_direct(true);
+    let mut p = on_direct_link(
+        19,
+        10,
+        LossyLink {
+            loss_per_mille: 50,
+            bandwidth: Some(4_000_000),
+            buffer: 40,
+            ..LossyLink::default()
+        },
+    );
     let bulk =
         p.a.endpoint
             .open(p.now, SERVER, target("127.0.0.1:1"))
@@ -1174,8 +1187,6 @@ fn a_small_write_goes_ahead_of_another_streams_backlog_and_resends() {
         p.a.endpoint
             .open(p.now, SERVER, target("127.0.0.1:2"))
             .unwrap();
-    p.a.app.keep_bytes = false;
-    p.b.app.keep_bytes = false;
     p.a.app.send(bulk, Bytes::from(vec![7u8; 32 << 20]), true);
     p.advance(Duration::from_secs(1), STEPS).unwrap();
     let mut late = Vec::new();
@@ -1206,16 +1217,15 @@ fn a_small_write_goes_ahead_of_another_streams_backlog_and_resends() {
 /// for four times the link, and the bulk stream beside them still moves.
 #[test]
 fn a_crowd_of_small_writers_does_not_starve_a_bulk_stream() {
-    let mut p = connected(client(), server_allowing(&["*:*"]), 20);
-    p.latency = Duration::from_millis(10);
-    p.lossy = LossyLink {
-        bandwidth: Some(1_000_000),
-        buffer: 40,
-        ..LossyLink::default()
-    };
-    p.set_direct(true);
-    p.a.app.keep_bytes = false;
-    p.b.app.keep_bytes = false;
+    let mut p = on_direct_link(
+        20,
+        10,
+        LossyLink {
+            bandwidth: Some(1_000_000),
+            buffer: 40,
+            ..LossyLink::default()
+        },
+    );
     let bulk =
         p.a.endpoint
             .open(p.now, SERVER, target("127.0.0.1:1"))
@@ -1247,16 +1257,15 @@ fn a_crowd_of_small_writers_does_not_starve_a_bulk_stream() {
 /// keystroke it writes next on the same connection is not queued behind megabytes here.
 #[test]
 fn a_bulk_stream_keeps_about_one_window_unsent_not_its_whole_credit() {
-    let mut p = connected(client(), server_allowing(&["*:*"]), 21);
-    p.latency = Duration::from_millis(25);
-    p.lossy = LossyLink {
-        bandwidth: Some(4_000_000),
-        buffer: 300,
-        ..LossyLink::default()
-    };
-    p.set_direct(true);
-    p.a.app.keep_bytes = false;
-    p.b.app.keep_bytes = false;
+    let mut p = on_direct_link(
+        21,
+        25,
+        LossyLink {
+            bandwidth: Some(4_000_000),
+            buffer: 300,
+            ..LossyLink::default()
+        },
+    );
     let bulk =
         p.a.endpoint
             .open(p.now, SERVER, target("127.0.0.1:1"))
