@@ -21,8 +21,8 @@
 //!   says the window and the pace, fed delivery-rate samples (`rate.rs`), and a
 //!   pacer ([`pacing`]) spreads each window over the round trip rather than blasting it.
 //!
-//! This module is loss detection and the probe timer ([`LossySender`]); the receiving side
-//! is [`receiver`], the round-trip estimate [`rtt`].
+//! This module is loss detection ([`LossySender`]); the probe timer and the broken-path
+//! verdict are [`probe`], the receiving side [`receiver`], the round-trip estimate [`rtt`].
 //!
 //! Everything here takes `now` from the caller and keeps bounded state: the packets in
 //! flight are bounded by the congestion window, itself capped at [`congestion::MAX_WINDOW`].
@@ -36,6 +36,7 @@ use crate::ids::StreamId;
 
 pub(crate) mod congestion;
 mod pacing;
+mod probe;
 mod rate;
 mod receiver;
 mod rtt;
@@ -45,6 +46,7 @@ mod tests;
 pub(crate) use congestion::CongestionControl;
 use congestion::Controller;
 use pacing::Pacer;
+use probe::Probing;
 use rate::{DeliveryRate, PacketRate};
 pub(crate) use receiver::{LossyReceiver, MAX_ACK_DELAY};
 pub(crate) use rtt::RttEstimator;
@@ -59,26 +61,6 @@ const MAX_PACKET_THRESHOLD: u64 = 1024;
 const DECLARED_LOST_KEPT: usize = 4096;
 /// The payload size the window is counted in (a full LDATA payload).
 pub(crate) const SEGMENT: usize = crate::frame::MAX_DATA_PAYLOAD;
-/// Consecutive probe timeouts after which the fast path is declared broken for this link
-/// (lossy packets do not get through) and bytes go lossless — counting only those whose
-/// previous probe went unanswered although the peer's lossless frames kept arriving after
-/// it. A path that carries nothing at all is an outage, not a broken fast path: falling
-/// back then only moves the bytes to c-toxcore's lossless packets, which after the outage
-/// crawl (0.02 MB/s on a 50 ms path), while the fast path's probes find the path again
-/// the moment it returns.
-const PTOS_BEFORE_FALLBACK: u32 = 3;
-/// The longest wait between probe timeouts while nothing is acknowledged (unless the
-/// path's own probe timeout is longer): a probe timeout doubles each time, as RFC 9002's
-/// does, but uncapped it reaches minutes within a few outages' worth of them, and bytes
-/// would wait that long after the path returned. Each probe is two packets.
-const MAX_PROBE_INTERVAL: Duration = Duration::from_millis(500);
-/// How long a fast path declared broken stays off before it is tried again: the link
-/// c-toxcore still reports as direct may carry lossy packets again (a NAT that dropped them
-/// for a while), and a retry costs a few packets sent twice.
-const BROKEN_RETRY: Duration = Duration::from_secs(10);
-/// Packets a probe timeout sends again, outside the window and the pacer (RFC 9002 sends
-/// one or two).
-const PROBE_PACKETS: usize = 2;
 
 /// A range of stream bytes to send on the fast path (new, or again after a loss).
 #[derive(Debug, Clone)]
@@ -160,42 +142,6 @@ impl Default for Reordering {
             episode_spurious: 0,
             widened_in: 0,
         }
-    }
-}
-
-/// The probe timer's state: timeouts in a row, and what they showed about the path.
-#[derive(Debug, Default)]
-struct Probing {
-    /// Probe timeouts in a row without an acknowledgement.
-    count: u32,
-    /// Packets that may still go outside the window and the pacer: a probe timeout's.
-    packets: usize,
-    /// When the latest probe timeout fired.
-    at: Option<Instant>,
-    /// When the peer's latest lossless frame arrived: proof that the path carries
-    /// something, which tells a broken fast path from an outage.
-    heard_at: Option<Instant>,
-    /// Probe timeouts in a row whose previous probe went unanswered while the peer was
-    /// heard after it.
-    unanswered_while_heard: u32,
-    /// A probe timeout fired: the session sends a lossless PING (unless one is still
-    /// unanswered), whose PONG tells whether the whole path or only the fast path is down.
-    wants_liveness_ping: bool,
-    /// When the fast path was declared broken: lossy packets do not get through this link
-    /// (several probe timeouts unanswered while lossless frames kept coming), and the
-    /// session stops using them until the path changes or [`BROKEN_RETRY`] passes.
-    broken_at: Option<Instant>,
-}
-
-impl Probing {
-    /// An acknowledgement came, or the fast path's packets went elsewhere: the probing
-    /// ends (a broken verdict stays).
-    fn reset(&mut self) {
-        self.count = 0;
-        self.packets = 0;
-        self.at = None;
-        self.unanswered_while_heard = 0;
-        self.wants_liveness_ping = false;
     }
 }
 
@@ -326,16 +272,6 @@ impl LossySender {
     /// A lost payload of `bytes` went as DATA on the lossless lane instead.
     pub fn on_resent_lossless(&mut self, bytes: u64) {
         self.counters.bytes_resent += bytes;
-    }
-
-    /// Whether the fast path is declared broken on this link (see [`BROKEN_RETRY`]).
-    pub fn is_broken(&self) -> bool {
-        self.probing.broken_at.is_some()
-    }
-
-    /// Whether a probe timeout asked for a lossless PING since the last call.
-    pub fn take_liveness_ping_request(&mut self) -> bool {
-        std::mem::take(&mut self.probing.wants_liveness_ping)
     }
 
     /// When the pacer lets `bytes` go; `None`: now.
@@ -576,89 +512,6 @@ impl LossySender {
         while self.declared_lost.len() > DECLARED_LOST_KEPT {
             self.declared_lost.pop_first();
         }
-    }
-
-    /// When the loss or probe timer fires, if armed.
-    pub fn deadline(&self) -> Option<Instant> {
-        if let Some(t) = self.loss_time {
-            return Some(t);
-        }
-        if self.in_flight.is_empty() {
-            return None;
-        }
-        // From the latest send or probe timeout, whichever is later: a probe that could not
-        // go yet (the transport's lossy queue is full) must not leave the timer due.
-        let last_sent = self.last_sent?;
-        let since = last_sent.max(self.probing.at.unwrap_or(last_sent));
-        Some(since + self.probe_interval())
-    }
-
-    /// The wait before the next probe timeout: the probe timeout, doubled for each one in a
-    /// row, but no more than [`MAX_PROBE_INTERVAL`] (or the probe timeout itself, on a path
-    /// slower than that).
-    fn probe_interval(&self) -> Duration {
-        let pto = self.rtt.pto();
-        let backed_off = pto * (1u32 << self.probing.count.min(6));
-        backed_off.min(pto.max(MAX_PROBE_INTERVAL))
-    }
-
-    /// The peer's lossless frame arrived: the path carries something.
-    pub fn on_lossless_heard(&mut self, now: Instant) {
-        self.probing.heard_at = Some(now);
-    }
-
-    /// Fires the loss or probe timer if due. A probe timeout sends the oldest bytes in
-    /// flight again, first and outside the window, so that whatever the path did a LACK
-    /// follows; it reduces nothing (the next LACK tells whether anything was lost). Several
-    /// in a row unanswered while the peer's lossless frames keep arriving mark the fast
-    /// path broken; while the peer is silent too, the path is out, and the probes go on.
-    pub fn on_timeout(&mut self, now: Instant) {
-        if self.loss_time.is_some_and(|t| now >= t) {
-            self.detect_lost(now, false);
-            return;
-        }
-        if self.deadline().is_none_or(|t| now < t) {
-            return;
-        }
-        let p = &mut self.probing;
-        // Was the previous probe unanswered though the peer was heard after it went?
-        let heard_after_probe =
-            matches!((p.at, p.heard_at), (Some(probe), Some(heard)) if heard > probe);
-        if heard_after_probe {
-            p.unanswered_while_heard += 1;
-        } else {
-            p.unanswered_while_heard = 0;
-        }
-        p.wants_liveness_ping = true;
-        p.at = Some(now);
-        p.count += 1;
-        self.counters.probe_timeouts += 1;
-        // The oldest bytes, whatever their packet numbers: after a long outage every probe
-        // carries the bytes the receiver waits for, so they are delivered the moment the
-        // path returns. A copy still on its way is acknowledged in vain (it left
-        // `in_flight`); its bytes are counted once, by the copy that replaces it.
-        let mut oldest: Vec<(u64, u64)> = self
-            .in_flight
-            .iter()
-            .map(|(&k, p)| (p.chunk.order, k))
-            .collect();
-        oldest.sort_unstable();
-        oldest.truncate(PROBE_PACKETS);
-        for &(_, k) in oldest.iter().rev() {
-            if let Some(p) = self.in_flight.remove(&k) {
-                self.bytes_in_flight -= p.chunk.payload.len();
-                self.lost.push_front(p.chunk);
-            }
-        }
-        self.probing.packets = oldest.len();
-        if self.probing.unanswered_while_heard >= PTOS_BEFORE_FALLBACK {
-            self.probing.broken_at = Some(now);
-        }
-    }
-
-    /// When a fast path declared broken is to be tried again.
-    pub fn retry_at(&self) -> Option<Instant> {
-        self.probing.broken_at.map(|t| t + BROKEN_RETRY)
     }
 
     /// The fast path is going away (relay, suspension, broken): everything in flight is to

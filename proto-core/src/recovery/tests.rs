@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::congestion::{NewReno, MIN_WINDOW};
+use super::probe::{MAX_PROBE_INTERVAL, PROBE_PACKETS, PTOS_BEFORE_FALLBACK};
 use super::*;
 
 /// The tests' origin of virtual time (the one clock read, as the pair harness does).
