@@ -5,14 +5,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use toxtun_proto::pair::{LossyLink, Pair};
-use toxtun_proto::{
-    ClientRule, CongestionControl, EndpointConfig, PeerId, ServerPolicy, SessionStats, TargetRules,
-};
+use toxtun_proto::pair::LossyLink;
+use toxtun_proto::{CongestionControl, SessionStats};
 
-const CLIENT: PeerId = PeerId([0xC1; 32]);
-const SERVER: PeerId = PeerId([0x5E; 32]);
-const STEPS: usize = 50_000_000;
+mod common;
+use common::{on_bottleneck, SERVER, STEPS};
 
 /// A path: one-way delay, bottleneck rate (bytes/s), buffer (packets), loss (per mille).
 #[derive(Clone, Copy, Debug)]
@@ -26,27 +23,13 @@ struct Path {
 /// Uploads `bytes` over `path` with controller `cc` on both sides: the time it took and
 /// the sender's counters at the end (smoothed and minimum round trip included).
 fn upload(cc: CongestionControl, path: Path, bytes: usize, seed: u64) -> (Duration, SessionStats) {
-    let mut c = EndpointConfig::new(CLIENT);
-    c.congestion = cc;
-    let mut s = EndpointConfig::new(SERVER);
-    s.congestion = cc;
-    s.server = Some(ServerPolicy {
-        clients: vec![ClientRule {
-            peer: CLIENT,
-            targets: TargetRules::new(vec!["*:*".parse().unwrap()]),
-        }],
-        ..Default::default()
-    });
-    let mut p = Pair::new(c, s, seed);
-    p.latency = Duration::from_millis(path.delay_ms);
-    p.establish(STEPS).unwrap();
-    p.lossy = LossyLink {
+    let link = LossyLink {
         loss_per_mille: path.loss_per_mille,
         bandwidth: Some(path.rate),
         buffer: path.buffer,
         ..LossyLink::default()
     };
-    p.set_direct(true);
+    let mut p = on_bottleneck(cc, Duration::from_millis(path.delay_ms), link, seed);
     p.a.app.keep_bytes = false;
     p.b.app.keep_bytes = false;
     let stream =

@@ -16,14 +16,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use toxtun_proto::pair::{LossyLink, Pair};
-use toxtun_proto::{
-    ClientRule, CongestionControl, EndpointConfig, PeerId, ServerPolicy, StreamId, TargetRules,
-};
+use toxtun_proto::pair::LossyLink;
+use toxtun_proto::{CongestionControl, StreamId};
 
-const CLIENT: PeerId = PeerId([0xC1; 32]);
-const SERVER: PeerId = PeerId([0x5E; 32]);
-const STEPS: usize = 50_000_000;
+mod common;
+use common::{on_bottleneck, SERVER, STEPS};
 /// A packet on the bottleneck, about (what queue bounds are counted in).
 const PACKET: u64 = 1_372;
 /// The interactive stream's message and its period.
@@ -150,35 +147,16 @@ struct Outcome {
     messages: usize,
 }
 
-fn config(cc: CongestionControl) -> (EndpointConfig, EndpointConfig) {
-    let mut c = EndpointConfig::new(CLIENT);
-    c.congestion = cc;
-    let mut s = EndpointConfig::new(SERVER);
-    s.congestion = cc;
-    s.server = Some(ServerPolicy {
-        clients: vec![ClientRule {
-            peer: CLIENT,
-            targets: TargetRules::new(vec!["*:*".parse().unwrap()]),
-        }],
-        ..Default::default()
-    });
-    (c, s)
-}
-
 /// Runs `profile`'s scenario with `bytes` of bulk upload.
 fn run(profile: &Profile, cc: CongestionControl, bytes: usize, seed: u64) -> Outcome {
-    let (c, s) = config(cc);
-    let mut p = Pair::new(c, s, seed);
-    p.latency = profile.delay;
-    p.establish(STEPS).unwrap();
-    p.lossy = LossyLink {
+    let link = LossyLink {
         loss_per_mille: profile.loss_per_mille,
         bandwidth: Some(profile.rate),
         buffer: (profile.rate * profile.queue_ms / 1000 / PACKET) as usize,
         reorder: profile.reorder,
         ..LossyLink::default()
     };
-    p.set_direct(true);
+    let mut p = on_bottleneck(cc, profile.delay, link, seed);
     let target: toxtun_proto::Target = "127.0.0.1:9".parse().unwrap();
     let bulk: StreamId = p.a.endpoint.open(p.now, SERVER, target.clone()).unwrap();
     let chat: StreamId = p.a.endpoint.open(p.now, SERVER, target).unwrap();
