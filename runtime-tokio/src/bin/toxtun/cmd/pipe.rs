@@ -23,6 +23,8 @@ use crate::Fail;
 
 /// The agent's log, in the data directory.
 pub(crate) const AGENT_LOG: &str = "agent.log";
+/// How long a failed agent is given to write why to its log and exit.
+const AGENT_LAST_WORDS: Duration = Duration::from_secs(2);
 /// How long a just-started agent may take to listen on its socket.
 const AGENT_START: Duration = Duration::from_secs(30);
 
@@ -56,19 +58,25 @@ pub(crate) async fn run(
     }
     let mut agent = start_agent(cli, &dir, persist, secret, net)?;
     wait_for_agent(&dir, &mut agent).await?;
-    // An agent that fails after listening (a damaged identity file) closes its socket:
-    // its log has the reason.
-    let went_away = |why: String| {
-        Fail(format!(
-            "the background agent went away ({why}): {}",
-            last_line(&dir.join(AGENT_LOG))
-        ))
-    };
     match attached(&dir, request, &mut stop).await {
         Ok(Some(done)) => done,
-        Ok(None) => Err(went_away("no socket".into())),
-        Err(Fail(why)) => Err(went_away(why)),
+        Ok(None) => Err(went_away(&dir, &mut agent, "no socket".into()).await),
+        Err(Fail(why)) => Err(went_away(&dir, &mut agent, why).await),
     }
+}
+
+/// An agent that fails after listening (a damaged identity file) closes its socket, then
+/// writes the reason to its log and exits: wait for it to exit (2 s at most) before
+/// reading the log, or a loaded machine reads it empty ("nothing in agent.log").
+async fn went_away(dir: &Path, agent: &mut Child, why: String) -> Fail {
+    let start = tokio::time::Instant::now();
+    while agent.try_wait().ok().flatten().is_none() && start.elapsed() < AGENT_LAST_WORDS {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Fail(format!(
+        "the background agent went away ({why}): {}",
+        last_line(&dir.join(AGENT_LOG))
+    ))
 }
 
 /// Attaches stdin and stdout to a stream opened by the process holding the identity;
